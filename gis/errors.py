@@ -1,0 +1,29 @@
+"""Domain exceptions. The API maps each kind to one HTTP status in one place; the CLI prints its message."""
+
+
+class CityOpsError(Exception):
+    """Base of every error a user can act on; the message is the reason shown to them."""
+
+
+class NotFound(CityOpsError):
+    pass
+
+
+class InvalidInput(CityOpsError):
+    pass
+
+
+class Conflict(CityOpsError):
+    pass
+
+
+class Unauthorized(CityOpsError):
+    pass
+
+
+class Forbidden(CityOpsError):
+    pass
+
+
+class DatabaseUnavailable(CityOpsError):
+    pass

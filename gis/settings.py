@@ -1,0 +1,40 @@
+"""Configuration, read once from the environment (CITYOPS_*) with pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYOPS_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="libpq URL of an existing PostGIS database; unset = the self-managed cluster",
+    )
+    state_dir: Path = Field(
+        default=PROJECT_ROOT / ".cityops",
+        description="git-ignored folder for the self-managed cluster, orthophotos and caches",
+    )
+    database_name: str = "cityops"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1)
+    pool_min_size: int = 2
+    pool_max_size: int = 16
+    tile_cache_mb: int = Field(default=256, ge=0)
+
+    @property
+    def uses_own_cluster(self) -> bool:
+        return self.database_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

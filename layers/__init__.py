@@ -1,0 +1,1 @@
+"""The layer catalogue, the demo city, and data import/export."""

@@ -1,0 +1,233 @@
+"""The layer catalogue: each published layer is one declaration.
+
+Vector tiles, OGC API Features, TileJSON, style.json, exports and the wall's layer panel all read
+this list; adding a layer is adding one `Layer(...)` here.
+
+`where` and `relation` are trusted SQL fragments written here by developers, never user input.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gis.errors import NotFound
+
+GeometryType = Literal["Point", "LineString", "Polygon", "MultiPolygon", "Geometry"]
+LowZoom = Literal["count_per_grid", "cluster"]
+
+
+class Layer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{1,62}$")
+    title: str
+    description: str = ""
+    group: Literal["boundaries", "base", "components", "operations", "enforcement"]
+    relation: str = Field(description="schema-qualified table or view the layer reads")
+    key: str = Field(description="column that identifies a feature")
+    geometry_type: GeometryType
+    properties: tuple[str, ...] = Field(description="columns exposed in tiles and features")
+    where: str | None = None
+    source_tables: tuple[str, ...] = Field(
+        default=(), description="base tables whose changes change this layer (default: relation)"
+    )
+    datetime_column: str | None = None
+    district_column: str | None = "district_code"
+    minzoom: int = Field(default=0, ge=0, le=24)
+    maxzoom: int = Field(default=22, ge=0, le=24)
+    lowzoom: LowZoom | None = Field(
+        default=None, description="what tiles below minzoom hold instead of features"
+    )
+    tile_feature_budget: int = Field(default=20_000, gt=0)
+    editable: bool = False
+    style: dict[str, Any] = Field(description="MapLibre layer type, paint and layout")
+    legend: str = ""
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        return self.source_tables or (self.relation,)
+
+
+def _circle(color: str, radius: float = 3.0, stroke: str = "#0b1726") -> dict[str, Any]:
+    return {
+        "type": "circle",
+        "paint": {
+            "circle-color": color,
+            "circle-radius": ["interpolate", ["linear"], ["zoom"], 12, radius * 0.6, 18, radius * 2],
+            "circle-stroke-color": stroke,
+            "circle-stroke-width": 0.5,
+        },
+    }
+
+
+def _outline(color: str, width: float, dash: list[float] | None = None) -> dict[str, Any]:
+    paint: dict[str, Any] = {"line-color": color, "line-width": width}
+    if dash:
+        paint["line-dasharray"] = dash
+    return {"type": "line", "paint": paint}
+
+
+def _fill(color: str, opacity: float, outline: str) -> dict[str, Any]:
+    return {"type": "fill", "paint": {"fill-color": color, "fill-opacity": opacity, "fill-outline-color": outline}}
+
+
+COMPONENT_PROPERTIES = ("objcode", "objname", "class_code", "bgcode", "objstate", "district_code")
+FURNITURE_CLASSES = ("0121", "0122", "0123", "0126", "0138", "0203", "0301", "0305", "0501", "0690")
+
+CATALOGUE: tuple[Layer, ...] = (
+    Layer(
+        id="districts", title="区县 Districts and counties", group="boundaries",
+        relation="city.district", key="code", geometry_type="MultiPolygon",
+        properties=("code", "name", "kind", "area_m2"), district_column="code",
+        style=_outline("#4fc3f7", 2.0), legend="GB/T 2260 district / county boundary",
+    ),
+    Layer(
+        id="streets", title="街道 Streets (sub-districts)", group="boundaries",
+        relation="city.street", key="code", geometry_type="MultiPolygon",
+        properties=("code", "name", "district_code", "area_m2"), minzoom=9,
+        style=_outline("#81d4fa", 1.2, [4, 2]), legend="Street (街道) boundary",
+    ),
+    Layer(
+        id="communities", title="社区 Communities", group="boundaries",
+        relation="city.community", key="code", geometry_type="MultiPolygon",
+        properties=("code", "name", "street_code", "area_m2"), district_column=None, minzoom=11,
+        style=_outline("#b3e5fc", 0.8, [2, 2]), legend="Community (社区) boundary",
+    ),
+    Layer(
+        id="unit_grids", title="单元网格 Unit grids", group="boundaries",
+        relation="city.unit_grid", key="bgcode", geometry_type="MultiPolygon",
+        properties=("bgcode", "community_code", "district_code", "responsible_unit_id", "area_m2"),
+        minzoom=13, style=_outline("#546e7a", 0.5), legend="GB/T 30428.1 unit grid (≈10,000 m²)",
+        editable=True,
+    ),
+    Layer(
+        id="responsible_grids", title="责任网格 Responsible grids", group="boundaries",
+        relation="city.responsible_grid", key="code", geometry_type="MultiPolygon",
+        properties=("code", "name", "district_code", "responsible_unit_id", "area_m2"), minzoom=12,
+        style=_fill("#7e57c2", 0.08, "#9575cd"), legend="Area assigned to a responsible unit",
+    ),
+    Layer(
+        id="water", title="水系 Water", group="base",
+        relation="city.water", key="id", geometry_type="MultiPolygon",
+        properties=("name", "kind"), district_column=None,
+        style=_fill("#1565c0", 0.6, "#1e88e5"), legend="Grand Canal, rivers and lakes",
+    ),
+    Layer(
+        id="roads", title="道路 Roads", group="base",
+        relation="city.road", key="id", geometry_type="LineString",
+        properties=("name", "road_class"), district_column=None, minzoom=10,
+        style={
+            "type": "line",
+            "paint": {
+                "line-color": ["match", ["get", "road_class"], "arterial", "#607d8b", "secondary", "#546e7a", "#455a64"],
+                "line-width": ["interpolate", ["linear"], ["zoom"], 10, 0.5, 16, 4],
+            },
+        },
+        legend="Street network",
+    ),
+    Layer(
+        id="buildings", title="登记建筑 Registered buildings", group="base",
+        relation="city.building", key="id", geometry_type="MultiPolygon",
+        properties=("name", "use_type", "floors", "height_m", "permit_no", "district_code"), minzoom=14,
+        editable=True, style=_fill("#37474f", 0.7, "#546e7a"), legend="Registered (permitted) building",
+    ),
+    Layer(
+        id="manhole_covers", title="智能井盖 Smart manhole covers", group="components",
+        relation="city.manhole_cover_v", key="objcode", geometry_type="Point",
+        properties=(*COMPONENT_PROPERTIES, "sensor_state", "battery_pct"),
+        source_tables=("city.component", "city.manhole_sensor"),
+        minzoom=14, lowzoom="count_per_grid",
+        style={
+            "type": "circle",
+            "paint": {
+                "circle-color": ["match", ["get", "sensor_state"], "alarm", "#ff1744", "offline", "#9e9e9e", "#00e676"],
+                "circle-radius": ["interpolate", ["linear"], ["zoom"], 14, 2, 18, 6],
+                "circle-stroke-color": "#0b1726", "circle-stroke-width": 0.5,
+            },
+        },
+        legend="Manhole cover (GB/T 30428.2 class 01xx); red = alarm",
+    ),
+    Layer(
+        id="streetlights", title="路灯 Streetlights", group="components",
+        relation="city.streetlight_v", key="objcode", geometry_type="Point",
+        properties=(*COMPONENT_PROPERTIES, "control_group", "lamp_state"),
+        source_tables=("city.component", "city.streetlight"),
+        minzoom=15, lowzoom="count_per_grid", style=_circle("#ffd54f", 2.0),
+        legend="Streetlight (class 0118)",
+    ),
+    Layer(
+        id="video_cameras", title="视频监控 Video cameras", group="components",
+        relation="city.component", key="objcode", geometry_type="Point",
+        properties=COMPONENT_PROPERTIES, where="class_code = '0136'",
+        minzoom=12, style=_circle("#40c4ff", 3.0), legend="Video camera (class 0136)",
+    ),
+    Layer(
+        id="city_furniture", title="城市家具 City furniture", group="components",
+        relation="city.component", key="objcode", geometry_type="Point",
+        properties=COMPONENT_PROPERTIES,
+        where="class_code IN (" + ", ".join(f"'{c}'" for c in FURNITURE_CLASSES) + ")",
+        minzoom=15, lowzoom="count_per_grid", style=_circle("#a1887f", 2.5),
+        legend="Benches, bins, kiosks, toilets, shelters …",
+    ),
+    Layer(
+        id="components", title="管理部件 All components", group="components",
+        relation="city.component", key="objcode", geometry_type="Geometry",
+        properties=(*COMPONENT_PROPERTIES, "competent_dept_name", "owner_dept_name", "maintainer_dept_name"),
+        minzoom=16, lowzoom="count_per_grid", editable=True, style=_circle("#90a4ae", 2.0),
+        legend="Every GB/T 30428.2 component",
+    ),
+    Layer(
+        id="stall_sites", title="疏导点 Stall sites", group="operations",
+        relation="city.stall_site", key="id", geometry_type="Point",
+        properties=("code", "name", "capacity", "occupied", "district_code", "bgcode"),
+        datetime_column="updated_at", minzoom=11, editable=True,
+        style={
+            "type": "circle",
+            "paint": {
+                "circle-color": ["case", [">", ["get", "occupied"], 0], "#ffab40", "#69f0ae"],
+                "circle-radius": ["interpolate", ["linear"], ["zoom"], 11, 2, 18, 8],
+                "circle-stroke-color": "#0b1726", "circle-stroke-width": 0.5,
+            },
+        },
+        legend="Stall site; orange = occupied",
+    ),
+    Layer(
+        id="alarms", title="井盖告警 Open manhole alarms", group="operations",
+        relation="city.alarm", key="id", geometry_type="Point",
+        properties=("objcode", "alarm_type", "severity", "status", "raised_at", "district_code"),
+        where="status <> 'cleared'", datetime_column="raised_at",
+        style={
+            "type": "circle",
+            "paint": {
+                "circle-color": "#ff1744", "circle-radius": 6, "circle-opacity": 0.85,
+                "circle-stroke-color": "#ffffff", "circle-stroke-width": 1.5,
+            },
+        },
+        legend="Manhole sensor alarm not yet cleared",
+    ),
+    Layer(
+        id="cases", title="案卷 Open cases", group="operations",
+        relation="city.case_file", key="id", geometry_type="Point",
+        properties=("case_no", "kind", "state", "source", "reported_at", "deadline_at", "district_code", "bgcode"),
+        where="state NOT IN ('closed', 'evaluated', 'voided')", datetime_column="reported_at",
+        minzoom=11, style=_circle("#ea80fc", 3.5), legend="Case being handled (立案 → 结案)",
+    ),
+    Layer(
+        id="illegal_buildings", title="违法建设 Illegal buildings", group="enforcement",
+        relation="city.illegal_building", key="id", geometry_type="MultiPolygon",
+        properties=("status", "found_by", "confirmed_by", "confirmed_at", "area_m2", "district_code"),
+        datetime_column="confirmed_at", minzoom=10, editable=True,
+        style=_fill("#ff5252", 0.55, "#ff1744"), legend="Illegal-building record",
+    ),
+)
+
+_BY_ID = {layer.id: layer for layer in CATALOGUE}
+
+
+def get_layer(layer_id: str) -> Layer:
+    try:
+        return _BY_ID[layer_id]
+    except KeyError:
+        raise NotFound(f"unknown layer {layer_id!r}; known layers: {', '.join(_BY_ID)}") from None

@@ -1,0 +1,1 @@
+"""A deterministic synthetic Suqian for demos, tests and benchmarks."""
