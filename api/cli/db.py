@@ -1,0 +1,101 @@
+"""`cityops db …`: the database server and its schema."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import typer
+
+from api.cli.common import console, fail, run_guarded
+from gis import migrate, provision
+from gis.cluster import cluster_for
+from gis.db import conninfo, describe, open_connection, require_postgis
+from gis.settings import get_settings
+
+app = typer.Typer(help="Start, stop and migrate the database.", no_args_is_help=True)
+
+
+@app.command()
+def start() -> None:
+    """Start the self-managed PostGIS cluster (creating it on first use)."""
+    def action() -> None:
+        settings = get_settings()
+        if not settings.uses_own_cluster:
+            fail("CITYOPS_DATABASE_URL is set: that server is managed elsewhere, not by cityops")
+        cluster = cluster_for(settings)
+        provision.start_server(settings)
+        provision.create_database(settings, settings.database_name)
+        console.print(f"PostGIS running, socket in {cluster.socket_dir}; data in {cluster.data_dir}")
+    run_guarded(action)
+
+
+@app.command()
+def stop() -> None:
+    """Stop the self-managed cluster."""
+    def action() -> None:
+        settings = get_settings()
+        if not settings.uses_own_cluster:
+            fail("CITYOPS_DATABASE_URL is set: that server is managed elsewhere, not by cityops")
+        cluster_for(settings).stop()
+        console.print("PostGIS stopped")
+    run_guarded(action)
+
+
+@app.command()
+def status() -> None:
+    """Where the database is, whether it answers, and its migration revision."""
+    def action() -> None:
+        settings = get_settings()
+        if settings.uses_own_cluster:
+            cluster = cluster_for(settings)
+            state = "running" if cluster.is_running() else "stopped" if cluster.is_initialised() else "not created"
+            console.print(f"self-managed cluster: {state} ({cluster.data_dir})")
+            if state != "running":
+                raise SystemExit(3)
+        info = conninfo(settings)
+        with open_connection(info) as conn:
+            postgis = require_postgis(conn)
+        revision = migrate.current_revision(info)
+        head = migrate.head_revision()
+        console.print(f"database: {describe(info)}; PostGIS {postgis}; schema {revision or 'empty'} (latest {head})")
+    run_guarded(action)
+
+
+def _prepared_conninfo() -> str:
+    settings = get_settings()
+    provision.start_server(settings)
+    if settings.uses_own_cluster:
+        return provision.create_database(settings, settings.database_name)
+    return conninfo(settings)
+
+
+@app.command("migrate")
+def migrate_command(revision: str = typer.Argument("head", help="target revision (default: the newest)")) -> None:
+    """Apply the schema migrations."""
+    def action() -> None:
+        info = _prepared_conninfo()
+        migrate.upgrade(info, revision)
+        console.print(f"schema at {migrate.current_revision(info)}")
+    run_guarded(action)
+
+
+@app.command()
+def downgrade(revision: str = typer.Argument(..., help="target revision, e.g. '-1' or 'base'")) -> None:
+    """Roll the schema back (data in dropped tables is lost)."""
+    def action() -> None:
+        info = _prepared_conninfo()
+        migrate.downgrade(info, revision)
+        console.print(f"schema at {migrate.current_revision(info) or 'base'}")
+    run_guarded(action)
+
+
+@app.command()
+def psql() -> None:
+    """Open psql on the city database."""
+    def action() -> None:
+        if shutil.which("psql") is None:
+            fail("psql not found: install postgresql-client-15")
+        info = conninfo(get_settings())
+        os.execvp("psql", ["psql", info])
+    run_guarded(action)

@@ -1,0 +1,76 @@
+"""One place that turns domain exceptions into HTTP answers with a reason (OGC exception JSON)."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gis.errors import CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound, Unauthorized
+
+log = logging.getLogger("cityops.api")
+
+STATUS = {
+    NotFound: 404,
+    InvalidInput: 400,
+    Conflict: 409,
+    Unauthorized: 401,
+    Forbidden: 403,
+    DatabaseUnavailable: 503,
+}
+
+
+def problem(status: int, code: str, description: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "description": description}, status_code=status, headers=headers)
+
+
+def _status_of(exc: CityOpsError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]
+    return 400
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body", "header"))
+        parts.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(CityOpsError)
+    async def domain_error(_request: Request, exc: CityOpsError):
+        status = _status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return problem(status, type(exc).__name__, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        return problem(400, "InvalidParameterValue", _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return problem(exc.status_code, "HTTPException", str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def integrity_error(_request: Request, exc: psycopg.errors.IntegrityError):
+        constraint = getattr(exc.diag, "constraint_name", None) or "a database constraint"
+        return problem(409 if isinstance(exc, psycopg.errors.UniqueViolation) else 400,
+                       "ConstraintViolation", f"rejected by {constraint}; nothing was written")
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_down(_request: Request, exc: psycopg.OperationalError):
+        log.error("database unavailable: %s", exc)
+        return problem(503, "DatabaseUnavailable", "the database is unavailable; try again shortly")
+
+    @app.exception_handler(psycopg.Error)
+    async def database_error(_request: Request, exc: psycopg.Error):
+        # SQL text never reaches the client; it goes to the server log.
+        log.exception("database error", exc_info=exc)
+        return problem(500, "InternalError", "the server could not complete the request")

@@ -1,0 +1,14 @@
+"""What a feature module contributes to the app: its router, conformance classes and landing links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter
+
+
+@dataclass(frozen=True)
+class Extension:
+    router: APIRouter
+    conformance: tuple[str, ...] = ()
+    links: tuple[dict, ...] = field(default_factory=tuple)

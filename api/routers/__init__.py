@@ -1,0 +1,1 @@
+"""Routers: each module builds one `Extension` from declarations (the catalogue, settings)."""

@@ -1,0 +1,135 @@
+"""Shared fixtures: a real PostGIS (the self-managed cluster, or CITYOPS_DATABASE_URL's server),
+throwaway databases made once per run, the app over HTTP, and a live uvicorn for real clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from gis import migrate, provision
+from gis.db import open_connection
+from gis.keys import create_key
+from gis.settings import Settings
+from layers.demo.load import load_demo
+
+RUN_ID = f"{os.getpid()}"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def db_server(settings: Settings) -> Settings:
+    provision.start_server(settings)
+    return settings
+
+
+class Databases:
+    """Creates throwaway databases on the test server and drops them at the end of the run."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.names: list[str] = []
+
+    def create(self, purpose: str, *, migrated: bool = True) -> str:
+        name = f"cityops_test_{RUN_ID}_{purpose}"
+        provision.drop_database(self.settings, name)
+        info = provision.create_database(self.settings, name)
+        self.names.append(name)
+        if migrated:
+            migrate.upgrade(info)
+        return info
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            provision.drop_database(self.settings, name)
+
+
+@pytest.fixture(scope="session")
+def databases(db_server: Settings) -> Iterator[Databases]:
+    made = Databases(db_server)
+    yield made
+    made.drop_all()
+
+
+@pytest.fixture(scope="session")
+def city_db(databases: Databases) -> str:
+    """A migrated database holding the demo city at scale 1 (shared: tests that write clean up)."""
+    info = databases.create("city")
+    with open_connection(info) as conn:
+        load_demo(conn, scale=1)
+        conn.commit()
+    return info
+
+
+@pytest.fixture(scope="session")
+def keys(city_db: str) -> dict[str, str]:
+    """One key per role the tests need; 'editor_sucheng' is limited to 宿城区 (321302)."""
+    made = {}
+    with open_connection(city_db) as conn:
+        for name, role, districts in [
+            ("admin", "admin", []), ("viewer", "viewer", []), ("editor", "editor", []),
+            ("editor_sucheng", "editor", ["321302"]), ("reviewer", "reviewer", []),
+            ("enforcement", "enforcement", []),
+        ]:
+            made[name], _ = create_key(conn, role, districts, f"test {name}")
+        conn.commit()
+    return made
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="session")
+def client(settings: Settings, city_db: str) -> Iterator[TestClient]:
+    app = create_app(settings, conninfo=city_db)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def live_server(city_db: str, settings: Settings) -> Iterator[str]:
+    """uvicorn in its own process on a free loopback port, for GDAL, OWSLib and browsers."""
+    port = free_port()
+    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db, "CITYOPS_STATE_DIR": str(settings.state_dir)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "live_server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        raise RuntimeError(f"live server did not start; see {log.name}")
+    yield base
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()

@@ -1,0 +1,89 @@
+"""Keys and roles through the API: reads are open, writes need the right role and district."""
+
+from __future__ import annotations
+
+import pytest
+
+from gis.db import open_connection
+from gis.keys import create_key, list_keys, revoke_key
+from tests.conftest import bearer
+
+
+@pytest.fixture(scope="module")
+def stall_sites(city_db):
+    with open_connection(city_db) as conn:
+        sucheng = conn.execute("SELECT code, capacity, occupied FROM city.stall_site WHERE district_code = '321302' ORDER BY id LIMIT 1").fetchone()
+        suyu = conn.execute("SELECT code, capacity, occupied FROM city.stall_site WHERE district_code = '321311' ORDER BY id LIMIT 1").fetchone()
+    yield sucheng, suyu
+    with open_connection(city_db) as conn:
+        for site in (sucheng, suyu):
+            conn.execute("UPDATE city.stall_site SET occupied = %s WHERE code = %s", [site["occupied"], site["code"]])
+        conn.commit()
+
+
+def test_health_landing_and_conformance_need_no_key(client):
+    assert client.get("/healthz").json()["database"] == "ok"
+    landing = client.get("/").json()
+    assert {link["rel"] for link in landing["links"]} >= {"self", "service-desc", "conformance"}
+    assert "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core" in client.get("/conformance").json()["conformsTo"]
+
+
+def test_write_without_key_is_401(client, stall_sites):
+    response = client.put(f"/stall-sites/{stall_sites[0]['code']}/occupancy", json={"occupied": 1})
+    assert response.status_code == 401
+    assert "access key" in response.json()["description"]
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_unknown_key_is_401(client, stall_sites):
+    response = client.put(f"/stall-sites/{stall_sites[0]['code']}/occupancy", json={"occupied": 1}, headers=bearer("cok_not-a-real-key"))
+    assert response.status_code == 401 and "unknown or revoked" in response.json()["description"]
+
+
+def test_viewer_may_not_write(client, keys, stall_sites):
+    response = client.put(f"/stall-sites/{stall_sites[0]['code']}/occupancy", json={"occupied": 1}, headers=bearer(keys["viewer"]))
+    assert response.status_code == 403 and "editor role" in response.json()["description"]
+
+
+def test_district_scoped_editor_inside_and_outside_its_district(client, keys, stall_sites):
+    sucheng, suyu = stall_sites
+    inside = client.put(f"/stall-sites/{sucheng['code']}/occupancy", json={"occupied": 2}, headers=bearer(keys["editor_sucheng"]))
+    assert inside.status_code == 200 and inside.json()["occupied"] == 2
+    outside = client.put(f"/stall-sites/{suyu['code']}/occupancy", json={"occupied": 2}, headers=bearer(keys["editor_sucheng"]))
+    assert outside.status_code == 403
+    assert "321302" in outside.json()["description"] and "321311" in outside.json()["description"]
+
+
+def test_occupancy_over_capacity_is_400_and_not_written(client, keys, stall_sites, city_db):
+    site = stall_sites[0]
+    response = client.put(f"/stall-sites/{site['code']}/occupancy", json={"occupied": site["capacity"] + 1}, headers=bearer(keys["editor"]))
+    assert response.status_code == 400 and "capacity" in response.json()["description"]
+    assert client.put("/stall-sites/NOPE/occupancy", json={"occupied": 1}, headers=bearer(keys["editor"])).status_code == 404
+    assert client.put(f"/stall-sites/{site['code']}/occupancy", json={"occupied": "many"}, headers=bearer(keys["editor"])).status_code == 400
+
+
+def test_alarm_write_and_district_scope(client, keys, city_db):
+    with open_connection(city_db) as conn:
+        suyu_cover = conn.execute("SELECT objcode FROM city.manhole_cover_v WHERE district_code = '321311' LIMIT 1").fetchone()["objcode"]
+    denied = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "opened"}, headers=bearer(keys["editor_sucheng"]))
+    assert denied.status_code == 403
+    created = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "opened"}, headers=bearer(keys["editor"]))
+    assert created.status_code == 201 and created.json()["status"] == "open"
+    bad = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "fire"}, headers=bearer(keys["editor"]))
+    assert bad.status_code == 400
+    with open_connection(city_db) as conn:
+        conn.execute("DELETE FROM city.alarm WHERE id = %s", [created.json()["id"]])
+        conn.commit()
+
+
+def test_keys_store_only_a_hash_and_can_be_revoked(city_db, client):
+    with open_connection(city_db) as conn:
+        key, key_id = create_key(conn, "editor", [], "revocable")
+        conn.commit()
+        stored = conn.execute("SELECT key_hash FROM city.api_key WHERE id = %s", [key_id]).fetchone()["key_hash"]
+        assert key.encode() not in bytes(stored)
+        assert any(row["id"] == key_id for row in list_keys(conn))
+        revoke_key(conn, key_id)
+        conn.commit()
+    response = client.put("/stall-sites/X/occupancy", json={"occupied": 1}, headers=bearer(key))
+    assert response.status_code == 401
