@@ -38,9 +38,10 @@ def table_progress(title: str) -> Iterator[Callable[[str, int, int], None]]:
         console=console, transient=False,
     ) as progress:
         tasks: dict[str, int] = {}
-        console.print(title)
 
         def report(table: str, advance: int, total: int) -> None:
+            if not tasks:
+                console.print(title)
             if table not in tasks:
                 tasks[table] = progress.add_task(table, total=total)
             progress.advance(tasks[table], advance)
