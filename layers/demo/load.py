@@ -229,8 +229,12 @@ def load_demo(conn: psycopg.Connection, *, scale: int = 1, replace: bool = False
             )
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
             sql.SQL(", ").join(sql.Identifier("city", t) for t in CITY_TABLES)))
+    report = progress or (lambda _step, _advance, _total: None)
+    report("generate", 0, 2)
     plans = plan_city()
+    report("generate", 1, 2)
     population = populate(plans, scale=scale, now=now or now_utc())
+    report("generate", 1, 2)
     writer = CityWriter(conn, plans, progress)
     writer.administrative()
     writer.grids()
