@@ -16,7 +16,7 @@ from psycopg import sql
 from gis import migrate, provision
 from gis.db import open_connection
 from gis.settings import Settings
-from layers.demo.load import CITY_TABLES, CityWriter
+from layers.demo.load import CITY_TABLES, write_city
 from layers.demo.plan import plan_city
 from layers.demo.population import now_utc, populate
 
@@ -49,16 +49,10 @@ def main() -> None:
 
     with open_connection(info) as conn:
         started = time.perf_counter()
-        writer = CityWriter(conn, plans, progress=None)
-        writer.administrative()
-        writer.grids()
-        writer.base_map()
-        writer.components(population)
-        writer.operations(population)
-        writer.finish()
+        summary = write_city(conn, plans, population)
         conn.commit()
         ours_s = time.perf_counter() - started
-        rows = sum(writer.rows.values())
+        rows = summary.total
 
         # The same rows as COPY text, then a plain COPY of them into bare tables.
         payloads = {}
@@ -85,7 +79,7 @@ def main() -> None:
         conn.commit()
         plain_s = time.perf_counter() - started
 
-    components = writer.rows["component"]
+    components = summary.rows["component"]
     print(f"scale {args.scale}: {rows:,} rows ({components:,} components)")
     print(f"generate (Python, vectorised)        {generated_s:8.1f} s")
     print(f"cityops demo load (COPY + checks)    {ours_s:8.1f} s  {rows / ours_s:12,.0f} rows/s")

@@ -11,9 +11,10 @@ import psycopg
 import shapely
 from psycopg import sql
 
+from gis.bulk import rebuilt_after_load
 from gis.errors import Conflict
 from layers.demo.plan import DISTRICTS, MUNICIPALITY, TownPlan, county_polygons, plan_city
-from layers.demo.population import DEPARTMENTS, Population, now_utc, populate
+from layers.demo.population import DEPARTMENTS, Cases, Population, now_utc, populate
 
 # (table, rows) progress: called with the table name and how many rows were just written
 ProgressCallback = Callable[[str, int, int], None]
@@ -182,23 +183,17 @@ class CityWriter:
         self.copy("alarm", ("objcode", "alarm_type", "severity", "status", "reading", "raised_at", "cleared_at"), population.alarms)
         self.cases(population.cases)
 
-    def cases(self, cases: list[dict]) -> None:
-        wkbs = _ewkb([case["geom"] for case in cases])
+    def cases(self, cases: Cases) -> None:
+        c = cases.columns
+        names = ("case_no", "kind", "component_class_code", "event_class_code", "objcode", "source", "state",
+                 "reported_at", "filed_at", "dispatched_at", "deadline_at", "handled_at", "closed_at")
         self.copy(
             "case_file",
-            ("id", "case_no", "kind", "component_class_code", "event_class_code", "objcode", "district_code",
-             "bgcode", "source", "state", "reported_at", "filed_at", "dispatched_at", "deadline_at",
-             "handled_at", "closed_at", "geom"),
-            [
-                (i, case["case_no"], case["kind"], case["component_class_code"], case["event_class_code"],
-                 case["objcode"], case["bgcode"][:6], case["bgcode"], case["source"], case["state"],
-                 case["reported_at"], case.get("filed_at"), case.get("dispatched_at"), case.get("deadline_at"),
-                 case.get("handled_at"), case.get("closed_at"), wkb)
-                for i, (case, wkb) in enumerate(zip(cases, wkbs), start=1)
-            ],
+            ("id", *names, "district_code", "bgcode", "geom"),
+            [(i, *values, bgcode[:6], bgcode, wkb)
+             for i, (values, bgcode, wkb) in enumerate(zip(zip(*(c[name] for name in names)), c["bgcode"], _ewkb(c["geom"])), start=1)],
         )
-        events = [(i, state, at, "demo") for i, case in enumerate(cases, start=1) for state, at in case["events"]]
-        self.copy("case_event", ("case_id", "state", "at", "actor"), events)
+        self.copy("case_event", ("case_id", "state", "at"), cases.events)
 
     def finish(self) -> None:
         for table in SERIAL_TABLES:
@@ -235,11 +230,19 @@ def load_demo(conn: psycopg.Connection, *, scale: int = 1, replace: bool = False
     report("generate", 1, 2)
     population = populate(plans, scale=scale, now=now or now_utc())
     report("generate", 1, 2)
+    return write_city(conn, plans, population, progress)
+
+
+def write_city(conn: psycopg.Connection, plans: list[TownPlan], population: Population,
+               progress: ProgressCallback | None = None) -> LoadSummary:
+    """COPY a generated city into the (empty) city tables, indexes and keys rebuilt after."""
     writer = CityWriter(conn, plans, progress)
-    writer.administrative()
-    writer.grids()
-    writer.base_map()
-    writer.components(population)
-    writer.operations(population)
+    with rebuilt_after_load(conn, [f"city.{table}" for table in CITY_TABLES]):
+        writer.administrative()
+        writer.grids()
+        writer.base_map()
+        writer.components(population)
+        writer.operations(population)
     writer.finish()
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(sql.Identifier("city", t) for t in CITY_TABLES)))
     return LoadSummary(writer.rows)

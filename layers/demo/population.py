@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pandas as pd
 import shapely
 from shapely.geometry import box
 
-from gis.codes import component_code
+from gis.errors import InvalidInput
 from gis.standards import COMPONENT_CLASSES, EVENT_CLASSES
 from layers.demo.plan import ROAD_WIDTH_M, TownPlan
 
@@ -73,7 +74,7 @@ class Population:
     stall_sites: list[tuple]
     illegal_buildings: list[tuple]
     alarms: list[tuple]
-    cases: list[dict]
+    cases: Cases
 
 
 def _choice(rng: np.random.Generator, weights: dict[str, float], n: int) -> np.ndarray:
@@ -149,16 +150,17 @@ class CodeAllocator:
     """Serial numbers per (county, class), so every objcode is unique and standard."""
 
     def __init__(self):
-        self.next_serial: dict[tuple[str, str], int] = {}
+        self.next_serial: dict[str, int] = {}
 
     def allocate(self, bgcodes: np.ndarray, class_codes: np.ndarray) -> list[str]:
-        codes = []
-        for bgcode, class_code in zip(bgcodes, class_codes):
-            key = (bgcode[:6], class_code)
-            serial = self.next_serial.get(key, 0) + 1
-            self.next_serial[key] = serial
-            codes.append(component_code(bgcode[:6], class_code, serial))
-        return codes
+        prefixes = pd.Series([bgcode[:6] for bgcode in bgcodes]) + pd.Series(class_codes, dtype=str).to_numpy()
+        serials = prefixes.groupby(prefixes).cumcount().to_numpy() + 1
+        serials += prefixes.map(lambda p: self.next_serial.get(p, 0)).to_numpy()
+        for prefix, highest in pd.Series(serials).groupby(prefixes).max().items():
+            if highest > 999_999:
+                raise InvalidInput(f"more than 999,999 components of class {prefix[6:]} in county {prefix[:6]}: lower --scale")
+            self.next_serial[prefix] = int(highest)
+        return [f"{prefix}{serial:06d}" for prefix, serial in zip(prefixes, serials)]
 
 
 def _share(plans: list[TownPlan], samplers: list[RoadsideSampler], total: int) -> list[int]:
@@ -178,7 +180,7 @@ def _add_components(components: Components, allocator: CodeAllocator, rng, plan:
     components.bgcode += list(bgcodes)
     components.objstate += list(_choice(rng, OBJSTATE_WEIGHTS, len(objcodes)))
     days = rng.integers(0, 3650, size=len(objcodes))
-    components.ordate += [datetime(2015, 1, 1).date() + timedelta(days=int(d)) for d in days]
+    components.ordate += (np.datetime64("2015-01-01") + days).astype(str).tolist()
     components.geom += list(plan.to_4490(points))
     return objcodes
 
@@ -300,75 +302,92 @@ def _alarms(rng, components: Components, manhole_codes, manhole_sensors, scale: 
     return rows
 
 
-def _cases(rng, components: Components, plans, samplers, scale: int, now: datetime) -> list[dict]:
-    """A year of cases through 信息采集 -> 立案 -> 派遣 -> 处理 -> 反馈 -> 核查结案."""
+CASE_STEPS = ("filed", "dispatched", "processing", "handled", "closed")
+
+
+@dataclass
+class Cases:
+    """A year of cases as columns; times are ISO strings (UTC) or None where a step has not happened."""
+
+    columns: dict[str, list]
+    events: list[tuple[int, str, str]]
+
+    def __len__(self) -> int:
+        return len(self.columns["case_no"])
+
+
+def _iso(now: datetime, seconds_ago: np.ndarray) -> np.ndarray:
+    moments = np.datetime64(now.replace(tzinfo=None), "s") - seconds_ago.astype("timedelta64[s]")
+    return np.datetime_as_string(moments, unit="s", timezone="UTC")
+
+
+def _cases(rng, components: Components, plans, samplers, scale: int, now: datetime) -> Cases:
+    """A year of cases through 信息采集 -> 立案 -> 派遣 -> 处理 -> 反馈 -> 核查结案, as far as the clock allows."""
     n = CASES_PER_DAY * 365 * scale
-    reported = np.sort(rng.uniform(0, 365 * 86400, size=n))[::-1]
-    event_classes = [(code, hours) for code, _major, _name, hours in EVENT_CLASSES]
-    sources = _choice(rng, CASE_SOURCE_WEIGHTS, n)
-    n_components = len(components)
-    comp_bgcodes = components.bgcode
-    town_weights = np.array([s.length for s in samplers])
-    town_of_event = rng.choice(len(plans), size=n, p=town_weights / town_weights.sum())
-    event_points = {}
+    ago = np.sort(rng.uniform(0, 365 * 86400, size=n))[::-1]
+    is_component = rng.random(n) < 0.45
+    component_idx = rng.integers(len(components), size=n)
+    event_idx = rng.integers(len(EVENT_CLASSES), size=n)
+    limit_h = np.where(is_component, 24.0, np.array([h for *_rest, h in EVENT_CLASSES], dtype=float)[event_idx])
+
+    # Event cases sit beside the roads of a town chosen by its size; component cases at their component.
+    town_weights = np.array([sampler.length for sampler in samplers])
+    town = rng.choice(len(plans), size=n, p=town_weights / town_weights.sum())
+    geom = np.empty(n, dtype=object)
+    bgcode = np.empty(n, dtype=object)
     for t, (plan, sampler) in enumerate(zip(plans, samplers)):
-        count = int((town_of_event == t).sum())
-        points, bgcodes = _sample_located(sampler, rng, count, lambda r, m: sampler.along(r, m, (-5.0, 5.0)))
-        event_points[t] = (list(plan.to_4490(points)), list(bgcodes))
-    taken = {t: 0 for t in event_points}
-    year = now.year
-    cases = []
-    for seq, (ago_s, source, town) in enumerate(zip(reported, sources, town_of_event), start=1):
-        reported_at = now - timedelta(seconds=float(ago_s))
-        case = {"case_no": f"{year}{seq:08d}", "source": str(source), "reported_at": reported_at, "events": [("reported", reported_at)]}
-        if rng.random() < 0.45:
-            i = int(rng.integers(n_components))
-            code = components.objcode[i]
-            case.update(kind="component", component_class_code=code[6:10], event_class_code=None,
-                        objcode=code, bgcode=comp_bgcodes[i], geom=components.geom[i], limit_h=24)
-        else:
-            event_code, limit_h = event_classes[int(rng.integers(len(event_classes)))]
-            k = taken[town]
-            taken[town] += 1
-            geom, bgcode = event_points[town][0][k], event_points[town][1][k]
-            case.update(kind="event", component_class_code=None, event_class_code=event_code,
-                        objcode=None, bgcode=bgcode, geom=geom, limit_h=limit_h)
-        _advance_case(case, rng, now)
-        cases.append(case)
-    return cases
+        chosen = np.flatnonzero((town == t) & ~is_component)
+        points, codes = _sample_located(sampler, rng, len(chosen), lambda r, m: sampler.along(r, m, (-5.0, 5.0)))
+        geom[chosen] = plan.to_4490(points)
+        bgcode[chosen] = codes
+    comp = np.flatnonzero(is_component)
+    comp_geom = np.empty(len(components), dtype=object)
+    comp_geom[:] = components.geom
+    geom[comp] = comp_geom[component_idx[comp]]
+    bgcode[comp] = np.array(components.bgcode, dtype=object)[component_idx[comp]]
+    objcode = np.full(n, None, dtype=object)
+    objcode[comp] = np.array(components.objcode, dtype=object)[component_idx[comp]]
 
+    voided = rng.random(n) < 0.04
+    stuck = rng.random(n) > CASE_CLOSURE_RATE
+    delays_h = np.column_stack([
+        rng.uniform(0.1, 1.5, n), rng.uniform(0.1, 1.0, n), rng.uniform(0.1, 2.0, n),
+        rng.uniform(0.2, 0.8, n) * limit_h, rng.uniform(0.2, 4.0, n),
+    ])
+    step_ago = ago[:, None] - np.cumsum(delays_h, axis=1) * 3600
+    happened = step_ago >= 0
+    happened[stuck, 3:] = False
+    happened[voided, :] = False
+    void_ago = ago - rng.uniform(0.2, 2.0, n) * 3600
+    void_happened = voided & (void_ago >= 0)
 
-def _advance_case(case: dict, rng, now: datetime) -> None:
-    """Move a case along its lifecycle as far as the clock allows."""
-    t = case["reported_at"]
-    state = "reported"
-    if rng.random() < 0.04:
-        void_at = t + timedelta(hours=float(rng.uniform(0.2, 2)))
-        if void_at <= now:
-            case["events"].append(("voided", void_at))
-            state = "voided"
-        case["state"] = state
-        return
-    stuck = rng.random() > CASE_CLOSURE_RATE
-    steps = [
-        ("filed", rng.uniform(0.1, 1.5)),
-        ("dispatched", rng.uniform(0.1, 1.0)),
-        ("processing", rng.uniform(0.1, 2.0)),
-        ("handled", rng.uniform(0.2, case["limit_h"] * 0.8)),
-        ("closed", rng.uniform(0.2, 4.0)),
-    ]
-    for step, hours in steps:
-        if stuck and step == "handled":
-            break
-        t = t + timedelta(hours=float(hours))
-        if t > now:
-            break
-        case["events"].append((step, t))
-        case[f"{step}_at"] = t
-        state = step
-        if step == "dispatched":
-            case["deadline_at"] = t + timedelta(hours=case["limit_h"])
-    case["state"] = state
+    states = np.array(["reported", *CASE_STEPS], dtype=object)[happened.sum(axis=1)]
+    states[void_happened] = "voided"
+    step_iso = {step: _iso(now, step_ago[:, k]) for k, step in enumerate(CASE_STEPS)}
+    columns: dict[str, list] = {
+        "case_no": [f"{now.year}{seq:08d}" for seq in range(1, n + 1)],
+        "kind": np.where(is_component, "component", "event").tolist(),
+        "component_class_code": [code[6:10] if code else None for code in objcode],
+        "event_class_code": [None if c else EVENT_CLASSES[e][0] for c, e in zip(is_component, event_idx)],
+        "objcode": objcode.tolist(),
+        "bgcode": bgcode.tolist(),
+        "geom": geom.tolist(),
+        "source": _choice(rng, CASE_SOURCE_WEIGHTS, n).tolist(),
+        "state": states.tolist(),
+        "reported_at": _iso(now, ago).tolist(),
+        "deadline_at": np.where(happened[:, 1], _iso(now, step_ago[:, 1] - limit_h * 3600), None).tolist(),
+    }
+    for k, step in enumerate(CASE_STEPS):
+        if step != "processing":
+            columns[f"{step}_at"] = np.where(happened[:, k], step_iso[step], None).tolist()
+
+    events = [(i + 1, "reported", at) for i, at in enumerate(columns["reported_at"])]
+    for k, step in enumerate(CASE_STEPS):
+        rows = np.flatnonzero(happened[:, k])
+        events += zip((rows + 1).tolist(), [step] * len(rows), step_iso[step][rows].tolist())
+    rows = np.flatnonzero(void_happened)
+    events += zip((rows + 1).tolist(), ["voided"] * len(rows), _iso(now, void_ago[rows]).tolist())
+    return Cases(columns, events)
 
 
 def now_utc() -> datetime:
