@@ -94,15 +94,16 @@ def grid_to_source_affine(grid: Grid, src_crs: CRS) -> Affine:
 def warped(src: rasterio.DatasetReader, grid: Grid, correction: Affine = Affine.identity(),
            resampling: Resampling = Resampling.bilinear) -> WarpedVRT:
     """`src` seen on `grid`; `correction` is a world affine applied to the source's georeference."""
-    nodata = src.nodata if src.count == 1 else None
+    if src.count == 1:  # a DSM: float with NaN wherever there is no height
+        return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                         src_transform=correction @ src.transform, resampling=resampling,
+                         src_nodata=src.nodata, nodata=np.nan, dtype="float32")
+    # RGB: an alpha band marks pixels outside the source footprint
     return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                     src_transform=correction @ src.transform, resampling=resampling,
-                     src_nodata=nodata, nodata=np.nan if src.count == 1 else None,
-                     dtype="float32" if src.count == 1 else None)
+                     src_transform=correction @ src.transform, resampling=resampling, add_alpha=True)
 
 
 def read_rgb(vrt: WarpedVRT, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """(3, h, w) float32 RGB and a validity mask; pixels outside the source are invalid."""
-    rgb = vrt.read((1, 2, 3), window=window, boundless=False).astype(np.float32)
-    valid = vrt.read_masks(1, window=window) > 0
-    return rgb, valid
+    """(3, h, w) float32 RGB and a validity mask (the VRT's alpha band); outside the source is invalid."""
+    data = vrt.read(window=window)
+    return data[:3].astype(np.float32), data[-1] > 0

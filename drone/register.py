@@ -94,10 +94,9 @@ def _apply(correction: Affine, model: Affine, to_after_world: Affine) -> Affine:
 
 
 def _grey(view, window: Window, out_shape=None) -> tuple[np.ndarray, np.ndarray]:
-    kw = dict(window=window, out_shape=out_shape, resampling=Resampling.average) if out_shape else dict(window=window)
-    rgb = view.read((1, 2, 3), **kw).astype(np.float32)
-    mask = view.read_masks(1, **kw) > 0
-    return rgb.mean(axis=0), mask
+    kw = dict(window=window, out_shape=(4, *out_shape), resampling=Resampling.average) if out_shape else dict(window=window)
+    data = view.read(**kw)
+    return data[:3].astype(np.float32).mean(axis=0), data[3] > 0
 
 
 def _coarse_shift(before_view, after, grid: Grid) -> tuple[float, float]:
