@@ -53,6 +53,6 @@ def registration_error_px(estimated: Affine, true: Affine, bounds, pixel_size: f
     xs = np.linspace(bounds[0], bounds[2], n)
     ys = np.linspace(bounds[1], bounds[3], n)
     gx, gy = np.meshgrid(xs, ys)
-    ex, ey = estimated * (gx.ravel(), gy.ravel())
-    tx, ty = true * (gx.ravel(), gy.ravel())
+    ex, ey = estimated @ (gx.ravel(), gy.ravel())
+    tx, ty = true @ (gx.ravel(), gy.ravel())
     return np.hypot(ex - tx, ey - ty) / pixel_size

@@ -38,9 +38,6 @@ class Grid:
         return Grid(self.crs, Affine(pixel_size, 0, t.c, 0, -pixel_size, t.f),
                     int(self.width // factor), int(self.height // factor))
 
-    def window_transform(self, window: Window) -> Affine:
-        return self.transform @ Affine.translation(window.col_off, window.row_off)
-
 
 def require_georeferenced(src: rasterio.DatasetReader, role: str) -> None:
     if src.crs is None or src.transform == Affine.identity():
@@ -53,7 +50,7 @@ def gsd_in(src: rasterio.DatasetReader, crs: CRS) -> float:
     """The source's pixel size expressed in metres of `crs`, measured at the raster centre."""
     if src.crs == crs:
         return abs(src.transform.a)
-    cx, cy = src.transform * (src.width / 2, src.height / 2)
+    cx, cy = src.transform @ (src.width / 2, src.height / 2)
     xs, ys = transform(src.crs, crs, [cx, cx + src.transform.a], [cy, cy])
     return float(np.hypot(xs[1] - xs[0], ys[1] - ys[0]))
 
@@ -83,7 +80,7 @@ def grid_to_source_affine(grid: Grid, src_crs: CRS) -> Affine:
         return grid.transform
     cols = np.array([0, grid.width, 0, grid.width], float)
     rows = np.array([0, 0, grid.height, grid.height], float)
-    gx, gy = grid.transform * (cols, rows)
+    gx, gy = grid.transform @ (cols, rows)
     sx, sy = transform(grid.crs, src_crs, list(gx), list(gy))
     design = np.column_stack([cols, rows, np.ones(4)])
     (a, b, c), *_ = np.linalg.lstsq(design, np.asarray(sx), rcond=None)

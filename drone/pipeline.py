@@ -97,7 +97,7 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
     """
     if (before_dsm is None) != (after_dsm is None):
         raise DroneError("give both DSMs or neither")
-    out = Path(change_map_path) if change_map_path else Path(tempfile.mkstemp(suffix="_change.tif")[0])
+    out = Path(change_map_path) if change_map_path else _temporary_tif()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
         with rasterio.open(before_rgb) as b, rasterio.open(after_rgb) as a:
             grid = common_grid(b, a)
@@ -119,9 +119,15 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
             raise
         finally:
             views.close()
-    candidates = finish(merge_seams(parts), analysis.pixel_size**2, analysis.pixel_size, params.min_area_m2,
-                        params.rectangular_enough, with_height=before_dsm is not None)
+    candidates = finish(merge_seams(parts), analysis.transform, params.min_area_m2, params.rectangular_enough,
+                        with_height=before_dsm is not None)
     return ChangeResult(candidates, grid.crs, registration, radiometry, out, before_dsm is not None, bias)
+
+
+def _temporary_tif() -> Path:
+    fd, name = tempfile.mkstemp(suffix="_change.tif")
+    os.close(fd)
+    return Path(name)
 
 
 def _check_dsm(path, rgb_crs: CRS | None) -> None:
@@ -185,7 +191,7 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
              core.col_off > 0, core.col_off + core.width < grid.width)
     gain_core = height_gain[inner] if height_gain is not None else None
     parts = block_parts(mask[inner], np.nan_to_num(score[inner]), np.nan_to_num(gain_core) if gain_core is not None
-                        else None, grid.window_transform(core), seams)
+                        else None, core.col_off, core.row_off, seams)
     return score[inner], gain_core, parts
 
 

@@ -79,8 +79,8 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
     residual = float(np.sqrt(np.mean(misfit**2)))
     if residual > MAX_RESIDUAL_PX:
         raise RegistrationError(f"residual misalignment {residual:.2f} px after correction exceeds {MAX_RESIDUAL_PX} px")
-    centre = to_after_world * (grid.width / 2, grid.height / 2)
-    moved = correction * centre
+    centre = to_after_world @ (grid.width / 2, grid.height / 2)
+    moved = correction @ centre
     return RegistrationReport(
         correction=correction, residual_px=residual, residual_p95_px=float(np.percentile(misfit, 95)),
         shift_px=((moved[0] - centre[0]) / grid.pixel_size, (centre[1] - moved[1]) / grid.pixel_size),
@@ -177,4 +177,4 @@ def _fit(ties: _Ties) -> tuple[Affine, np.ndarray]:
 
 def _motion(model: Affine, grid: Grid) -> float:
     corners = [(0, 0), (grid.width, 0), (0, grid.height), (grid.width, grid.height)]
-    return max(math.dist(model * c, c) for c in corners)
+    return max(math.dist(model @ c, c) for c in corners)

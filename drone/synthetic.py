@@ -298,7 +298,7 @@ def _pixel_centres(transform: Affine, shape) -> tuple[np.ndarray, np.ndarray]:
 
 def _block_area(transform: Affine, shape) -> Polygon:
     h, w = shape
-    return Polygon([transform * (c, r) for c, r in ((0, 0), (w, 0), (w, h), (0, h))])
+    return Polygon([transform @ (c, r) for c, r in ((0, 0), (w, 0), (w, h), (0, h))])
 
 
 def _burn(shapes, transform, shape, dtype="int32"):
