@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
-from skimage.filters import window as taper
 from skimage.measure import ransac
 from skimage.registration import phase_cross_correlation
 from skimage.transform import SimilarityTransform
@@ -31,7 +31,7 @@ from drone.grid import Grid, grid_to_source_affine, warped
 MIN_TEXTURE_DN = 3.0  # grey std of a window below this carries no usable structure
 MIN_NCC = 0.5  # normalised cross-correlation of an aligned tie window; below it the match is noise
 MIN_TIES = 6
-MAX_PASSES = 4
+MAX_PASSES = 3
 CONVERGED_PX = 0.05
 MAX_RESIDUAL_PX = 1.0
 COARSE_WINDOW = 2048
@@ -119,13 +119,19 @@ def _coarse_shift(before_view, after, grid: Grid) -> tuple[float, float]:
 
 def _correlate(b: np.ndarray, a: np.ndarray, upsample: int) -> tuple[float, float] | None:
     """(dx, dy) with b(p) ~ a(p + d), or None when the aligned windows do not correlate."""
-    hann = taper("hann", b.shape).astype(np.float32)
+    hann = _hann(b.shape)
     shift, _, _ = phase_cross_correlation((b - b.mean()) * hann, (a - a.mean()) * hann,
                                           upsample_factor=upsample)
     dy, dx = -shift
     if _ncc(b, a, int(round(dx)), int(round(dy))) < MIN_NCC:
         return None
     return float(dx), float(dy)
+
+
+@lru_cache(maxsize=8)
+def _hann(shape: tuple[int, int]) -> np.ndarray:
+    """Taper so the window edges do not correlate as a strong artificial cross."""
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
 def _ncc(b: np.ndarray, a: np.ndarray, dx: int, dy: int) -> float:
@@ -139,7 +145,7 @@ def _ncc(b: np.ndarray, a: np.ndarray, dx: int, dy: int) -> float:
 
 
 def _tie_centres(grid: Grid, size: int) -> np.ndarray:
-    n = int(np.clip(min(grid.width, grid.height) // (size * 1.5), 3, 7))
+    n = int(np.clip(min(grid.width, grid.height) // (size * 1.5), 3, 5))
     xs = np.linspace(size, grid.width - size, n)
     ys = np.linspace(size, grid.height - size, n)
     return np.array([(x, y) for y in ys for x in xs])
@@ -153,7 +159,7 @@ def _measure(before_view, after_view, centres: np.ndarray, size: int) -> _Ties:
         a, a_ok = _grey(after_view, window)
         if not (b_ok.all() and a_ok.all()) or b.std() < MIN_TEXTURE_DN:
             continue
-        d = _correlate(b, a, upsample=20)
+        d = _correlate(b, a, upsample=10)
         if d is not None:
             found.append((cx, cy))
             displacement.append(d)
