@@ -1,0 +1,21 @@
+"""Domain exceptions of drone change detection; the API maps them to 4xx answers with the reason."""
+
+
+class DroneError(Exception):
+    """Base class: the input pair cannot be processed, `str(err)` says why."""
+
+
+class NotGeoreferencedError(DroneError):
+    """A raster has no CRS or no geotransform, so it cannot be placed on the ground."""
+
+
+class NoOverlapError(DroneError):
+    """The two epochs do not cover a common area."""
+
+
+class RegistrationError(DroneError):
+    """The pair could not be co-registered reliably (too little texture, low correlation, ...)."""
+
+
+class CancelledError(DroneError):
+    """The caller set the cancel event; partial outputs were removed."""

@@ -1,0 +1,22 @@
+"""Tunable thresholds of change detection, in ground units so they hold at any GSD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChangeParams:
+    analysis_gsd_m: float = 0.2  # buildings need no 5 cm detail; 4x coarser keeps per-pixel work 16x smaller
+    min_height_m: float = 2.0  # one storey minus DSM noise; sheds of 2.5 m must pass
+    min_area_m2: float = 10.0  # a parked car (about 8 m2) must not pass
+    rgb_change_sigmas: float = 8.0  # RGB change threshold in residual-noise sigmas of the radiometric fit
+    rgb_change_floor_dn: float = 30.0  # never below this (before-scale DN), whatever the noise estimate
+    vegetation_exg: float = 0.10  # excess green (2G-R-B)/(R+G+B) above this is vegetation
+    shadow_ratio: float = 0.7  # after darker than this fraction of before ...
+    shadow_max_dn: float = 110.0  # ... and darker than this in every band: a cast shadow, not a roof
+    open_radius_m: float = 0.4
+    close_radius_m: float = 0.6
+    rectangular_enough: float = 0.8  # area / minimum rotated rectangle area above which outlines become rectangles
+    block_px: int = 512  # analysis pixels per block side; the halo is added around it
+    workers: int = 2

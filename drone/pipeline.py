@@ -1,0 +1,230 @@
+"""detect_changes: the one entry point the API, CLI and job runner call."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from shapely.geometry import mapping
+
+from drone.change import candidate_mask, change_score, halo_px
+from drone.errors import CancelledError, DroneError
+from drone.grid import Grid, common_grid, read_rgb, require_georeferenced, warped
+from drone.params import ChangeParams
+from drone.radiometry import LinearRadiometry, fit_linear_radiometry
+from drone.register import RegistrationReport, register_pair
+from drone.vectorize import Candidate, block_parts, finish, merge_seams
+
+GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
+SAMPLE_SIDE = 256
+
+
+@dataclass
+class ChangeResult:
+    candidates: list[Candidate]  # best score first
+    crs: CRS
+    registration: RegistrationReport
+    radiometry: LinearRadiometry
+    change_map_path: Path  # GeoTIFF: band 1 change score 0-1 (0.5 = decision), band 2 height gain m (DSM only)
+    used_dsm: bool
+    dsm_bias_m: float | None  # after - before median over the sample windows, removed before differencing
+
+    def to_geojson(self) -> dict:
+        return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": self.crs.to_string()}},
+                "features": [{"type": "Feature", "geometry": mapping(c.geometry),
+                              "properties": {"score": c.score, "area_m2": c.area_m2,
+                                             "mean_height_gain_m": c.mean_height_gain_m,
+                                             "rectangularity": c.rectangularity}} for c in self.candidates]}
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    before_rgb: str
+    after_rgb: str
+    before_dsm: str | None
+    after_dsm: str | None
+    analysis: Grid
+    correction: rasterio.Affine
+
+
+class _Views:
+    """One set of open datasets per worker thread: rasterio handles must not be shared across threads."""
+
+    def __init__(self, inputs: _Inputs):
+        self.inputs, self.local, self.opened, self.lock = inputs, threading.local(), [], threading.Lock()
+
+    def get(self) -> dict:
+        if not hasattr(self.local, "views"):
+            i = self.inputs
+            views = {}
+            for name, path, correction in (("before_rgb", i.before_rgb, None), ("after_rgb", i.after_rgb, i.correction),
+                                           ("before_dsm", i.before_dsm, None), ("after_dsm", i.after_dsm, i.correction)):
+                if path is None:
+                    continue
+                src = rasterio.open(path)
+                views[name] = warped(src, i.analysis, correction or rasterio.Affine.identity(), Resampling.average)
+                with self.lock:
+                    self.opened += [views[name], src]
+            self.local.views = views
+        return self.local.views
+
+    def close(self) -> None:
+        for handle in self.opened:
+            handle.close()
+
+
+def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
+                   before_dsm: str | os.PathLike | None = None, after_dsm: str | os.PathLike | None = None, *,
+                   change_map_path: str | os.PathLike | None = None, params: ChangeParams = ChangeParams(),
+                   progress: Callable[[int, int], None] | None = None,
+                   cancel: threading.Event | None = None) -> ChangeResult:
+    """Co-register two epochs, difference them block by block and return new-structure candidates.
+
+    Raises NotGeoreferencedError, NoOverlapError, RegistrationError (all DroneError) for inputs that
+    cannot be compared, and CancelledError when `cancel` is set; `progress(done, total)` is called
+    after every block.
+    """
+    if (before_dsm is None) != (after_dsm is None):
+        raise DroneError("give both DSMs or neither")
+    out = Path(change_map_path) if change_map_path else _temporary_tif()
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
+        with rasterio.open(before_rgb) as b, rasterio.open(after_rgb) as a:
+            grid = common_grid(b, a)
+            registration = register_pair(b, a, grid)
+            after_crs = a.crs
+        for path in (before_dsm, after_dsm):
+            if path is not None:
+                _check_dsm(path, after_crs if path == after_dsm else None)
+        analysis = grid.coarsened(max(params.analysis_gsd_m, grid.pixel_size))
+        inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
+                         analysis, registration.correction)
+        views = _Views(inputs)
+        try:
+            radiometry, bias = _calibrate(views.get(), analysis)
+            threshold = max(params.rgb_change_floor_dn, params.rgb_change_sigmas * float(np.linalg.norm(radiometry.sigma)))
+            parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        finally:
+            views.close()
+    candidates = finish(merge_seams(parts), analysis.transform, params.min_area_m2, params.rectangular_enough,
+                        with_height=before_dsm is not None)
+    return ChangeResult(candidates, grid.crs, registration, radiometry, out, before_dsm is not None, bias)
+
+
+def _temporary_tif() -> Path:
+    fd, name = tempfile.mkstemp(suffix="_change.tif")
+    os.close(fd)
+    return Path(name)
+
+
+def _check_dsm(path, rgb_crs: CRS | None) -> None:
+    with rasterio.open(path) as src:
+        require_georeferenced(src, "DSM")
+        if src.count != 1:
+            raise DroneError(f"DSM {path} must have one band, it has {src.count}")
+        if rgb_crs is not None and src.crs != rgb_crs:
+            raise DroneError("the after DSM must be in the same CRS as the after orthophoto")
+
+
+def _sample_windows(grid: Grid) -> list[Window]:
+    side = min(SAMPLE_SIDE, grid.width // 3, grid.height // 3)
+    return [Window(int(x), int(y), side, side) for y in np.linspace(0, grid.height - side, 3)
+            for x in np.linspace(0, grid.width - side, 3)]
+
+
+def _calibrate(views: dict, grid: Grid) -> tuple[LinearRadiometry, float | None]:
+    """Radiometric fit and DSM vertical bias from a 3 x 3 spread of sample windows."""
+    before, after, dh = [], [], []
+    for window in _sample_windows(grid):
+        b, b_ok = read_rgb(views["before_rgb"], window)
+        a, a_ok = read_rgb(views["after_rgb"], window)
+        ok = b_ok & a_ok
+        before.append(b[:, ok].T)
+        after.append(a[:, ok].T)
+        if "before_dsm" in views:
+            diff = views["after_dsm"].read(1, window=window) - views["before_dsm"].read(1, window=window)
+            dh.append(diff[np.isfinite(diff)])
+    before, after = np.concatenate(before), np.concatenate(after)
+    if len(before) < 1000:
+        raise DroneError("too few overlapping pixels to compare radiometry")
+    bias = float(np.median(np.concatenate(dh))) if dh else None
+    return fit_linear_radiometry(before, after), bias
+
+
+def _blocks(grid: Grid, size: int) -> list[Window]:
+    return [Window(c, r, min(size, grid.width - c), min(size, grid.height - r))
+            for r in range(0, grid.height, size) for c in range(0, grid.width, size)]
+
+
+def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRadiometry, bias: float | None,
+                   threshold: float, params: ChangeParams):
+    halo = halo_px(params)
+    c0, r0 = max(0, core.col_off - halo), max(0, core.row_off - halo)
+    c1 = min(grid.width, core.col_off + core.width + halo)
+    r1 = min(grid.height, core.row_off + core.height + halo)
+    padded = Window(c0, r0, c1 - c0, r1 - r0)
+    v = views.get()
+    before, b_ok = read_rgb(v["before_rgb"], padded)
+    after, a_ok = read_rgb(v["after_rgb"], padded)
+    height_gain = None
+    if "before_dsm" in v:
+        height_gain = v["after_dsm"].read(1, window=padded) - v["before_dsm"].read(1, window=padded) - bias
+    score = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
+    mask = candidate_mask(score, params)
+    inner = (slice(core.row_off - r0, core.row_off - r0 + core.height),
+             slice(core.col_off - c0, core.col_off - c0 + core.width))
+    score[~(b_ok & a_ok)] = np.nan
+    seams = (core.row_off > 0, core.row_off + core.height < grid.height,
+             core.col_off > 0, core.col_off + core.width < grid.width)
+    gain_core = height_gain[inner] if height_gain is not None else None
+    parts = block_parts(mask[inner], np.nan_to_num(score[inner]), np.nan_to_num(gain_core) if gain_core is not None
+                        else None, core.col_off, core.row_off, seams)
+    return score[inner], gain_core, parts
+
+
+def _run_blocks(views, grid: Grid, radiometry, bias, threshold, params: ChangeParams, out: Path,
+                progress, cancel) -> list:
+    blocks = _blocks(grid, params.block_px)
+    with_height = bias is not None
+    profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=2 if with_height else 1,
+                   dtype="float32", crs=grid.crs, transform=grid.transform, nodata=np.nan, tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", predictor=3, BIGTIFF="IF_SAFER")
+    parts, pending = [], deque()
+    with rasterio.open(out, "w", **profile) as dst, ThreadPoolExecutor(params.workers) as pool:
+        dst.set_band_description(1, "change score 0-1 (0.5 = decision threshold)")
+        if with_height:
+            dst.set_band_description(2, "height gain after - before, m")
+        todo = iter(blocks)
+        for done in range(len(blocks)):
+            while len(pending) < 2 * params.workers:  # bounded in-flight blocks keep memory flat
+                core = next(todo, None)
+                if core is None:
+                    break
+                pending.append((core, pool.submit(_process_block, views, core, grid, radiometry, bias,
+                                                  threshold, params)))
+            core, future = pending.popleft()
+            score, gain, block_parts_ = future.result()
+            dst.write(score, 1, window=core)
+            if with_height:
+                dst.write(gain.astype(np.float32), 2, window=core)
+            parts += block_parts_
+            if progress:
+                progress(done + 1, len(blocks))
+            if cancel is not None and cancel.is_set():
+                for _, f in pending:
+                    f.cancel()
+                raise CancelledError(f"cancelled after {done + 1} of {len(blocks)} blocks")
+    return parts

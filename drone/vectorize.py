@@ -1,0 +1,103 @@
+"""Candidate polygons: per-block parts, seam merging, clean-up, regularisation and scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+import shapely.affinity
+from affine import Affine
+from rasterio.features import shapes
+from scipy import ndimage
+from shapely.geometry import Polygon, shape
+
+
+def _pixel_frame(col_off: int, row_off: int) -> Affine:
+    """Whole-grid pixel coordinates with y negated: never the identity, which rasterio warns about."""
+    return Affine(1, 0, col_off, 0, -1, -row_off)
+
+
+@dataclass
+class Part:
+    """A connected candidate inside one block, with sums that add up across block seams."""
+
+    geometry: Polygon  # whole-grid pixel coordinates
+    pixels: int
+    score_sum: float
+    height_sum: float
+    on_seam: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    geometry: Polygon  # in the CRS of the analysis grid (the before raster's CRS)
+    score: float  # 0-1 confidence that this is a new structure
+    area_m2: float
+    mean_height_gain_m: float | None
+    rectangularity: float
+
+
+def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | None, col_off: int, row_off: int,
+                seams: tuple[bool, bool, bool, bool]) -> list[Part]:
+    """Polygonise a block core in whole-grid pixel coordinates.
+
+    Pixel coordinates are small integers, so edges on both sides of a seam coincide exactly and
+    union merges them; world coordinates from per-block transforms differ in the last bits.
+    `seams` (top, bottom, left, right) marks the edges shared with another block.
+    """
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    pixels = ndimage.sum_labels(mask, labels, index)
+    score_sum = ndimage.sum_labels(score, labels, index)
+    height_sum = ndimage.sum_labels(height_gain, labels, index) if height_gain is not None else np.zeros(n)
+    edge_labels = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
+    touching = np.zeros(n + 1, bool)
+    for edge, shared in zip(edge_labels, seams):
+        if shared:
+            touching[edge] = True
+    parts = []
+    for geom, value in shapes(labels, mask=mask, transform=_pixel_frame(col_off, row_off), connectivity=4):
+        i = int(value)
+        parts.append(Part(shape(geom), int(pixels[i - 1]), float(score_sum[i - 1]), float(height_sum[i - 1]),
+                          bool(touching[i])))
+    return parts
+
+
+def merge_seams(parts: list[Part]) -> list[Part]:
+    """Union the parts cut by block seams back into whole objects, adding up their sums."""
+    whole = [p for p in parts if not p.on_seam]
+    cut = [p for p in parts if p.on_seam]
+    if not cut:
+        return whole
+    merged = shapely.get_parts(shapely.union_all([p.geometry for p in cut]))
+    owner = shapely.STRtree(merged).query(
+        shapely.point_on_surface([p.geometry for p in cut]), predicate="intersects")
+    sums = np.zeros((len(merged), 3))
+    np.add.at(sums, owner[1], [(p.pixels, p.score_sum, p.height_sum) for p in np.array(cut, object)[owner[0]]])
+    return whole + [Part(g, int(s[0]), s[1], s[2], False) for g, s in zip(merged, sums)]
+
+
+def finish(parts: list[Part], grid_transform: Affine, min_area_m2: float, rectangular_enough: float,
+           with_height: bool) -> list[Candidate]:
+    """Drop small objects, regularise outlines, score each object and move it to world coordinates."""
+    out = []
+    pixel_area_m2 = abs(grid_transform.determinant)
+    t = grid_transform @ _pixel_frame(0, 0)
+    to_world = [t.a, t.b, t.d, t.e, t.c, t.f]
+    for p in parts:
+        area = p.pixels * pixel_area_m2
+        if area < min_area_m2:
+            continue
+        rectangle = shapely.minimum_rotated_rectangle(p.geometry)
+        rectangularity = p.geometry.area / rectangle.area
+        outline = rectangle if rectangularity >= rectangular_enough else p.geometry.simplify(1.0)
+        outline = shapely.affinity.affine_transform(outline, to_world)
+        strength = np.clip(2 * p.score_sum / p.pixels - 1, 0, 1)  # mean pixel score 0.5..1 -> 0..1
+        size = min(1.0, area / (4 * min_area_m2))
+        score = 0.6 * strength + 0.25 * rectangularity + 0.15 * size
+        out.append(Candidate(outline, round(float(score), 4), round(area, 2),
+                             round(p.height_sum / p.pixels, 2) if with_height else None, round(rectangularity, 3)))
+    return sorted(out, key=lambda c: -c.score)

@@ -1,0 +1,80 @@
+"""Inputs that must be refused or adapted: no georeference, no overlap, no texture, other CRS/GSD."""
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+from drone.errors import NoOverlapError, NotGeoreferencedError, RegistrationError
+from drone.evaluate import object_scores
+from drone.pipeline import detect_changes
+
+
+def _copy(src_path, dst_path, **changes):
+    with rasterio.open(src_path) as src:
+        profile = src.profile | changes
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(src.read())
+    return dst_path
+
+
+def test_geotiff_without_georeferencing_is_refused(unchanged_pair, tmp_path):
+    _, pair = unchanged_pair
+    with rasterio.open(pair.after_rgb) as src:
+        data = src.read()
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(plain, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3,
+                       dtype="uint8") as dst:
+        dst.write(data)
+    with pytest.raises(NotGeoreferencedError):
+        detect_changes(pair.before_rgb, plain)
+
+
+def test_non_overlapping_pair_is_refused(unchanged_pair, tmp_path):
+    _, pair = unchanged_pair
+    with rasterio.open(pair.after_rgb) as src:
+        elsewhere = Affine.translation(500, 0) @ src.transform  # 500 m east of a 102 m wide scene
+    moved = _copy(pair.after_rgb, tmp_path / "moved.tif", transform=elsewhere)
+    with pytest.raises(NoOverlapError):
+        detect_changes(pair.before_rgb, moved)
+
+
+def test_textureless_pair_is_refused(unchanged_pair, tmp_path):
+    _, pair = unchanged_pair
+    paths = []
+    for name in ("flat_before.tif", "flat_after.tif"):
+        with rasterio.open(pair.before_rgb) as src:
+            profile = src.profile
+        path = tmp_path / name
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.full((3, profile["height"], profile["width"]), 128, np.uint8))
+        paths.append(path)
+    with pytest.raises(RegistrationError, match="texture"):
+        detect_changes(*paths)
+
+
+def test_unrelated_imagery_is_refused(unchanged_pair, changed_pair):
+    _, unchanged = unchanged_pair
+    _, changed = changed_pair
+    with rasterio.open(changed.after_rgb) as src:  # same place on the map, different scene (another seed)
+        assert src.crs is not None
+    with pytest.raises(RegistrationError):
+        detect_changes(unchanged.before_rgb, changed.after_rgb)
+
+
+def test_after_in_another_crs_and_gsd_is_reprojected(changed_pair, tmp_path):
+    """After epoch delivered in UTM 50N (EPSG:32650) at 7 cm: warped onto the before grid."""
+    _, pair = changed_pair
+    target = tmp_path / "after_utm.tif"
+    with rasterio.open(pair.after_rgb) as src:
+        transform, width, height = calculate_default_transform(src.crs, "EPSG:32650", src.width, src.height,
+                                                               *src.bounds, resolution=0.07)
+        profile = src.profile | dict(crs="EPSG:32650", transform=transform, width=width, height=height)
+        with rasterio.open(target, "w", **profile) as dst:
+            for band in (1, 2, 3):
+                reproject(rasterio.band(src, band), rasterio.band(dst, band), resampling=Resampling.cubic)
+    result = detect_changes(pair.before_rgb, target, change_map_path=tmp_path / "cm.tif")
+    assert result.registration.pixel_size_m == pytest.approx(0.07, rel=0.01)
+    assert result.registration.residual_px <= 0.5
+    assert object_scores([c.geometry for c in result.candidates], pair.truth).f1 >= 0.8
