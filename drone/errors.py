@@ -1,7 +1,9 @@
 """Domain exceptions of drone change detection; the API maps them to 4xx answers with the reason."""
 
+from gis.errors import CityOpsError, InvalidInput
 
-class DroneError(Exception):
+
+class DroneError(InvalidInput):
     """Base class: the input pair cannot be processed, `str(err)` says why."""
 
 
@@ -17,5 +19,5 @@ class RegistrationError(DroneError):
     """The pair could not be co-registered reliably (too little texture, low correlation, ...)."""
 
 
-class CancelledError(DroneError):
+class CancelledError(CityOpsError):
     """The caller set the cancel event; partial outputs were removed."""
