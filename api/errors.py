@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -56,7 +57,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
-        return problem(exc.status_code, "HTTPException", str(exc.detail), getattr(exc, "headers", None))
+        code = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus._value2member_map_ else "HTTPError"
+        return problem(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def integrity_error(_request: Request, exc: psycopg.errors.IntegrityError):

@@ -87,3 +87,9 @@ def test_keys_store_only_a_hash_and_can_be_revoked(city_db, client):
         conn.commit()
     response = client.put("/stall-sites/X/occupancy", json={"occupied": 1}, headers=bearer(key))
     assert response.status_code == 401
+
+
+def test_unknown_route_is_json_with_a_reason(client):
+    response = client.get("/no/such/thing")
+    assert response.status_code == 404
+    assert response.json() == {"code": "NotFound", "description": "Not Found"}
