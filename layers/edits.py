@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 import shapely
-import shapely.ops
 from psycopg import sql
 from shapely.geometry import shape
 
@@ -63,7 +62,7 @@ def _geometry(layer: Layer, value: Any, content_crs: str | None, params: dict[st
         raise InvalidInput(f"the geometry is invalid: {shapely.is_valid_reason(geometry) if not geometry.is_empty else 'empty'}")
     crs = parse_crs(content_crs, parameter="Content-Crs")
     if crs.lat_first:
-        geometry = shapely.ops.transform(lambda a, b: (b, a), geometry)
+        geometry = shapely.transform(geometry, lambda coords: coords[:, ::-1])
     if crs.geographic and not shapely.box(-180, -90, 180, 90).covers(geometry):
         order = "latitude, longitude" if crs.lat_first else "longitude, latitude"
         raise InvalidInput(f"the geometry lies outside -180…180, -90…90; {crs.uri} takes {order}")
