@@ -12,12 +12,13 @@ from api.extension import Extension
 from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.operations import operations_extension
+from api.routers.queries import queries_extension
 from gis.db import create_pool
 from gis.settings import Settings, get_settings
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension(), features_extension()]
+    return [landing_extension(), operations_extension(), features_extension(), queries_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
