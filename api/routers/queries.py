@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from api.deps import Connection
 from api.extension import Extension
@@ -71,8 +71,10 @@ def queries_extension() -> Extension:
         else:
             try:
                 points = Points.model_validate_json(await request.body()).points
-            except ValueError as exc:
-                raise InvalidInput(f"body must be {{\"points\": [[lon, lat], …]}}: {str(exc).splitlines()[0]}") from None
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise InvalidInput(f"body must be {{\"points\": [[lon, lat], …]}}; "
+                                   f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from None
             lons, lats = [p[0] for p in points], [p[1] for p in points]
         rows = await queries.locate(conn, lons, lats)
         return _csv(rows) if f == "csv" else {"count": len(rows), "results": rows}
