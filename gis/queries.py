@@ -9,6 +9,8 @@ map sends to /items narrows a query.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -48,6 +50,20 @@ def check_points(lons: Sequence[float], lats: Sequence[float]) -> None:
         raise InvalidInput(f"at most {MAX_POINTS:,} points per request, got {len(lons):,}")
     if not all(-180 <= x <= 180 for x in lons) or not all(-90 <= y <= 90 for y in lats):
         raise InvalidInput("points are longitude, latitude in degrees (CRS84)")
+
+
+def points_from_csv(text: str) -> tuple[list[float], list[float]]:
+    """Longitudes and latitudes from CSV lines `lon,lat` (a header line is skipped)."""
+    lons, lats = [], []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or (number == 1 and not row[0].strip().lstrip("-").replace(".", "", 1).isdigit()):
+            continue
+        try:
+            lons.append(float(row[0]))
+            lats.append(float(row[1]))
+        except (ValueError, IndexError):
+            raise InvalidInput(f"CSV line {number}: expected lon,lat") from None
+    return lons, lats
 
 
 # -- which grid, community, street, district and responsible unit hold a point -------------

@@ -41,19 +41,6 @@ def _csv(rows: list[dict]) -> Response:
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
 
 
-def _points_from_csv(text: str) -> tuple[list[float], list[float]]:
-    lons, lats = [], []
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or (number == 1 and not row[0].strip().lstrip("-").replace(".", "", 1).isdigit()):
-            continue  # blank lines and a header
-        try:
-            lons.append(float(row[0]))
-            lats.append(float(row[1]))
-        except (ValueError, IndexError):
-            raise InvalidInput(f"CSV line {number}: expected lon,lat") from None
-    return lons, lats
-
-
 def queries_extension() -> Extension:
     router = APIRouter(prefix="/queries", tags=["Planners' queries"])
 
@@ -68,7 +55,7 @@ def queries_extension() -> Extension:
     async def locate_many(request: Request, conn: Connection,
                           f: Annotated[Literal["json", "csv"], Query(description="answer format")] = "json"):
         if request.headers.get("content-type", "").startswith("text/csv"):
-            lons, lats = _points_from_csv((await request.body()).decode())
+            lons, lats = queries.points_from_csv((await request.body()).decode())
         else:
             try:
                 points = Points.model_validate_json(await request.body()).points
