@@ -9,14 +9,16 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.extension import Extension
+from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.operations import operations_extension
+from api.routers.queries import queries_extension
 from gis.db import create_pool
 from gis.settings import Settings, get_settings
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension()]
+    return [landing_extension(), operations_extension(), features_extension(), queries_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
@@ -43,10 +45,12 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     app.state.pool = pool
     app.state.conformance = set()
     app.state.landing_links = []
+    app.state.collection_link_providers = []
     for extension in extensions(settings):
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
+        app.state.collection_link_providers.extend(extension.collection_links)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)
     return app

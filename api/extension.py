@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter
@@ -12,3 +13,4 @@ class Extension:
     router: APIRouter
     conformance: tuple[str, ...] = ()
     links: tuple[dict, ...] = field(default_factory=tuple)
+    collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
