@@ -14,6 +14,7 @@ from api.routers.landing import landing_extension
 from api.routers.operations import operations_extension
 from api.routers.queries import queries_extension
 from gis.db import create_pool
+from gis.grid_index import GridIndexHolder
 from gis.settings import Settings, get_settings
 
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     app.state.conformance = set()
     app.state.landing_links = []
     app.state.collection_link_providers = []
+    app.state.grid_index = GridIndexHolder()
     for extension in extensions(settings):
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)

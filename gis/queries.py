@@ -15,11 +15,14 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
+import orjson
 import psycopg
 import shapely
 from psycopg import sql
 
 from gis.errors import InvalidInput
+from gis.grid_index import GridIndex
 
 METRIC_SRID = 4548
 MAX_POINTS = 100_000
@@ -44,15 +47,27 @@ def check_distance(metres: float) -> float:
 
 
 def check_points(lons: Sequence[float], lats: Sequence[float]) -> None:
-    if len(lons) != len(lats) or not lons:
+    x, y = np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)
+    if len(x) != len(y) or not len(x):
         raise InvalidInput("send one or more points, each a longitude and a latitude")
-    if len(lons) > MAX_POINTS:
-        raise InvalidInput(f"at most {MAX_POINTS:,} points per request, got {len(lons):,}")
-    if not all(-180 <= x <= 180 for x in lons) or not all(-90 <= y <= 90 for y in lats):
+    if len(x) > MAX_POINTS:
+        raise InvalidInput(f"at most {MAX_POINTS:,} points per request, got {len(x):,}")
+    if not (np.all(np.abs(x) <= 180) and np.all(np.abs(y) <= 90)):
         raise InvalidInput("points are longitude, latitude in degrees (CRS84)")
 
 
-def points_from_csv(text: str) -> tuple[list[float], list[float]]:
+def points_from_json(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """`{"points": [[lon, lat], …]}` parsed straight into arrays (a model per point costs more than the query)."""
+    try:
+        points = np.asarray(orjson.loads(body)["points"], dtype=float)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise InvalidInput('body must be {"points": [[lon, lat], …]} with numbers') from None
+    if points.ndim != 2 or (len(points) and points.shape[1] != 2):
+        raise InvalidInput('body must be {"points": [[lon, lat], …]}: each point is [lon, lat]')
+    return (points[:, 0], points[:, 1]) if len(points) else (points, points)
+
+
+def points_from_csv(text: str) -> tuple[np.ndarray, np.ndarray]:
     """Longitudes and latitudes from CSV lines `lon,lat` (a header line is skipped)."""
     lons, lats = [], []
     for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
@@ -63,46 +78,23 @@ def points_from_csv(text: str) -> tuple[list[float], list[float]]:
             lats.append(float(row[1]))
         except (ValueError, IndexError):
             raise InvalidInput(f"CSV line {number}: expected lon,lat") from None
-    return lons, lats
+    return np.asarray(lons, dtype=float), np.asarray(lats, dtype=float)
 
 
 # -- which grid, community, street, district and responsible unit hold a point -------------
 
-LOCATE_SQL = """
-WITH p AS MATERIALIZED (
-    SELECT ord, ST_SetSRID(ST_MakePoint(x, y), 4490) AS g
-    FROM unnest(%(lons)b::float8[], %(lats)b::float8[]) WITH ORDINALITY AS u(x, y, ord)
-), hit AS MATERIALIZED (  -- a point on a shared edge lies in two grids: keep the lower code
-    SELECT DISTINCT ON (p.ord) p.ord, p.g, u.bgcode, u.responsible_unit_id
-    FROM p LEFT JOIN city.unit_grid u ON ST_Intersects(u.geom, p.g)
-    ORDER BY p.ord, u.bgcode
-), outside AS MATERIALIZED (
-    -- outside the gridded urban area the district still holds the point; districts on the outer
-    -- side of the loop, so each large polygon is tested many times in a row (PostGIS prepares it)
-    SELECT DISTINCT ON (m.ord) m.ord, d.code, d.name
-    FROM city.district d CROSS JOIN LATERAL (
-        SELECT ord FROM hit WHERE hit.bgcode IS NULL AND ST_Intersects(d.geom, hit.g)) m
-    ORDER BY m.ord, d.code
-)
-SELECT hit.ord::int AS ord, hit.bgcode, c.code AS community_code, c.name AS community_name,
-       s.code AS street_code, s.name AS street_name, coalesce(d.code, outside.code) AS district_code,
-       coalesce(d.name, outside.name) AS district_name, r.code AS responsible_unit_code, r.name AS responsible_unit_name
-FROM hit
-LEFT JOIN city.community c ON c.code = left(hit.bgcode, 12)
-LEFT JOIN city.street s ON s.code = left(hit.bgcode, 9)
-LEFT JOIN city.district d ON d.code = left(hit.bgcode, 6)
-LEFT JOIN city.responsible_unit r ON r.id = hit.responsible_unit_id
-LEFT JOIN outside ON outside.ord = hit.ord
-ORDER BY hit.ord
-"""
-
-
-async def locate(conn: psycopg.AsyncConnection, lons: Sequence[float], lats: Sequence[float]) -> list[dict]:
-    """One row per point, in the order given: one set-wise join, however many points."""
+async def locate(conn: psycopg.AsyncConnection, lons: Sequence[float], lats: Sequence[float],
+                 index: GridIndex | None = None) -> list[dict]:
+    """Row i answers point i (grid, community, street, district, responsible unit), from the
+    in-memory grid index (gis.grid_index)."""
     check_points(lons, lats)
-    rows = await (await conn.execute(LOCATE_SQL, {"lons": list(lons), "lats": list(lats)})).fetchall()
-    return [{"lon": lons[row["ord"] - 1], "lat": lats[row["ord"] - 1], **{k: v for k, v in row.items() if k != "ord"}}
-            for row in rows]
+    index = index or await GridIndex.load(conn)
+    return index.locate(lons, lats)
+
+
+def with_coordinates(lons: Sequence[float], lats: Sequence[float], rows: list[dict]) -> list[dict]:
+    """Rows that carry their point, for tables read on their own (CSV, the command line)."""
+    return [{"lon": x, "lat": y, **row} for x, y, row in zip(np.asarray(lons).tolist(), np.asarray(lats).tolist(), rows)]
 
 
 # -- within a distance, nearest --------------------------------------------------------------

@@ -46,7 +46,10 @@ def locate(lon: float = typer.Argument(None), lat: float = typer.Argument(None),
            as_csv: bool = typer.Option(False, "--out-csv", help="print CSV instead of JSON")) -> None:
     """Unit grid, community, street, district and responsible unit holding each point."""
     lons, lats = queries.points_from_csv(points.read_text()) if points else ([lon], [lat])
-    _run(lambda conn: queries.locate(conn, lons, lats), as_csv)
+    async def locate_with_points(conn):
+        return queries.with_coordinates(lons, lats, await queries.locate(conn, lons, lats))
+
+    _run(locate_with_points, as_csv)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from api.deps import Connection
 from api.extension import Extension
@@ -45,8 +45,8 @@ def queries_extension() -> Extension:
     router = APIRouter(prefix="/queries", tags=["Planners' queries"])
 
     @router.get("/locate", summary="Unit grid, community, street, district and responsible unit holding a point")
-    async def locate_one(lon: Lon, lat: Lat, conn: Connection):
-        return (await queries.locate(conn, [lon], [lat]))[0]
+    async def locate_one(request: Request, lon: Lon, lat: Lat, conn: Connection):
+        return {"lon": lon, "lat": lat, **(await queries.locate(conn, [lon], [lat], await request.app.state.grid_index.get(conn)))[0]}
 
     @router.post("/locate", summary="The same for up to 100,000 points (JSON, or CSV lon,lat with ?f=csv answers)",
                  openapi_extra={"requestBody": {"content": {
@@ -57,17 +57,12 @@ def queries_extension() -> Extension:
         if request.headers.get("content-type", "").startswith("text/csv"):
             lons, lats = queries.points_from_csv((await request.body()).decode())
         else:
-            try:
-                points = Points.model_validate_json(await request.body()).points
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise InvalidInput(f"body must be {{\"points\": [[lon, lat], …]}}; "
-                                   f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}") from None
-            lons, lats = [p[0] for p in points], [p[1] for p in points]
-        rows = await queries.locate(conn, lons, lats)
+            lons, lats = queries.points_from_json(await request.body())
+        rows = await queries.locate(conn, lons, lats, await request.app.state.grid_index.get(conn))
         # orjson: FastAPI's generic encoder takes seconds over 100,000 rows
-        return _csv(rows) if f == "csv" else Response(orjson.dumps({"count": len(rows), "results": rows}),
-                                                      media_type="application/json")
+        if f == "csv":
+            return _csv(queries.with_coordinates(lons, lats, rows))
+        return Response(orjson.dumps({"count": len(rows), "results": rows}), media_type="application/json")
 
     @router.get("/within/{layer}", summary="Features of a layer within a distance (m) of a point")
     async def within_point(layer: str, lon: Lon, lat: Lat, conn: Connection,
