@@ -11,12 +11,13 @@ from api import errors
 from api.extension import Extension
 from api.routers.landing import landing_extension
 from api.routers.operations import operations_extension
+from api.routers.transfer import transfer_extension
 from gis.db import create_pool
 from gis.settings import Settings, get_settings
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension()]
+    return [landing_extension(), operations_extension(), transfer_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:

@@ -73,8 +73,10 @@ def plan_columns(table: Table, mapping: Mapping, source_fields: set[str], *, exp
             values[name] = sql.SQL("{}::{}").format(sql.Literal(mapping.set[name]), sql.SQL(column.type))
         elif name == "district_code":
             values[name] = sql.SQL("s.county")
-        elif name == "attrs" and table.name == "city.component":
-            values[name] = sql.SQL("jsonb_strip_nulls(s.props)")
+    if "attrs" in table.columns and "attrs" not in values and table.name == "city.component":
+        # class-specific attributes (e.g. OSM tags): whatever the columns did not take
+        used = sorted({field for field, _, _ in checked.values()} | {"objcode", "class_code", "district_code"})
+        values["attrs"] = sql.SQL("jsonb_strip_nulls(s.props) - {}::text[]").format(sql.Literal(used))
     return ColumnPlan(values, checked)
 
 

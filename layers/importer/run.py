@@ -141,7 +141,11 @@ def import_file(conn: psycopg.Connection, path: Path, options: ImportOptions, pr
 
     for layer_id, target in targets.items():
         upsert_key = (options.key or target.layer.key) if options.mode == "upsert" else None
-        inserted, updated = write_rows(conn, target, plans[layer_id], mapping, fields, upsert_key)
+        try:
+            inserted, updated = write_rows(conn, target, plans[layer_id], mapping, fields, upsert_key)
+        except psycopg.errors.IntegrityError as exc:
+            raise InvalidInput(f"the database refused a row for layer {layer_id} ({exc.diag.constraint_name or 'a constraint'}: "
+                               f"{exc.diag.message_primary}); nothing was imported") from exc
         if target.is_component and (target.layer.relation != target.table.name or target.layer.where):
             check_visible(conn, target)
         report.inserted[layer_id], report.updated[layer_id] = inserted, updated

@@ -26,8 +26,7 @@ CSV_OPTIONS = {
     "Y_POSSIBLE_NAMES": "lat,latitude,y,纬度",
     "GEOM_POSSIBLE_NAMES": "wkt,geom,geometry,the_geom",
     "KEEP_GEOM_COLUMNS": "NO",
-    "AUTODETECT_TYPE": "YES",
-}
+}  # no AUTODETECT_TYPE: it turns 'on'/'off' into booleans; values stay text and SQL casts them per column
 OSM_OPTIONS = {"TAGS_FORMAT": "JSON"}
 # GDAL warns of odd rings as it reads; the importer checks every geometry itself and reports per row.
 warnings.filterwarnings("ignore", message="(Non closed ring|organizePolygons)", category=RuntimeWarning)
