@@ -24,9 +24,10 @@ class Rule(BaseModel):
     when: dict[str, str | list[str]] = Field(min_length=1, description="tag or field -> value(s), '*' = present")
     layer: str
     class_code: str | None = Field(default=None, alias="class", pattern=r"^[0-9]{4}$")
+    source_layer: str | None = Field(default=None, description="only rows of this source layer (e.g. OSM multipolygons)")
 
     def condition(self) -> sql.Composable:
-        parts = []
+        parts = [sql.SQL("s.src_layer = {}").format(sql.Literal(self.source_layer))] if self.source_layer else []
         for key, wanted in self.when.items():
             value = sql.SQL("s.props->>{}").format(sql.Literal(key))
             if wanted == ANY:
