@@ -13,13 +13,15 @@ from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.operations import operations_extension
 from api.routers.queries import queries_extension
+from api.routers.transfer import transfer_extension
 from gis.db import create_pool
 from gis.grid_index import GridIndexHolder
 from gis.settings import Settings, get_settings
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension(), features_extension(), queries_extension()]
+    return [landing_extension(), operations_extension(), features_extension(), queries_extension(),
+            transfer_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:

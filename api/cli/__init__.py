@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import db, demo, keys, query, serve
+from api.cli import db, demo, keys, query, serve, transfer
 
 app = typer.Typer(name="cityops", help="cityops — GIS platform for city operations (城市运行管理服务平台).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.command()(serve.up)
 app.command()(serve.serve)
 app.command()(demo.demo)
+app.command(name="import")(transfer.import_)
+app.command()(transfer.export)
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
 app.add_typer(query.app, name="query")

@@ -1,0 +1,115 @@
+"""Imports as background jobs (upload → 202 + job, poll its state) and streaming exports of layers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Connection, require
+from api.extension import Extension
+from gis.db import open_connection
+from gis.errors import Forbidden, InvalidInput, NotFound
+from gis.keys import Principal
+from layers.catalogue import get_layer
+from layers.export import FORMATS, csv_chunks, export_to_file, geojson_chunks, make_request
+from layers.importer import ImportOptions
+from layers.importer.jobs import CREATE_SQL, JOB_SQL, options_json, run_job
+from layers.importer.mapping import SHIPPED, parse_field_maps
+from layers.importer.source import open_source
+
+UPLOAD_CHUNK = 1 << 20
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+async def _save_upload(upload: UploadFile, folder: Path) -> Path:
+    name = SAFE_NAME.sub("_", Path(upload.filename or "upload").name).lstrip(".") or "upload"
+    path = folder / name
+    with open(path, "wb") as out:
+        while chunk := await upload.read(UPLOAD_CHUNK):
+            out.write(chunk)
+    return path
+
+
+def _job_body(row: dict) -> dict:
+    return {**row, "links": [{"rel": "self", "href": f"/imports/{row['id']}", "type": "application/json"}]}
+
+
+def transfer_extension() -> Extension:
+    router = APIRouter(tags=["Import and export"])
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cityops-import")
+
+    @router.post("/imports", status_code=202, summary="Upload a GIS file to import into a layer (background job)")
+    async def post_import(
+        request: Request, conn: Connection, principal: Annotated[Principal, Depends(require("editor"))],
+        file: Annotated[UploadFile, File(description="Shapefile .zip, GeoPackage, GeoJSON, FlatGeobuf, CSV or OSM PBF")],
+        layer: Annotated[str | None, Form()] = None, crs: Annotated[str | None, Form()] = None,
+        mode: Annotated[Literal["append", "replace", "upsert"], Form()] = "append", key: Annotated[str | None, Form()] = None,
+        mapping: Annotated[str | None, Form(description="a shipped mapping: " + ", ".join(p.stem for p in SHIPPED.glob("*.yaml")))] = None,
+        district: Annotated[str | None, Form()] = None, class_code: Annotated[str | None, Form(alias="class")] = None,
+        where: Annotated[str | None, Form()] = None, map: Annotated[list[str], Form()] = [],  # noqa: A002 - the CLI's --map
+        max_rejects: Annotated[int | None, Form()] = None, dry_run: Annotated[bool, Form()] = False,
+    ):
+        if principal.districts:
+            raise Forbidden("an import may touch any district; use a key without a district scope")
+        if mapping and not (SHIPPED / f"{mapping}.yaml").is_file():
+            raise InvalidInput(f"unknown mapping {mapping!r}; shipped mappings: {', '.join(p.stem for p in SHIPPED.glob('*.yaml'))}")
+        options = ImportOptions(layer=layer, crs=crs, field_map=parse_field_maps(map), mode=mode, key=key, mapping=mapping,
+                                district=district, class_code=class_code, where=where, max_rejects=max_rejects, dry_run=dry_run)
+        if layer:
+            get_layer(layer)
+        uploads = request.app.state.settings.state_dir / "imports"
+        uploads.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=uploads))
+        path = await _save_upload(file, folder)
+        try:
+            await run_in_threadpool(open_source, path, [], None)  # an unreadable file is a 400 now, not a failed job later
+        except InvalidInput:
+            await run_in_threadpool(shutil.rmtree, folder, True)
+            raise
+        row = await (await conn.execute(CREATE_SQL, [path.name, options_json(options), principal.key_id])).fetchone()
+        worker.submit(run_job, request.app.state.pool.conninfo, row["id"], path, options)
+        job = await (await conn.execute(JOB_SQL, [row["id"]])).fetchone()
+        return JSONResponse(_job_body(job) | {"created_at": job["created_at"].isoformat()}, status_code=202,
+                            headers={"Location": f"/imports/{row['id']}"})
+
+    @router.get("/imports/{job_id}", summary="State, progress and report of an import job")
+    async def get_import(job_id: int, conn: Connection, _: Annotated[Principal, Depends(require("viewer"))]):
+        job = await (await conn.execute(JOB_SQL, [job_id])).fetchone()
+        if job is None:
+            raise NotFound(f"no import job {job_id}")
+        return _job_body(job)
+
+    @router.get("/exports/{layer_id}.{ext}", summary="Download a layer (gpkg, shp, fgb, geojson, csv), streamed")
+    async def get_export(request: Request, layer_id: str, ext: str, bbox: str | None = None, crs: str | None = None):
+        export = make_request(get_layer(layer_id), ext, bbox, crs)
+        info = request.app.state.pool.conninfo
+        filename = f"{layer_id}{export.spec.extension}"
+        headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+        if export.spec.driver is None:
+            chunks = geojson_chunks if ext == "geojson" else csv_chunks
+
+            def stream():
+                with open_connection(info) as conn:
+                    yield from chunks(conn, export, lambda _: None)
+            return StreamingResponse(stream(), media_type=export.spec.media_type, headers=headers)
+        folder = Path(tempfile.mkdtemp(prefix="cityops-export-"))
+
+        def write() -> Path:
+            with open_connection(info) as conn:
+                return export_to_file(conn, export, folder / filename)
+        path = await run_in_threadpool(write)
+        return FileResponse(path, media_type=export.spec.media_type, filename=filename,
+                            background=BackgroundTask(shutil.rmtree, folder, True))
+
+    return Extension(router=router, links=({"rel": "data", "href": "/exports/{layer}.{" + ",".join(FORMATS) + "}",
+                                            "title": "layer downloads", "templated": True},))

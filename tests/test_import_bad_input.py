@@ -1,0 +1,140 @@
+"""Bad input: each gets a clear message or a per-row report, and a failed import leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from gis.db import open_connection
+from gis.errors import InvalidInput
+from layers.catalogue import get_layer
+from layers.export import export_to_file, make_request
+from layers.importer import ImportOptions, import_file
+
+BBOX = "118.20,33.90,118.22,33.92"
+
+
+def _counts(conn) -> tuple[int, int]:
+    return tuple(conn.execute(f"SELECT count(*) AS n FROM city.{t}").fetchone()["n"] for t in ("component", "building"))
+
+
+@pytest.fixture
+def conn(city_db):
+    with open_connection(city_db) as connection:
+        before = _counts(connection)
+        yield connection
+        connection.rollback()
+        assert _counts(connection) == before
+
+
+def _feature(geometry: dict, **properties) -> dict:
+    return {"type": "Feature", "properties": properties, "geometry": geometry}
+
+
+def _geojson(path, features) -> None:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+
+
+@pytest.mark.parametrize("fmt", ["gpkg", "geojson", "fgb"])
+def test_truncated_file_is_refused_whole(conn, tmp_path, fmt):
+    path = export_to_file(conn, make_request(get_layer("buildings"), fmt, BBOX), tmp_path / f"b.{fmt}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidInput, match="b." + fmt):
+        import_file(conn, path, ImportOptions(layer="buildings"))
+
+
+def test_shapefile_without_prj_asks_for_crs(conn, tmp_path):
+    full = export_to_file(conn, make_request(get_layer("streetlights"), "shp", BBOX), tmp_path / "full.zip")
+    bare = tmp_path / "bare.zip"
+    with zipfile.ZipFile(full) as source, zipfile.ZipFile(bare, "w") as target:
+        for name in source.namelist():
+            if not name.endswith(".prj"):
+                target.writestr(name, source.read(name))
+    with pytest.raises(InvalidInput, match="--crs"):
+        import_file(conn, bare, ImportOptions(layer="streetlights"))
+    conn.execute("DELETE FROM city.component WHERE class_code = '0118' AND geom && ST_MakeEnvelope(118.20, 33.90, 118.22, 33.92, 4490)")
+    report = import_file(conn, bare, ImportOptions(layer="streetlights", crs="EPSG:4490"))
+    assert report.rejected == 0 and report.inserted["streetlights"] > 0
+
+
+def test_mixed_geometry_types_reject_the_wrong_rows(conn, tmp_path):
+    path = tmp_path / "mixed.geojson"
+    _geojson(path, [_feature({"type": "Point", "coordinates": [118.21, 33.91 + k * 1e-4]}) for k in range(3)]
+             + [_feature({"type": "LineString", "coordinates": [[118.21, 33.91], [118.22, 33.92]]}) for _ in range(2)])
+    report = import_file(conn, path, ImportOptions(layer="streetlights"))
+    assert report.inserted == {"streetlights": 3}
+    assert [(r["row"], r["reason"]) for r in report.rejects] == [
+        (4, "wrong geometry type LINESTRING; layer streetlights takes POINT"),
+        (5, "wrong geometry type LINESTRING; layer streetlights takes POINT")]
+
+
+def test_ten_thousand_invalid_polygons_are_repaired_and_counted(conn, tmp_path):
+    path = tmp_path / "bowties.geojsonl"
+    with open(path, "w") as out:
+        for k in range(10_000):
+            x, y = 118.20 + (k % 100) * 2e-4, 33.90 + (k // 100) * 2e-4
+            bowtie = [[x, y], [x + 1e-4, y + 1e-4], [x + 1e-4, y], [x, y + 1e-4], [x, y]]  # self-intersecting
+            out.write(json.dumps(_feature({"type": "Polygon", "coordinates": [bowtie]}, floors=2)) + "\n")
+    report = import_file(conn, path, ImportOptions(layer="buildings"))
+    assert report.repaired == 10_000 and report.rejected == 0 and report.inserted == {"buildings": 10_000}
+    assert conn.execute("SELECT count(*) AS n FROM city.building WHERE floors = 2 AND ST_NumGeometries(geom) = 2 "
+                        "AND geom && ST_MakeEnvelope(118.2, 33.9, 118.22, 33.92, 4490)").fetchone()["n"] >= 10_000
+
+
+BROKEN_CSV = """lon,lat,objname,class_code,objcode
+118.2101,33.9101,good bin,0305,
+118.2102,not-a-number,bad latitude,0305,
+118.2103,33.9103,unknown class,0999,
+118.2104,33.9104,bad code,0305,32130203050000
+,,no coordinates,0305,
+118.2105,33.9105,wrong county,0305,9999990305000001
+118.2106,33.9106,too,many,fields,here
+"""
+
+
+def test_broken_csv_rows_are_reported_by_row_number(conn, tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text(BROKEN_CSV, encoding="utf-8")
+    report = import_file(conn, path, ImportOptions(layer="city_furniture"))
+    reasons = {r["row"]: r["reason"] for r in report.rejects}
+    assert report.inserted == {"city_furniture": 1} and report.read == 7
+    assert "no geometry" in reasons[2] and "no geometry" in reasons[5]
+    assert "unknown component class '0999'" in reasons[3]
+    assert "breaks GB/T 30428.2" in reasons[4]
+    assert "county 999999 is not a district" in reasons[6]
+    assert "objcode 'fields' breaks GB/T 30428.2" in reasons[7]  # extra fields shift into objcode
+
+
+def test_too_many_rejects_import_nothing(conn, tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text(BROKEN_CSV, encoding="utf-8")
+    with pytest.raises(InvalidInput, match="6 rows rejected .*Nothing was imported"):
+        import_file(conn, path, ImportOptions(layer="city_furniture", max_rejects=2))
+
+
+def test_not_a_gis_file(conn, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="cannot read notes.txt"):
+        import_file(conn, path, ImportOptions(layer="buildings"))
+
+
+def test_gcj02_data_declared_wgs84_is_flagged_with_the_offset(conn, tmp_path):
+    from gis.source_crs import wgs84_to_gcj02
+    rows = conn.execute("SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM city.streetlight_v ORDER BY objcode LIMIT 200").fetchall()
+    path = tmp_path / "amap.csv"
+    lines = ["lon,lat"] + [",".join(f"{v:.8f}" for v in wgs84_to_gcj02(r["x"], r["y"])) for r in rows]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    report = import_file(conn, path, ImportOptions(layer="streetlights"))
+    assert any("GCJ-02" in w and "--crs gcj02" in w for w in report.warnings), report.warnings
+    conn.rollback()
+    fixed = import_file(conn, path, ImportOptions(layer="streetlights", crs="gcj02", dry_run=True))
+    assert fixed.warnings == []
+    moved = conn.execute("SELECT max(ST_Distance(a.geom::geography, b.geom::geography)) AS m FROM "
+                         "(SELECT geom, row_number() OVER (ORDER BY row_no) AS n FROM import_stage) a JOIN "
+                         "(SELECT geom, row_number() OVER (ORDER BY objcode) AS n FROM city.streetlight_v ORDER BY objcode LIMIT 200) b "
+                         "USING (n)").fetchone()["m"]
+    assert moved < 0.5
