@@ -9,14 +9,19 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.extension import Extension
+from api.routers.catalogue import catalogue_extension
 from api.routers.landing import landing_extension
+from api.routers.live import live_extension
 from api.routers.operations import operations_extension
+from api.routers.search import search_extension
+from api.routers.web_map import web_map_extension
 from gis.db import create_pool
 from gis.settings import Settings, get_settings
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension()]
+    return [landing_extension(), operations_extension(), catalogue_extension(), search_extension(), live_extension(),
+            web_map_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
