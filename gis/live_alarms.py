@@ -8,7 +8,7 @@ import psycopg
 OPEN_ALARMS_SQL = """
 SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_agg(json_build_object(
     'type', 'Feature', 'id', a.id,
-    'geometry', ST_AsGeoJSON(a.geom, 6)::json,
+    'geometry', ST_AsGeoJSON(a.geom, 6, 0)::json,
     'properties', json_build_object(
         'id', a.id, 'objcode', a.objcode, 'objname', c.objname, 'alarm_type', a.alarm_type,
         'severity', a.severity, 'status', a.status, 'raised_at', a.raised_at,

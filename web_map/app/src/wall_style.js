@@ -17,7 +17,7 @@ export function drawOrder(layers) {
 
 function source(layer, origin) {
   if (layer.id === LIVE_ALARMS) {
-    return { type: 'geojson', data: `${origin}/live/alarms`, promoteId: 'id' };
+    return { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' };   // filled from /live/alarms
   }
   return {
     type: 'vector', tiles: layer.tiles,
