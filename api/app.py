@@ -14,26 +14,42 @@ from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.operations import operations_extension
 from api.routers.search import search_extension
+from api.routers.tiles import tiles_extension
 from api.routers.web_map import web_map_extension
+from gis.changes import ChangeFeed
+from gis.db import conninfo as conninfo_of
 from gis.db import create_pool
 from gis.settings import Settings, get_settings
+from layers.live import LiveCatalogue
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension(), catalogue_extension(), search_extension(), live_extension(),
-            web_map_extension()]
+    return [landing_extension(), operations_extension(), tiles_extension(), catalogue_extension(), search_extension(),
+            live_extension(), web_map_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
     settings = settings or get_settings()
     pool = create_pool(settings, conninfo)
+    changes = ChangeFeed(conninfo or conninfo_of(settings))
+    catalogue = LiveCatalogue()
+    installed = extensions(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await pool.open(wait=True, timeout=30)
         try:
+            # Listen before reading the catalogue, so a layer published in between is not missed.
+            await changes.start()
+            async with pool.connection() as conn:
+                await catalogue.reload(conn)
+            changes.subscribe(catalogue.change_subscriber(pool))
+            for extension in installed:
+                if extension.startup:
+                    await extension.startup(app)
             yield
         finally:
+            await changes.stop()
             await pool.close()
 
     app = FastAPI(
@@ -46,9 +62,11 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.changes = changes
+    app.state.catalogue = catalogue
     app.state.conformance = set()
     app.state.landing_links = []
-    for extension in extensions(settings):
+    for extension in installed:
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)

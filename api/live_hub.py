@@ -12,10 +12,13 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
+from gis.changes import Change
 from gis.figures import read_figures
 
 # Tables whose writes change a figure; changes to other tables are only forwarded to the map.
 FIGURE_TABLES = frozenset({"city.alarm", "city.stall_site", "city.case_file", "city.manhole_sensor"})
+# What a change of unknown table (the feed reconnected) is reported as: the wall reloads everything.
+ANY_TABLE = "*"
 COALESCE_S = 0.1
 QUEUE_LIMIT = 100
 
@@ -41,11 +44,10 @@ class LiveHub:
     def unsubscribe(self, queue: asyncio.Queue) -> None:
         self.subscribers.discard(queue)
 
-    def on_change(self, change: dict) -> None:
-        table = change.get("table")
-        if not isinstance(table, str) or not self.subscribers:
+    async def on_change(self, change: Change) -> None:
+        if not self.subscribers:
             return
-        self.pending_tables.add(table)
+        self.pending_tables.add(ANY_TABLE if change.everything else change.table)
         if self.flush_task is None or self.flush_task.done():
             self.flush_task = asyncio.get_running_loop().create_task(self._flush())
 
@@ -53,7 +55,7 @@ class LiveHub:
         await asyncio.sleep(COALESCE_S)
         tables, self.pending_tables = self.pending_tables, set()
         self._broadcast({"event": "change", "data": json.dumps({"tables": sorted(tables)})})
-        if tables & FIGURE_TABLES:
+        if tables & (FIGURE_TABLES | {ANY_TABLE}):
             try:
                 figures = await self.figures()
             except Exception:  # a failed refresh must not end the feed; the next change retries

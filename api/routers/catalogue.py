@@ -9,11 +9,11 @@ from api.deps import Connection
 from api.extension import Extension
 from gis.extent import city_frame
 from gis.orthophotos import list_orthophotos
-from layers.catalogue import CATALOGUE, Layer
+from layers.catalogue import Layer
+from tiles.metadata import tiles_path
 
-# Tile paths of the OGC API Tiles routes (tiles branch): tileMatrix/tileRow/tileCol for vector tiles;
-# orthophoto rasters follow the drone contract's z/x/y.
-LAYER_TILES = "/collections/{id}/tiles/WebMercatorQuad/{{z}}/{{y}}/{{x}}"
+# Vector tiles in OGC order tileMatrix/tileRow/tileCol; orthophoto rasters follow the drone contract's z/x/y.
+TILE_MATRIX_SET = "WebMercatorQuad"
 ORTHOPHOTO_TILES = "/orthophotos/{id}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png"
 
 
@@ -22,7 +22,7 @@ def _layer_entry(layer: Layer, base: str) -> dict:
         **layer.model_dump(include={"id", "title", "description", "group", "geometry_type", "properties",
                                     "minzoom", "maxzoom", "lowzoom", "editable", "style", "legend", "key"}),
         "tables": list(layer.tables),
-        "tiles": [base + LAYER_TILES.format(id=layer.id)],
+        "tiles": [f"{base}{tiles_path(layer.id)}/{TILE_MATRIX_SET}/{{z}}/{{y}}/{{x}}"],
     }
 
 
@@ -36,7 +36,7 @@ def catalogue_extension() -> Extension:
         return {
             "extent": {"bbox": frame["bbox"], "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"},
             "districts": frame["districts"],
-            "layers": [_layer_entry(layer, base) for layer in CATALOGUE],
+            "layers": [_layer_entry(layer, base) for layer in request.app.state.catalogue.layers],
         }
 
     @router.get("/orthophotos", summary="Orthophotos, DSMs and change maps with their raster tile URLs")

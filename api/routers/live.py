@@ -1,11 +1,10 @@
 """Server-Sent Events for the command wall: the live figures and which tables just changed,
-pushed from PostgreSQL LISTEN/NOTIFY (no polling); and the open alarms as GeoJSON for the map."""
+pushed from PostgreSQL LISTEN/NOTIFY through the app's change feed (no polling); and the open
+alarms as GeoJSON for the map."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
 from sse_starlette import EventSourceResponse
@@ -13,29 +12,22 @@ from sse_starlette import EventSourceResponse
 from api.deps import Connection
 from api.extension import Extension
 from api.live_hub import LiveHub
-from gis import change_feed
 from gis.live_alarms import open_alarms
 
 PING_S = 15
 
 
-@asynccontextmanager
-async def live_lifespan(app: FastAPI):
+async def start_live_hub(app: FastAPI) -> None:
     hub = app.state.live_hub = LiveHub(app.state.pool)
-    listener = asyncio.create_task(change_feed.listen(app.state.pool.conninfo, hub.on_change))
-    try:
-        yield
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
+    app.state.changes.subscribe(hub.on_change)
 
 
 def live_extension() -> Extension:
-    router = APIRouter(tags=["Command wall"], lifespan=live_lifespan)
+    router = APIRouter(tags=["Command wall"])
 
     @router.get("/live", summary="Live figures and change events (text/event-stream)",
                 description="Events: `figures` (on connect and whenever an alarm, stall site or case changes) "
-                            "and `change` (`{tables: [...]}` written since the last event).")
+                            "and `change` (`{tables: [...]}` written since the last event; `[\\"*\\"]`: anything may have changed).")
     async def live(request: Request):
         hub: LiveHub = request.app.state.live_hub
         queue = hub.subscribe()
@@ -54,4 +46,4 @@ def live_extension() -> Extension:
     async def live_alarms(conn: Connection):
         return await open_alarms(conn)
 
-    return Extension(router=router)
+    return Extension(router=router, startup=start_live_hub)

@@ -47,12 +47,14 @@ async function refreshAlarms() {
   redrawFigures();
 }
 
-// A write reported by the feed: reload the tiles of every layer that reads the changed tables.
+// A write reported by the feed: reload the tiles of every layer that reads the changed tables
+// ('*': the feed reconnected and anything may have changed).
 function refreshLayers(tables) {
-  if (tables.includes('city.alarm') && mapReady) refreshAlarms();
+  const changed = (table) => tables.includes('*') || tables.includes(table);
+  if (changed('city.alarm') && mapReady) refreshAlarms();
   wall.tileVersion += 1;
   for (const layer of catalogue.layers) {
-    if (layer.id === LIVE_ALARMS || !layer.tables.some((t) => tables.includes(t))) continue;
+    if (layer.id === LIVE_ALARMS || !layer.tables.some(changed)) continue;
     map.getSource(layer.id)?.setTiles(layer.tiles.map((url) => `${url}?v=${wall.tileVersion}`));
   }
 }
