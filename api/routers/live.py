@@ -27,7 +27,7 @@ def live_extension() -> Extension:
 
     @router.get("/live", summary="Live figures and change events (text/event-stream)",
                 description="Events: `figures` (on connect and whenever an alarm, stall site or case changes) "
-                            "and `change` (`{tables: [...]}` written since the last event; `[\\"*\\"]`: anything may have changed).")
+                            'and `change` (`{tables: [...]}` written since the last event; `["*"]`: anything may have changed).')
     async def live(request: Request):
         hub: LiveHub = request.app.state.live_hub
         queue = hub.subscribe()

@@ -1,5 +1,4 @@
-// HTTP helpers for the platform's JSON endpoints. `optional` answers null on 404 so features whose
-// back end is not installed yet (drone review queue, planner queries) can degrade instead of failing.
+// HTTP helpers for the platform's JSON endpoints.
 
 export class ApiError extends Error {
   constructor(status, description) { super(description); this.status = status; }
@@ -13,9 +12,10 @@ async function parse(response) {
 
 export const getJSON = async (url) => parse(await fetch(url));
 
-export async function optionalJSON(url) {
-  const response = await fetch(url);
-  return response.status === 404 ? null : parse(response);
+// The API paths this server has (from its OpenAPI document), so the wall can tell whether an
+// optional back end (drone review queue, planner queries) is installed without provoking 404s.
+export async function installedPaths() {
+  return new Set(Object.keys((await getJSON('/api')).paths));
 }
 
 export async function postJSON(url, body, key) {

@@ -1,6 +1,6 @@
 // Click a feature: its attributes, its GB/T codes read part by part, and where a unit grid is
 // known, the grid's community, street, district and responsible unit (责任单位) from /grids/{bgcode}.
-import { escapeHtml, optionalJSON } from './api.js';
+import { escapeHtml, getJSON } from './api.js';
 import { componentCode, gridCode } from './gbt_codes.js';
 
 const CLICK_TOLERANCE_PX = 4;
@@ -26,8 +26,7 @@ function codeRows(props, districtNames) {
 
 async function gridRows(bgcode) {
   if (!gridCode(bgcode)) return '';
-  const grid = await optionalJSON(`/grids/${bgcode}`);
-  if (!grid) return '';
+  const grid = await getJSON(`/grids/${bgcode}`);
   return [
     row('社区 community', `${grid.community_name} (${grid.community_code})`),
     row('街道 street', `${grid.street_name} (${grid.street_code})`),

@@ -1,7 +1,7 @@
 // The command wall: boots the map from the catalogue, then wires the panels and the live feed.
 // Test and bench hooks: window.map (the MapLibre map) and window.__wall (state and errors).
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
-import { getJSON } from './api.js';
+import { getJSON, installedPaths } from './api.js';
 import { buildStyle, LIVE_ALARMS } from './wall_style.js';
 import { buildLayerPanel } from './layer_panel.js';
 import { connectLiveFeed } from './live_feed.js';
@@ -21,7 +21,7 @@ const $ = (selector) => document.querySelector(selector);
 const wall = window.__wall = { idle: false, errors: [], figures: null, figureUpdates: 0, alarmUpdates: 0,
   reviewCount: null, live: 'connecting', tileVersion: 0 };
 
-const catalogue = await getJSON('/catalogue');
+const [catalogue, paths] = await Promise.all([getJSON('/catalogue'), installedPaths()]);
 const layerById = Object.fromEntries(catalogue.layers.map((l) => [l.id, l]));
 const districtNames = Object.fromEntries(catalogue.districts.map((d) => [d.code, d.name]));
 
@@ -59,8 +59,8 @@ function refreshLayers(tables) {
   }
 }
 
-const desk = new ReviewDesk($('#review-desk'), map, maplibregl, (count) => { wall.reviewCount = count; redrawFigures(); });
-const planner = new Planner($('#planner'), map, catalogue);
+const desk = new ReviewDesk($('#review-desk'), map, maplibregl, paths, (count) => { wall.reviewCount = count; redrawFigures(); });
+const planner = new Planner($('#planner'), map, catalogue, paths);
 let mode = 'inspect';
 $('#modes').addEventListener('click', (e) => {
   const button = e.target.closest('button[data-mode]');
@@ -71,7 +71,7 @@ $('#modes').addEventListener('click', (e) => {
   if (mode === 'review') desk.open(); else desk.close();
 });
 
-const clickable = catalogue.layers.flatMap((l) => mapLayerIds(l).filter((id) => !id.endsWith('__halo')));
+const clickable = catalogue.layers.flatMap((l) => mapLayerIds(l).filter((id) => !/__(halo|glow|underlay)$/.test(id)));
 map.on('click', (e) => {
   if (mode === 'planner') return planner.ask(e);
   const [feature] = featuresAt(map, e.point, clickable);
@@ -80,7 +80,8 @@ map.on('click', (e) => {
 
 map.on('load', async () => {
   mapReady = true;
-  const firstVector = map.getStyle().layers[1]?.id;
+  // Rasters go above the district tint and under every other vector layer.
+  const firstVector = map.getStyle().layers.find((l) => l.type !== 'background' && !l.id.endsWith('__underlay'))?.id;
   await addOrthophotos(map, $('#ortho-list'), firstVector);
   addAnswerLayers(map);
   for (const d of catalogue.districts) {

@@ -2,7 +2,7 @@
 // /queries endpoints (branch `features`); the paths live in QUERIES, the one place to adapt.
 // Without them, "what is here" still answers from the unit grid drawn under the click and
 // /grids/{bgcode}; the other tools say they are not available.
-import { escapeHtml, optionalJSON, getJSON } from './api.js';
+import { escapeHtml, getJSON } from './api.js';
 import { featuresAt } from './inspector.js';
 
 const QUERIES = {
@@ -23,8 +23,8 @@ export function addAnswerLayers(map) {
 }
 
 export class Planner {
-  constructor(panel, map, catalogue) {
-    Object.assign(this, { panel, map, catalogue });
+  constructor(panel, map, catalogue, installedPaths) {
+    Object.assign(this, { panel, map, catalogue, installedPaths });
     const pointLayers = catalogue.layers.filter((l) => l.geometry_type === 'Point');
     panel.innerHTML = `<h2>规划分析 Planner</h2>
       <div class="tools"><label><input type="radio" name="tool" value="locate" checked> 此处归属 what is here</label>
@@ -48,7 +48,8 @@ export class Planner {
 
   async ask(event) {
     const form = this.form();
-    const answer = await optionalJSON(QUERIES[form.tool](event.lngLat, form));
+    const url = QUERIES[form.tool](event.lngLat, form);
+    const answer = this.installedPaths.has(url.split('?')[0]) ? await getJSON(url) : null;
     if (answer === null && form.tool === 'locate') return this.locateFromGrid(event);
     if (answer === null) return this.show('<p class="muted">空间查询服务尚未启用 — /queries is not installed on this server.</p>');
     const features = answer.features ?? [];

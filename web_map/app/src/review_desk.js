@@ -3,11 +3,12 @@
 // Contract (drone review API): GET /drone/candidates?status=pending -> FeatureCollection
 // (id, score, area_m2, before_id, after_id); POST /drone/candidates/{id}/confirm|dismiss {note}.
 // Before that API exists the desk says so and stays empty.
-import { escapeHtml, optionalJSON, postJSON } from './api.js';
+import { escapeHtml, getJSON, postJSON } from './api.js';
 import { rasterSource } from './orthophotos.js';
 import { BACKGROUND } from './wall_style.js';
 
-const QUEUE_URL = '/drone/candidates?status=pending';
+const QUEUE_PATH = '/drone/candidates';
+const QUEUE_URL = `${QUEUE_PATH}?status=pending`;
 const KEY_STORAGE = 'cityops.reviewerKey';
 
 function bboxOf(feature) {
@@ -33,13 +34,13 @@ function compareMap(maplibregl, container, photoId, candidate) {
 }
 
 export class ReviewDesk {
-  constructor(panel, map, maplibregl, onQueueChange) {
-    Object.assign(this, { panel, map, maplibregl, onQueueChange, candidates: null, compare: [] });
+  constructor(panel, map, maplibregl, installedPaths, onQueueChange) {
+    Object.assign(this, { panel, map, maplibregl, onQueueChange, candidates: null, compare: [],
+      available: installedPaths.has(QUEUE_PATH) });
   }
 
   async refresh() {
-    const queue = await optionalJSON(QUEUE_URL);
-    this.candidates = queue?.features ?? null;
+    this.candidates = this.available ? (await getJSON(QUEUE_URL)).features : null;
     this.onQueueChange(this.candidates === null ? null : this.candidates.length);
     if (!this.panel.hidden) this.render();
   }

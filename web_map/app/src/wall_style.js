@@ -9,6 +9,8 @@ const TYPE_ORDER = { fill: 0, line: 1, circle: 2 };
 const SOURCE_MAXZOOM = 16;
 export const BACKGROUND = '#040b16';
 export const LIVE_ALARMS = 'alarms';     // drawn from the live GeoJSON feed instead of tiles
+const DISTRICTS = 'districts';
+const UNDERLAY = '__underlay';           // drawn first, right above the background
 
 export function drawOrder(layers) {
   return [...layers].sort((a, b) => (TYPE_ORDER[a.style.type] - TYPE_ORDER[b.style.type])
@@ -34,6 +36,12 @@ function styleLayers(layer) {
   if (layer.id !== LIVE_ALARMS) base['source-layer'] = layer.id;
   if (layer.lowzoom) base.minzoom = layer.minzoom;       // below it the tile holds per-grid counts
   const extra = [];
+  if (layer.id === DISTRICTS) {   // the wall's backdrop: districts tinted and their borders glowing
+    extra.push({ id: `${layer.id}${UNDERLAY}`, source: layer.id, 'source-layer': layer.id, type: 'fill',
+      paint: { 'fill-color': '#0a2a4a', 'fill-opacity': 0.45 } },
+    { id: `${layer.id}__glow`, source: layer.id, 'source-layer': layer.id, type: 'line',
+      paint: { 'line-color': '#00b0ff', 'line-width': 8, 'line-blur': 6, 'line-opacity': 0.35 } });
+  }
   if (layer.id === LIVE_ALARMS) {
     extra.push({ id: `${layer.id}__halo`, source: layer.id, type: 'circle',
       paint: { 'circle-color': '#ff1744', 'circle-opacity': 0.22, 'circle-blur': 0.6,
@@ -56,11 +64,13 @@ export const mapLayerIds = (layer) => styleLayers(layer).map((l) => l.id);
 
 export function buildStyle(catalogue, origin) {
   const ordered = drawOrder(catalogue.layers);
+  const styleLayerList = ordered.flatMap(styleLayers);
+  const isUnderlay = (l) => l.id.endsWith(UNDERLAY);
   return {
     version: 8,
     name: 'cityops command wall',
     sources: Object.fromEntries(ordered.map((layer) => [layer.id, source(layer, origin)])),
     layers: [{ id: 'background', type: 'background', paint: { 'background-color': BACKGROUND } },
-      ...ordered.flatMap(styleLayers)],
+      ...styleLayerList.filter(isUnderlay), ...styleLayerList.filter((l) => !isUnderlay(l))],
   };
 }
