@@ -47,7 +47,7 @@ export async function showFeature(panel, feature, layer, districtNames) {
     .map(([k, v]) => row(k, v)).join('');
   panel.hidden = false;
   panel.innerHTML = `<button class="close" aria-label="close">×</button><h2>${escapeHtml(layer?.title ?? feature.layer.id)}</h2>
-    <table>${codeRows(props, districtNames)}${plain}</table><table class="grid-detail"></table>`;
+    <table><tbody>${codeRows(props, districtNames)}${plain}</tbody><tbody class="grid-detail"></tbody></table>`;
   panel.querySelector('.close').onclick = () => { panel.hidden = true; };
   panel.querySelector('.grid-detail').innerHTML = await gridRows(props.bgcode);
 }

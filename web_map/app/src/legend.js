@@ -15,8 +15,9 @@ function entries(color) {
   }
   if (Array.isArray(color) && color[0] === 'case') {
     const out = [];
-    for (let i = 1; i < color.length - 1; i += 2) out.push({ color: color[i + 1], label: JSON.stringify(color[i]) });
-    out.push({ color: color.at(-1), label: 'otherwise' });
+    // A condition reads badly as a label; the layer's legend text says what the colours mean.
+    for (let i = 1; i < color.length - 1; i += 2) out.push({ color: color[i + 1], label: '' });
+    out.push({ color: color.at(-1), label: '' });
     return out;
   }
   return [];
