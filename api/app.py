@@ -10,9 +10,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
+from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.operations import operations_extension
+from api.routers.queries import queries_extension
 from api.routers.search import search_extension
 from api.routers.tiles import tiles_extension
 from api.routers.web_map import web_map_extension
@@ -24,8 +26,8 @@ from layers.live import LiveCatalogue
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension(), tiles_extension(), catalogue_extension(), search_extension(),
-            live_extension(), web_map_extension()]
+    return [landing_extension(), operations_extension(), features_extension(), queries_extension(), tiles_extension(),
+            catalogue_extension(), search_extension(), live_extension(), web_map_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
@@ -66,10 +68,12 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     app.state.catalogue = catalogue
     app.state.conformance = set()
     app.state.landing_links = []
+    app.state.collection_link_providers = []
     for extension in installed:
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
+        app.state.collection_link_providers.extend(extension.collection_links)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)
     return app

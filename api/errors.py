@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gis.errors import CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound, Unauthorized
+from gis.errors import (CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound,
+                        PreconditionFailed, PreconditionRequired, Unauthorized)
 
 log = logging.getLogger("cityops.api")
 
@@ -18,6 +19,8 @@ STATUS = {
     NotFound: 404,
     InvalidInput: 400,
     Conflict: 409,
+    PreconditionFailed: 412,
+    PreconditionRequired: 428,
     Unauthorized: 401,
     Forbidden: 403,
     DatabaseUnavailable: 503,
@@ -63,6 +66,11 @@ def install(app: FastAPI) -> None:
         constraint = getattr(exc.diag, "constraint_name", None) or "a database constraint"
         return problem(409 if isinstance(exc, psycopg.errors.UniqueViolation) else 400,
                        "ConstraintViolation", f"rejected by {constraint}; nothing was written")
+
+    @app.exception_handler(psycopg.errors.DataError)
+    async def invalid_value(_request: Request, exc: psycopg.errors.DataError):
+        # e.g. 'invalid input syntax for type date: "x"': the value's fault, and the message has no SQL
+        return problem(400, "InvalidValue", f"{exc.diag.message_primary or 'invalid value'}; nothing was written")
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_down(_request: Request, exc: psycopg.OperationalError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI
@@ -13,5 +13,6 @@ class Extension:
     router: APIRouter
     conformance: tuple[str, ...] = ()
     links: tuple[dict, ...] = field(default_factory=tuple)
+    collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
     # run in the app's lifespan once the pool, the change feed and the catalogue are up
     startup: Callable[[FastAPI], Awaitable[None]] | None = None

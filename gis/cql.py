@@ -3,7 +3,8 @@
 The `cql2` package parses and validates; we walk its JSON form and emit psycopg `sql`
 composables with `%s` placeholders, so no user value is ever formatted into SQL text and only
 declared queryables can be named. Geometry literals are in CRS84 (or `filter-crs`) and are
-transformed to the layer's storage SRID.
+transformed to the layer's storage SRID; a lat/lon `filter-crs` (EPSG:4326, 4490, the GK zones)
+has its coordinates swapped to x/y first, as OGC axis order requires.
 """
 
 from __future__ import annotations
@@ -72,14 +73,16 @@ def parse(expression: str | dict, lang: str | None = None) -> dict:
 
 
 def compile_filter(expression: str | dict, queryables: Mapping[str, Queryable], *,
-                   lang: str | None = None, filter_srid: int = CRS84_SRID) -> CompiledFilter:
-    return _Compiler(queryables, filter_srid).compile(parse(expression, lang))
+                   lang: str | None = None, filter_srid: int = CRS84_SRID,
+                   filter_lat_first: bool = False) -> CompiledFilter:
+    return _Compiler(queryables, filter_srid, filter_lat_first).compile(parse(expression, lang))
 
 
 class _Compiler:
-    def __init__(self, queryables: Mapping[str, Queryable], filter_srid: int):
+    def __init__(self, queryables: Mapping[str, Queryable], filter_srid: int, filter_lat_first: bool = False):
         self.queryables = queryables
         self.filter_srid = filter_srid
+        self.filter_lat_first = filter_lat_first
         self.params: dict[str, Any] = {}
 
     def compile(self, node: dict) -> CompiledFilter:
@@ -188,12 +191,17 @@ class _Compiler:
             if len(box) not in (4, 6):
                 raise InvalidInput("filter: a BBOX has 4 (or 6) numbers")
             minx, miny, maxx, maxy = (box[0], box[1], box[2], box[3]) if len(box) == 4 else (box[0], box[1], box[3], box[4])
+            if self.filter_lat_first:
+                minx, miny, maxx, maxy = miny, minx, maxy, maxx
             corners = [self.bind(v, "float8") for v in (minx, miny, maxx, maxy)]
             return sql.SQL("ST_Transform(ST_MakeEnvelope({}, {}, {}, {}, {}), {})").format(
                 *corners, self.bind(self.filter_srid, "int"), sql.Literal(STORAGE_SRID))
         if isinstance(node, dict) and "type" in node and ("coordinates" in node or "geometries" in node):
-            return sql.SQL("ST_Transform(ST_SetSRID(ST_GeomFromGeoJSON({}), {}), {})").format(
-                self.bind(json.dumps(node), "text"), self.bind(self.filter_srid, "int"), sql.Literal(STORAGE_SRID))
+            literal = sql.SQL("ST_GeomFromGeoJSON({})").format(self.bind(json.dumps(node), "text"))
+            if self.filter_lat_first:
+                literal = sql.SQL("ST_FlipCoordinates({})").format(literal)
+            return sql.SQL("ST_Transform(ST_SetSRID({}, {}), {})").format(
+                literal, self.bind(self.filter_srid, "int"), sql.Literal(STORAGE_SRID))
         raise InvalidInput(f"filter: expected a geometry, got {json.dumps(node)[:80]}")
 
     def temporal(self, op: str, a: Any, b: Any) -> sql.Composable:
@@ -233,7 +241,8 @@ class _Compiler:
 
     def array(self, node: Any) -> sql.Composable:
         if isinstance(node, dict) and "property" in node:
-            return self.queryable(node["property"]).identifier
+            # no layer publishes an array column, so an array operator on a property cannot hold
+            raise InvalidInput(f"filter: {self.queryable(node['property']).name!r} is not an array property")
         if isinstance(node, list):
             return self.bind([str(v) for v in node], "text[]")
         raise InvalidInput("filter: array operators take a property or a list")

@@ -17,6 +17,14 @@ class Conflict(CityOpsError):
     pass
 
 
+class PreconditionFailed(CityOpsError):
+    """The client's If-Match ETag is stale: someone changed the resource since it was read."""
+
+
+class PreconditionRequired(CityOpsError):
+    """A write that could lose someone else's change came without If-Match."""
+
+
 class Unauthorized(CityOpsError):
     pass
 

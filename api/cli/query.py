@@ -1,0 +1,84 @@
+"""`cityops query …`: the planners' spatial queries from the command line, printed as JSON or CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import typer
+from psycopg.rows import dict_row
+
+from api.cli.common import run_guarded
+from gis import queries
+from gis.db import conninfo
+from gis.settings import get_settings
+from layers import planner
+
+app = typer.Typer(help="Spatial queries for planners: locate, within, nearest, density, gaps.", no_args_is_help=True)
+FilterOption = typer.Option(None, "--filter", help="CQL2 text filter on the layer")
+
+
+def _run(query: Callable[[psycopg.AsyncConnection], Awaitable[object]], as_csv: bool = False) -> None:
+    async def main() -> object:
+        async with await psycopg.AsyncConnection.connect(conninfo(get_settings()), row_factory=dict_row, autocommit=True) as conn:
+            return await query(conn)
+
+    def action() -> None:
+        result = asyncio.run(main())
+        rows = result if isinstance(result, list) else [f["properties"] for f in result.get("features", [])]
+        if as_csv and rows:
+            writer = csv.DictWriter(sys.stdout, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            print(json.dumps(result, ensure_ascii=False, indent=1, default=str))
+    run_guarded(action)
+
+
+def _points(path: Path) -> tuple[list[float], list[float]]:
+    rows = [r for r in csv.reader(path.open()) if r]
+    if rows and not rows[0][0].strip().lstrip("-").replace(".", "", 1).isdigit():
+        rows = rows[1:]
+    return [float(r[0]) for r in rows], [float(r[1]) for r in rows]
+
+
+@app.command()
+def locate(lon: float = typer.Argument(None), lat: float = typer.Argument(None),
+           points: Path = typer.Option(None, "--csv", exists=True, help="CSV of lon,lat (up to 100,000 lines)"),
+           as_csv: bool = typer.Option(False, "--out-csv", help="print CSV instead of JSON")) -> None:
+    """Unit grid, community, street, district and responsible unit holding each point."""
+    lons, lats = _points(points) if points else ([lon], [lat])
+    _run(lambda conn: queries.locate(conn, lons, lats), as_csv)
+
+
+@app.command()
+def within(layer: str, lon: float, lat: float, distance_m: float = typer.Option(100, "--distance"),
+           cql: str = FilterOption) -> None:
+    """Features of LAYER within --distance metres of a point."""
+    _run(lambda conn: planner.within(conn, layer, queries.query_geometry(lon=lon, lat=lat), distance_m, cql=cql))
+
+
+@app.command()
+def nearest(layer: str, lon: float, lat: float, n: int = typer.Option(5, "-n"), cql: str = FilterOption) -> None:
+    """The N features of LAYER nearest a point, with distances in metres."""
+    _run(lambda conn: planner.nearest(conn, layer, queries.query_geometry(lon=lon, lat=lat), n, cql=cql))
+
+
+@app.command()
+def density(layer: str, zone: str = typer.Option("community", help="grid | community | street | district"),
+            district: str = typer.Option(None), cql: str = FilterOption,
+            as_csv: bool = typer.Option(True, "--csv/--geojson")) -> None:
+    """Count and density (per km²) of LAYER's features per zone."""
+    _run(lambda conn: planner.density(conn, layer, zone, district=district, cql=cql), as_csv)
+
+
+@app.command()
+def gaps(layer: str, distance_m: float = typer.Option(..., "--distance"), district: str = typer.Option(None),
+         cql: str = FilterOption, as_csv: bool = typer.Option(True, "--csv/--geojson")) -> None:
+    """Parts of each unit grid farther than --distance metres from every feature of LAYER."""
+    _run(lambda conn: planner.coverage_gaps(conn, layer, distance_m, district=district, cql=cql), as_csv)

@@ -1,0 +1,60 @@
+"""Query parameters of the OGC API Features operations, as pydantic models: one items model per
+collection (the common parameters plus one equality filter per published property), so the
+OpenAPI document lists exactly what each collection accepts and anything else is a 400."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from gis.crs import CRS84_URI
+from layers.catalogue import Layer
+
+PAGE_MAX_LIMIT = 10_000  # GeoJSON and HTML pages are built whole
+STREAM_MAX_LIMIT = 1_000_000  # GeoJSON-seq and CSV stream in constant memory
+DEFAULT_LIMIT = 10
+
+Format = Literal["json", "geojson", "html", "csv", "jsonseq"]
+
+
+class FeatureParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    f: Format = Field(None, description="output format; default from the Accept header, else GeoJSON")
+    crs: str = Field(None, description=f"CRS of the geometries in the response (default {CRS84_URI}); "
+                                       "see the collection's `crs` list")
+
+
+class ItemsParams(FeatureParams):
+    limit: int = Field(DEFAULT_LIMIT, ge=1, json_schema_extra={"maximum": PAGE_MAX_LIMIT}, description=(
+        f"features per page: at most {PAGE_MAX_LIMIT:,} for GeoJSON and HTML, "
+        f"{STREAM_MAX_LIMIT:,} for the streamed formats f=jsonseq and f=csv"))
+    offset: int = Field(0, ge=0, description="features to skip (the `next` link carries it)")
+    bbox: str = Field(None, description="minx,miny,maxx,maxy (or 6 numbers with heights) in bbox-crs axis order")
+    bbox_crs: str = Field(None, alias="bbox-crs", description=f"CRS of bbox (default {CRS84_URI})")
+    datetime: str = Field(None, description="RFC 3339 instant or interval (`a/b`, `../b`, `a/..`) "
+                                            "on the collection's temporal property")
+    filter: str = Field(None, description="CQL2 expression selecting features (see /queryables)")
+    filter_lang: Literal["cql2-text", "cql2-json"] = Field(None, alias="filter-lang", description="default cql2-text")
+    filter_crs: str = Field(None, alias="filter-crs", description=f"CRS of geometries in filter (default {CRS84_URI})")
+    sortby: str = Field(None, description="comma-separated properties, `-` before one for descending, e.g. +name,-area_m2")
+    properties: str = Field(None, description="comma-separated properties to return (default all)")
+
+
+RESERVED = set(ItemsParams.model_fields) | {"bbox-crs", "filter-lang", "filter-crs"}
+
+
+def items_params_model(layer: Layer) -> type[ItemsParams]:
+    """ItemsParams plus `?<property>=<value>` equality filters for this layer."""
+    equality = {
+        name: (str, Field(None, description=f"only features whose {name} equals this value"))
+        for name in dict.fromkeys((layer.key, *layer.properties)) if name not in RESERVED
+    }
+    return create_model(f"{layer.id.title().replace('_', '')}ItemsParams", __base__=ItemsParams, **equality)
+
+
+def equality_filters(params: ItemsParams) -> dict[str, str]:
+    return {name: value for name, value in params.model_dump(exclude=set(ItemsParams.model_fields)).items()
+            if value is not None}
+
