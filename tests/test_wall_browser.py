@@ -101,6 +101,13 @@ def test_search_and_inspector_show_codes_and_responsible_unit(wall_report):
 
 
 @pytest.mark.slow
+def test_planner_answers_on_the_map(wall_report):
+    planner = wall_report["planner"]
+    assert "责任单位" in planner["locate"] and "321302" in planner["locate"] or "宿城区" in planner["locate"]
+    assert "within" in planner["within"]
+
+
+@pytest.mark.slow
 def test_review_desk(wall_report):
     review = wall_report["review"]
     if "skipped" in review:

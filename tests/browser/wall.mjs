@@ -70,6 +70,21 @@ async function checkLiveAlarm(page) {
   report.liveAlarm = { openAlarmsBefore: before, figureMs: seen.figure, figureAndMapMs: seen.map };
 }
 
+async function checkPlanner(page) {
+  await page.click('#modes button[data-mode="planner"]');
+  const point = await page.evaluate(({ lon, lat }) => window.map.project([lon, lat]), cover);
+  const ask = async (tool) => {
+    await page.check(`#planner input[name=tool][value=${tool}]`);
+    await page.$eval('#planner .answer', (e) => { e.innerHTML = ''; });
+    await page.mouse.click(point.x, point.y);
+    await page.waitForFunction(() => document.querySelector('#planner .answer table, #planner .answer p'), null, { timeout: 20000 });
+    return page.$eval('#planner .answer', (e) => e.innerText.replace(/\s+/g, ' ').slice(0, 300));
+  };
+  await page.selectOption('#planner select[name=layer]', 'manhole_covers');
+  report.planner = { locate: await ask('locate'), within: await ask('within') };
+  await page.screenshot({ path: join(outDir, 'wall-1080p-planner.png') });
+}
+
 async function checkReviewDesk(page) {
   await page.click('#modes button[data-mode="review"]');
   await page.waitForFunction(() => document.querySelector('#review-desk h2'), null, { timeout: 10000 });
@@ -116,6 +131,7 @@ try {
   await page.screenshot({ path: join(outDir, 'wall-1080p-alarm.png') });
   await checkSearch(page);
   await page.screenshot({ path: join(outDir, 'wall-1080p-inspector.png') });
+  await checkPlanner(page);
   await checkReviewDesk(page);
   await page.screenshot({ path: join(outDir, 'wall-1080p-review.png') });
   report.wallErrors = await page.evaluate(() => window.__wall.errors);

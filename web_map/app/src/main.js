@@ -60,7 +60,7 @@ function refreshLayers(tables) {
 }
 
 const desk = new ReviewDesk($('#review-desk'), map, maplibregl, paths, (count) => { wall.reviewCount = count; redrawFigures(); });
-const planner = new Planner($('#planner'), map, catalogue, paths);
+const planner = new Planner($('#planner'), map, catalogue);
 let mode = 'inspect';
 $('#modes').addEventListener('click', (e) => {
   const button = e.target.closest('button[data-mode]');

@@ -1,17 +1,30 @@
-// Planner mode: spatial questions answered on the map. The answers come from the Features API's
-// /queries endpoints (branch `features`); the paths live in QUERIES, the one place to adapt.
-// Without them, "what is here" still answers from the unit grid drawn under the click and
-// /grids/{bgcode}; the other tools say they are not available.
+// Planner mode: spatial questions answered on the map, by the Features API's /queries endpoints:
+// what is here (unit grid, community, street, district, responsible unit), which features of a
+// layer lie within a distance, and where a layer leaves the gridded area uncovered (in view).
 import { escapeHtml, getJSON } from './api.js';
-import { featuresAt } from './inspector.js';
 
+const ANSWER_SOURCE = 'planner-answer';
+const HIGHLIGHT = 'planner-highlight';
+const EMPTY = { type: 'FeatureCollection', features: [] };
+const CIRCLE_STEPS = 64;
 const QUERIES = {
   locate: ({ lng, lat }) => `/queries/locate?lon=${lng}&lat=${lat}`,
-  within: ({ lng, lat }, form) => `/queries/within?collection=${encodeURIComponent(form.layer)}&lon=${lng}&lat=${lat}&distance=${form.distance}`,
-  gaps: (_point, form) => `/queries/coverage-gaps?collection=${encodeURIComponent(form.layer)}&distance=${form.distance}`,
+  within: ({ lng, lat }, f) => `/queries/within/${encodeURIComponent(f.layer)}?lon=${lng}&lat=${lat}&distance_m=${f.distance}`,
+  gaps: (_p, f, bbox) => `/queries/coverage-gaps/${encodeURIComponent(f.layer)}?distance_m=${f.distance}&bbox=${bbox.join(',')}`,
 };
-const ANSWER_SOURCE = 'planner-answer';
-const EMPTY = { type: 'FeatureCollection', features: [] };
+
+const table = (entries) => `<table>${entries.filter(([, v]) => v !== null && v !== undefined)
+  .map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v)}</td></tr>`).join('')}</table>`;
+
+// A geodesic-enough circle (the distances are a few hundred metres) as a GeoJSON polygon.
+function circle({ lng, lat }, metres) {
+  const dLat = metres / 111320, dLng = dLat / Math.cos((lat * Math.PI) / 180);
+  const ring = Array.from({ length: CIRCLE_STEPS + 1 }, (_, i) => {
+    const a = (2 * Math.PI * i) / CIRCLE_STEPS;
+    return [lng + dLng * Math.cos(a), lat + dLat * Math.sin(a)];
+  });
+  return { type: 'Feature', properties: {}, geometry: { type: 'Polygon', coordinates: [ring] } };
+}
 
 export function addAnswerLayers(map) {
   map.addSource(ANSWER_SOURCE, { type: 'geojson', data: EMPTY });
@@ -23,13 +36,13 @@ export function addAnswerLayers(map) {
 }
 
 export class Planner {
-  constructor(panel, map, catalogue, installedPaths) {
-    Object.assign(this, { panel, map, catalogue, installedPaths });
+  constructor(panel, map, catalogue) {
+    Object.assign(this, { panel, map, catalogue });
     const pointLayers = catalogue.layers.filter((l) => l.geometry_type === 'Point');
     panel.innerHTML = `<h2>规划分析 Planner</h2>
       <div class="tools"><label><input type="radio" name="tool" value="locate" checked> 此处归属 what is here</label>
       <label><input type="radio" name="tool" value="within"> 距离范围内 within distance</label>
-      <label><input type="radio" name="tool" value="gaps"> 覆盖盲区 coverage gaps</label></div>
+      <label><input type="radio" name="tool" value="gaps"> 覆盖盲区 coverage gaps (in view)</label></div>
       <label>图层 layer <select name="layer">${pointLayers.map((l) => `<option value="${escapeHtml(l.id)}">${escapeHtml(l.title)}</option>`).join('')}</select></label>
       <label>距离 distance (m) <input name="distance" type="number" min="10" max="5000" value="300"></label>
       <p class="hint muted">在地图上点击 click the map</p><div class="answer" role="status"></div>`;
@@ -41,31 +54,38 @@ export class Planner {
       distance: Number(this.panel.querySelector('input[name=distance]').value) };
   }
 
-  show(html, geojson = EMPTY) {
+  show(html, features = [], highlight = null) {
     this.panel.querySelector('.answer').innerHTML = html;
-    this.map.getSource(ANSWER_SOURCE).setData(geojson);
+    this.map.getSource(ANSWER_SOURCE).setData({ type: 'FeatureCollection', features });
+    if (this.map.getLayer(HIGHLIGHT)) this.map.removeLayer(HIGHLIGHT);
+    if (highlight) this.map.addLayer(highlight);
   }
 
   async ask(event) {
     const form = this.form();
-    const url = QUERIES[form.tool](event.lngLat, form);
-    const answer = this.installedPaths.has(url.split('?')[0]) ? await getJSON(url) : null;
-    if (answer === null && form.tool === 'locate') return this.locateFromGrid(event);
-    if (answer === null) return this.show('<p class="muted">空间查询服务尚未启用 — /queries is not installed on this server.</p>');
-    const features = answer.features ?? [];
-    const rows = Object.entries(answer.properties ?? features[0]?.properties ?? {}).map(([k, v]) =>
-      `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(typeof v === 'object' ? JSON.stringify(v) : v)}</td></tr>`).join('');
-    this.show(`<p>${features.length} 个结果 results</p><table>${rows}</table>`, answer.type === 'FeatureCollection' ? answer : EMPTY);
+    const bounds = this.map.getBounds().toArray().flat();
+    const answer = await getJSON(QUERIES[form.tool](event.lngLat, form, bounds));
+    const point = { type: 'Feature', properties: {}, geometry: { type: 'Point', coordinates: [event.lngLat.lng, event.lngLat.lat] } };
+    if (form.tool === 'locate') {
+      return this.show(table([['单元网格 grid', answer.bgcode], ['社区 community', answer.community_name],
+        ['街道 street', answer.street_name], ['区县 district', answer.district_name],
+        ['责任单位 unit', answer.responsible_unit_name ?? '—']]), [point]);
+    }
+    if (form.tool === 'within') return this.showWithin(answer, form, event.lngLat, point);
+    return this.show(table([['网格 grids', answer.grids], ['盲区面积 uncovered m²', Math.round(answer.uncovered_m2)],
+      ['盲区比例 uncovered %', answer.uncovered_pct.toFixed(1)]]), answer.features.filter((f) => f.geometry));
   }
 
-  async locateFromGrid(event) {
-    const [grid] = featuresAt(this.map, event.point, ['unit_grids']);
-    if (!grid) return this.show('<p class="muted">放大到网格层级 (z ≥ 13) 后点击 zoom in to the unit grids and click.</p>');
-    const d = await getJSON(`/grids/${grid.properties.bgcode}`);
-    this.show(`<table><tr><th>单元网格 grid</th><td>${escapeHtml(d.bgcode)}</td></tr>
-      <tr><th>社区 community</th><td>${escapeHtml(d.community_name)}</td></tr><tr><th>街道 street</th><td>${escapeHtml(d.street_name)}</td></tr>
-      <tr><th>区县 district</th><td>${escapeHtml(d.district_name)}</td></tr>
-      <tr><th>责任单位 unit</th><td>${escapeHtml(d.responsible_unit_name ?? '—')}</td></tr></table>`,
-    { type: 'FeatureCollection', features: [{ type: 'Feature', properties: {}, geometry: grid.geometry }] });
+  showWithin(answer, form, lngLat, point) {
+    const layer = this.catalogue.layers.find((l) => l.id === form.layer);
+    const ids = answer.features.map((f) => f.id);
+    // Tiles carry the key as a property when the catalogue lists it, else as the feature id.
+    const key = layer.properties.includes(layer.key) ? ['to-string', ['get', layer.key]] : ['to-string', ['id']];
+    const highlight = { id: HIGHLIGHT, type: 'circle', source: layer.id, 'source-layer': layer.id, minzoom: layer.minzoom,
+      filter: ['in', key, ['literal', ids]],
+      paint: { 'circle-radius': 7, 'circle-color': 'rgba(0,0,0,0)', 'circle-stroke-color': '#ffea00', 'circle-stroke-width': 2 } };
+    const nearest = answer.features.slice(0, 5).map((f) => [f.id, `${Math.round(f.distance_m)} m`]);
+    this.show(`<p>${answer.count} 个 ${escapeHtml(layer.title)} 在 ${form.distance} m 内 within</p>${table(nearest)}`,
+      [circle(lngLat, form.distance), point], layer.id === 'alarms' ? null : highlight);
   }
 }
