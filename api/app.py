@@ -26,7 +26,9 @@ from layers.live import LiveCatalogue
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension(), features_extension(), queries_extension(), tiles_extension(),
+    # Tiles before Features: the Features router ends with a catch-all /collections/{id}/{rest} that
+    # would otherwise answer 404 for /collections/{id}/tiles/...
+    return [landing_extension(), operations_extension(), tiles_extension(), features_extension(), queries_extension(),
             catalogue_extension(), search_extension(), live_extension(), web_map_extension()]
 
 
