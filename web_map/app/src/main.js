@@ -14,8 +14,9 @@ import { ReviewDesk } from './review_desk.js';
 import { mapLayerIds } from './wall_style.js';
 
 const RECENT_ALARMS = 6;
-// The union of all components repeats what the class layers show; it starts hidden.
-const INITIALLY_HIDDEN = new Set(['components']);
+// The union of all components repeats what the class layers show; it starts hidden (unless the
+// page is opened with ?all-layers, as the smoothness bench does).
+const INITIALLY_HIDDEN = new Set(new URLSearchParams(location.search).has('all-layers') ? [] : ['components']);
 const $ = (selector) => document.querySelector(selector);
 
 const wall = window.__wall = { idle: false, errors: [], figures: null, figureUpdates: 0, alarmUpdates: 0,
