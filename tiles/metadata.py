@@ -72,6 +72,11 @@ def _schema_type(kind: str) -> str:
     return {"datetime": "string", "date": "string"}.get(kind, kind)
 
 
+def _field_type(kind: str) -> str:
+    """TileJSON leaves field descriptions free; GDAL and tippecanoe read these three words as types."""
+    return {"integer": "Number", "number": "Number", "boolean": "Boolean"}.get(kind, "String")
+
+
 def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], collection_id: str | None,
              queryables: Mapping[str, Mapping[str, Queryable]], bounds: Bounds) -> dict[str, Any]:
     zooms = [layer_zooms(layer) for layer in layers] or [(0, 0)]
@@ -89,8 +94,8 @@ def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], 
             {
                 "id": layer.id, "description": layer.title, "minzoom": layer_zooms(layer)[0], "maxzoom": min(layer.maxzoom, tms.maxzoom),
                 "fields": {
-                    **{n: q.type for n, q in queryables.get(layer.id, {}).items() if q.type != "geometry"},
-                    **({"count": f"number of features (below zoom {layer.minzoom})"} if layer.lowzoom else {}),
+                    **{n: _field_type(q.type) for n, q in queryables.get(layer.id, {}).items() if q.type != "geometry"},
+                    **({"count": "Number"} if layer.lowzoom else {}),
                 },
             }
             for layer in layers

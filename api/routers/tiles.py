@@ -108,13 +108,15 @@ def tiles_extension() -> Extension:
         return tilejson(_base(request), get_tms(tileMatrixSetId), DATASET_TITLE, service.layers(None), None,
                         _queryables(service), await _bounds(service))
 
-    @router.get("/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", summary="A tile of the whole city",
+    # HEAD too: GDAL's /vsicurl/ and CDNs ask for a tile's size before reading it.
+    @router.api_route("/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", methods=["GET", "HEAD"], summary="A tile of the whole city",
                 operation_id="getDatasetTile", response_class=Response,
                 responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"}})
     async def dataset_tile(request: Request, tileMatrixSetId: str, tileMatrix: TileMatrix, tileRow: TileRow, tileCol: TileCol,
-                           collections: Annotated[str | None, Query(description="comma-separated collections to include")] = None):
+                           collections: Annotated[str | None, Query(description="comma-separated collections to include")] = None,
+                           filter_text: FilterParam = None, filter_lang: FilterLang = None):
         layer_ids = [c for c in (collections or "").split(",") if c]
-        tile = await _service(request).tile(tileMatrixSetId, tileMatrix, tileRow, tileCol, layer_ids)
+        tile = await _service(request).tile(tileMatrixSetId, tileMatrix, tileRow, tileCol, layer_ids, filter_text, filter_lang)
         return _tile_response(request, tile)
 
     # -- collection tiles ------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def tiles_extension() -> Extension:
         return tilejson(_base(request), get_tms(tileMatrixSetId), layer.title, [layer], layer.id, _queryables(service),
                         await _bounds(service))
 
-    @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+    @router.api_route("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", methods=["GET", "HEAD"],
                 summary="A vector tile of a collection", operation_id="getCollectionTile", response_class=Response,
                 responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"}})
     async def collection_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: TileMatrix,
