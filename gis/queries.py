@@ -9,6 +9,8 @@ map sends to /items narrows a query.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -50,16 +52,37 @@ def check_points(lons: Sequence[float], lats: Sequence[float]) -> None:
         raise InvalidInput("points are longitude, latitude in degrees (CRS84)")
 
 
+def points_from_csv(text: str) -> tuple[list[float], list[float]]:
+    """Longitudes and latitudes from CSV lines `lon,lat` (a header line is skipped)."""
+    lons, lats = [], []
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or (number == 1 and not row[0].strip().lstrip("-").replace(".", "", 1).isdigit()):
+            continue
+        try:
+            lons.append(float(row[0]))
+            lats.append(float(row[1]))
+        except (ValueError, IndexError):
+            raise InvalidInput(f"CSV line {number}: expected lon,lat") from None
+    return lons, lats
+
+
 # -- which grid, community, street, district and responsible unit hold a point -------------
 
 LOCATE_SQL = """
-WITH p AS (
+WITH p AS MATERIALIZED (
     SELECT ord, ST_SetSRID(ST_MakePoint(x, y), 4490) AS g
     FROM unnest(%(lons)b::float8[], %(lats)b::float8[]) WITH ORDINALITY AS u(x, y, ord)
-), hit AS (  -- a point on a shared edge lies in two grids: keep the lower code
+), hit AS MATERIALIZED (  -- a point on a shared edge lies in two grids: keep the lower code
     SELECT DISTINCT ON (p.ord) p.ord, p.g, u.bgcode, u.responsible_unit_id
     FROM p LEFT JOIN city.unit_grid u ON ST_Intersects(u.geom, p.g)
     ORDER BY p.ord, u.bgcode
+), outside AS MATERIALIZED (
+    -- outside the gridded urban area the district still holds the point; districts on the outer
+    -- side of the loop, so each large polygon is tested many times in a row (PostGIS prepares it)
+    SELECT DISTINCT ON (m.ord) m.ord, d.code, d.name
+    FROM city.district d CROSS JOIN LATERAL (
+        SELECT ord FROM hit WHERE hit.bgcode IS NULL AND ST_Intersects(d.geom, hit.g)) m
+    ORDER BY m.ord, d.code
 )
 SELECT hit.ord::int AS ord, hit.bgcode, c.code AS community_code, c.name AS community_name,
        s.code AS street_code, s.name AS street_name, coalesce(d.code, outside.code) AS district_code,
@@ -69,9 +92,7 @@ LEFT JOIN city.community c ON c.code = left(hit.bgcode, 12)
 LEFT JOIN city.street s ON s.code = left(hit.bgcode, 9)
 LEFT JOIN city.district d ON d.code = left(hit.bgcode, 6)
 LEFT JOIN city.responsible_unit r ON r.id = hit.responsible_unit_id
-LEFT JOIN LATERAL (  -- outside the gridded urban area, the district still holds the point
-    SELECT code, name FROM city.district WHERE hit.bgcode IS NULL AND ST_Intersects(geom, hit.g) LIMIT 1
-) outside ON true
+LEFT JOIN outside ON outside.ord = hit.ord
 ORDER BY hit.ord
 """
 

@@ -246,6 +246,8 @@ async def _rows(pool: AsyncConnectionPool, selection: Selection, output: str, li
     snapshot so that numberMatched and the page agree."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # a cursor is planned for its first 10 % by default (fast-start plans); we read it all
+        await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
         yield await count(conn, selection) if with_count else None
         async with conn.cursor(name="features", row_factory=dict_row) as cursor:
             await cursor.execute(page_query(selection, output), {**selection.params, "limit": limit, "offset": offset})

@@ -40,19 +40,12 @@ def _run(query: Callable[[psycopg.AsyncConnection], Awaitable[object]], as_csv: 
     run_guarded(action)
 
 
-def _points(path: Path) -> tuple[list[float], list[float]]:
-    rows = [r for r in csv.reader(path.open()) if r]
-    if rows and not rows[0][0].strip().lstrip("-").replace(".", "", 1).isdigit():
-        rows = rows[1:]
-    return [float(r[0]) for r in rows], [float(r[1]) for r in rows]
-
-
 @app.command()
 def locate(lon: float = typer.Argument(None), lat: float = typer.Argument(None),
            points: Path = typer.Option(None, "--csv", exists=True, help="CSV of lon,lat (up to 100,000 lines)"),
            as_csv: bool = typer.Option(False, "--out-csv", help="print CSV instead of JSON")) -> None:
     """Unit grid, community, street, district and responsible unit holding each point."""
-    lons, lats = _points(points) if points else ([lon], [lat])
+    lons, lats = queries.points_from_csv(points.read_text()) if points else ([lon], [lat])
     _run(lambda conn: queries.locate(conn, lons, lats), as_csv)
 
 
