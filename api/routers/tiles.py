@@ -111,7 +111,8 @@ def tiles_extension() -> Extension:
     # HEAD too: GDAL's /vsicurl/ and CDNs ask for a tile's size before reading it.
     @router.api_route("/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", methods=["GET", "HEAD"], summary="A tile of the whole city",
                 operation_id="getDatasetTile", response_class=Response,
-                responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"}})
+                responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"},
+                           404: {"description": "no such tile matrix set, collection or tile"}})
     async def dataset_tile(request: Request, tileMatrixSetId: str, tileMatrix: TileMatrix, tileRow: TileRow, tileCol: TileCol,
                            collections: Annotated[str | None, Query(description="comma-separated collections to include")] = None,
                            filter_text: FilterParam = None, filter_lang: FilterLang = None):
@@ -141,7 +142,8 @@ def tiles_extension() -> Extension:
 
     @router.api_route("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", methods=["GET", "HEAD"],
                 summary="A vector tile of a collection", operation_id="getCollectionTile", response_class=Response,
-                responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"}})
+                responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"},
+                           404: {"description": "no such tile matrix set, collection or tile"}})
     async def collection_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: TileMatrix,
                               tileRow: TileRow, tileCol: TileCol, filter_text: FilterParam = None, filter_lang: FilterLang = None):
         tile = await _service(request).tile(tileMatrixSetId, tileMatrix, tileRow, tileCol, [collectionId], filter_text, filter_lang)
