@@ -1,11 +1,11 @@
-"""What a feature module contributes to the app: its router, conformance classes and landing links."""
+"""What a feature module contributes to the app: its router, conformance classes, landing links, startup."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 
 @dataclass(frozen=True)
@@ -14,3 +14,5 @@ class Extension:
     conformance: tuple[str, ...] = ()
     links: tuple[dict, ...] = field(default_factory=tuple)
     collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
+    # run in the app's lifespan once the pool, the change feed and the catalogue are up
+    startup: Callable[[FastAPI], Awaitable[None]] | None = None

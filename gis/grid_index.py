@@ -10,7 +10,7 @@ to any table it was built from, so it is never stale.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,8 @@ import psycopg
 import shapely
 from rasterio.features import rasterize
 from rasterio.transform import from_bounds
+
+from gis.changes import Change
 
 SOURCE_TABLES = ("city.unit_grid", "city.community", "city.street", "city.district", "city.responsible_unit")
 
@@ -158,6 +160,12 @@ class GridIndexHolder:
     def invalidate(self) -> None:
         self._generation += 1
         self._index = None
+
+    def change_subscriber(self) -> Callable[[Change], Awaitable[None]]:
+        async def drop_on_change(change: Change) -> None:
+            if change.everything or change.table in SOURCE_TABLES:
+                self.invalidate()
+        return drop_on_change
 
     async def get(self, conn: psycopg.AsyncConnection) -> GridIndex:
         async with self._lock:

@@ -182,7 +182,7 @@ CATALOGUE: tuple[Layer, ...] = (
         id="stall_sites", title="疏导点 Stall sites", group="operations",
         relation="city.stall_site", key="id", geometry_type="Point",
         properties=("code", "name", "capacity", "occupied", "district_code", "bgcode"),
-        datetime_column="updated_at", minzoom=11, editable=True,
+        datetime_column="updated_at", minzoom=13, lowzoom="count_per_grid", editable=True,
         style={
             "type": "circle",
             "paint": {
@@ -212,7 +212,7 @@ CATALOGUE: tuple[Layer, ...] = (
         relation="city.case_file", key="id", geometry_type="Point",
         properties=("case_no", "kind", "state", "source", "reported_at", "deadline_at", "district_code", "bgcode"),
         where="state NOT IN ('closed', 'evaluated', 'voided')", datetime_column="reported_at",
-        minzoom=11, style=_circle("#ea80fc", 3.5), legend="Case being handled (立案 → 结案)",
+        minzoom=13, lowzoom="count_per_grid", style=_circle("#ea80fc", 3.5), legend="Case being handled (立案 → 结案)",
     ),
     Layer(
         id="illegal_buildings", title="违法建设 Illegal buildings", group="enforcement",

@@ -103,3 +103,32 @@ def test_bad_query_input_is_a_4xx(client, url, reason):
 def test_batch_is_capped(client):
     response = client.post("/queries/locate", json={"points": [[118.3, 33.9]] * 100_001})
     assert response.status_code == 400 and "100000" in response.json()["description"].replace(",", "")
+
+
+def test_grid_index_follows_changes_to_the_grids(client, city_db):
+    """The in-memory locator is dropped when a grid changes, by whatever program."""
+    import time
+
+    from gis.db import open_connection
+
+    with open_connection(city_db) as conn:
+        grid = conn.execute("SELECT bgcode, ST_X(ST_PointOnSurface(geom)) AS lon, ST_Y(ST_PointOnSurface(geom)) AS lat, "
+                            "responsible_unit_id FROM city.unit_grid ORDER BY bgcode LIMIT 1").fetchone()
+        other_unit = conn.execute("SELECT id, name FROM city.responsible_unit WHERE id <> %s ORDER BY id LIMIT 1",
+                                  [grid["responsible_unit_id"]]).fetchone()
+    url = f"/queries/locate?lon={grid['lon']}&lat={grid['lat']}"
+    before = client.get(url).json()
+    assert before["bgcode"] == grid["bgcode"]
+    with open_connection(city_db) as conn:
+        conn.execute("UPDATE city.unit_grid SET responsible_unit_id = %s WHERE bgcode = %s", [other_unit["id"], grid["bgcode"]])
+        conn.commit()
+    try:
+        deadline = time.monotonic() + 5
+        while client.get(url).json()["responsible_unit_name"] != other_unit["name"]:
+            assert time.monotonic() < deadline, "the locator still answers with the old responsible unit"
+            time.sleep(0.1)
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("UPDATE city.unit_grid SET responsible_unit_id = %s WHERE bgcode = %s",
+                         [grid["responsible_unit_id"], grid["bgcode"]])
+            conn.commit()

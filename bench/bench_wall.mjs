@@ -1,0 +1,77 @@
+// Smoothness of the command wall with every layer on, in headless Debian Chromium (SwiftShader).
+// Usage: node bench/bench_wall.mjs BASE_URL [WxH=1920x1080] [runs=3]
+// Measures, per run: time from page load to the first 'idle' with all layers on; during a scripted
+// 6 s camera flight over the main town (zoom in with a 40° rotation, pan, zoom back out), the
+// main-thread time MapLibre spends in its render call per frame (p50/p95/max; SwiftShader's
+// rasterising runs in the GPU process and is not in it) and frames per second; then the same
+// flight with a background-only style in the same page, and the ratio of the two fps.
+import { openBrowser, settle } from '../tests/browser/chromium.mjs';
+
+const [base, size = '1920x1080', runsArg = '3'] = process.argv.slice(2);
+const [width, height] = size.split('x').map(Number);
+const FLIGHT_MS = 6000;
+const START = { center: [118.275, 33.955], zoom: 12.5, bearing: 0 };
+
+// In the page: run the flight, counting frames and timing Map#_render (private, but the only
+// per-frame hook MapLibre 6 has; see /work/shared/notes/browser_testing.md).
+function flight(ms) {
+  const map = window.map;
+  return new Promise((resolve) => {
+    const renderMs = []; let frames = 0; const original = map._render;
+    map._render = function (...args) { const t = performance.now(); try { return original.apply(this, args); } finally { renderMs.push(performance.now() - t); } };
+    const t0 = performance.now();
+    const tick = () => { frames++; if (performance.now() - t0 < ms) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    const legs = [
+      { zoom: 14, bearing: 40, center: [118.285, 33.962] },
+      { zoom: 14, bearing: 40, center: [118.262, 33.950] },
+      { zoom: 12.5, bearing: 0, center: [118.275, 33.955] },
+    ];
+    const fly = (i) => {
+      if (i === legs.length) {
+        map._render = original;
+        const s = (performance.now() - t0) / 1000;
+        const sorted = renderMs.slice().sort((a, b) => a - b);
+        const q = (p) => +(sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? 0).toFixed(2);
+        return resolve({ fps: +(frames / s).toFixed(1), renders: renderMs.length, renderMsP50: q(0.5), renderMsP95: q(0.95), renderMsMax: q(1) });
+      }
+      map.easeTo({ ...legs[i], duration: ms / legs.length, easing: (x) => x });
+      map.once('moveend', () => fly(i + 1));
+    };
+    fly(0);
+  });
+}
+
+const results = [];
+for (let run = 0; run < Number(runsArg); run++) {
+  const { page, consoleErrors, close } = await openBrowser(width, height);
+  try {
+    const t = Date.now();
+    await page.goto(`${base}/map/?all-layers`);
+    await page.waitForFunction(() => window.__wall?.idle || window.__wall?.errors.length, null, { timeout: 180000 });
+    const firstIdleMs = Date.now() - t;
+    await page.evaluate((start) => window.map.jumpTo(start), START);
+    await settle(page, 180000);
+    const wall = await page.evaluate(flight, FLIGHT_MS);
+    await settle(page, 180000);
+    await page.evaluate((start) => { window.map.jumpTo(start); window.map.setStyle({ version: 8, sources: {}, layers: [
+      { id: 'background', type: 'background', paint: { 'background-color': '#040b16' } }] }); }, START);
+    await settle(page, 60000);
+    const background = await page.evaluate(flight, FLIGHT_MS);
+    results.push({ run, firstIdleMs, wall, background, fpsRatio: +(wall.fps / background.fps).toFixed(2),
+      errors: [...consoleErrors, ...await page.evaluate(() => window.__wall.errors)] });
+    console.error(JSON.stringify(results.at(-1)));
+  } finally {
+    await close();
+  }
+}
+const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+console.log(JSON.stringify({
+  size, runs: results.length,
+  firstIdleMsMedian: median(results.map((r) => r.firstIdleMs)),
+  renderMsP95Median: median(results.map((r) => r.wall.renderMsP95)),
+  wallFpsMedian: median(results.map((r) => r.wall.fps)),
+  backgroundFpsMedian: median(results.map((r) => r.background.fps)),
+  fpsRatioMedian: median(results.map((r) => r.fpsRatio)),
+  results,
+}, null, 2));

@@ -1,0 +1,159 @@
+// Browser test of the command wall, driven by tests/test_wall_browser.py.
+// Usage: node wall.mjs BASE_URL ALARM_JSON REVIEWER_KEY OUT_DIR
+//   ALARM_JSON = {"objcode", "lon", "lat"}: the manhole cover the test will raise an alarm on.
+// Protocol: prints {"ready_for_alarm": true} once the wall shows that cover; the caller INSERTs the
+// alarm row with plain SQL and writes a line to stdin; the script then times how long the wall takes
+// to show it. The last stdout line is the JSON report.
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { openBrowser, loadWall, settle } from './chromium.mjs';
+
+const [base, alarmJson, reviewerKey, outDir] = process.argv.slice(2);
+const cover = JSON.parse(alarmJson);
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const report = { layers: {}, toggles: {} };
+
+// Camera stops that together bring every layer past its minzoom, over the main town's centre.
+const STOPS = [{ zoom: null }, { zoom: 11.5 }, { zoom: 13.5 }, { zoom: 14.6 }, { zoom: 15.6 }, { zoom: 16.6 }];
+
+async function renderedCounts(page, layerIds) {
+  return page.evaluate((ids) => Object.fromEntries(ids.map((id) => [id,
+    window.map.queryRenderedFeatures({ layers: [id] }).length])), layerIds);
+}
+
+async function checkLayers(page) {
+  const layers = await page.evaluate(() => fetch('/catalogue').then((r) => r.json()).then((c) => c.layers.map((l) => l.id)));
+  // The union of all components starts hidden: switching it on through the panel is part of the test.
+  await page.click('[data-layer="components"] input[type=checkbox]');
+  for (const stop of STOPS) {
+    if (stop.zoom !== null) {
+      await page.evaluate(({ zoom, lon, lat }) => window.map.jumpTo({ center: [lon, lat], zoom }), { zoom: stop.zoom, ...cover });
+    }
+    await settle(page);
+    const missing = layers.filter((id) => !report.layers[id]);
+    for (const [id, n] of Object.entries(await renderedCounts(page, missing))) {
+      if (n > 0) report.layers[id] = { features: n, zoom: +(await page.evaluate(() => window.map.getZoom())).toFixed(1) };
+    }
+  }
+  report.layersMissing = layers.filter((id) => !report.layers[id]);
+}
+
+async function checkToggle(page, id) {
+  const box = `[data-layer="${id}"] input[type=checkbox]`;
+  await page.click(box);
+  await settle(page);
+  const off = (await renderedCounts(page, [id]))[id];
+  await page.click(box);
+  await settle(page);
+  const on = (await renderedCounts(page, [id]))[id];
+  report.toggles[id] = { off, on };
+}
+
+async function checkLiveAlarm(page) {
+  await page.evaluate(({ lon, lat }) => window.map.jumpTo({ center: [lon, lat], zoom: 16 }), cover);
+  await settle(page);
+  await page.waitForFunction(() => window.__wall.figures && window.__wall.live === 'live', null, { timeout: 20000 });
+  const before = await page.evaluate(() => window.__wall.figures.open_alarms.total);
+  console.log(JSON.stringify({ ready_for_alarm: true }));
+  await stdinLines.next();
+  const start = Date.now();
+  const seen = { figure: null, map: null };
+  const shown = page.waitForFunction(({ objcode, before }) => {
+    const total = Number(document.querySelector('[data-figure="open-alarms"]')?.textContent.replace(/\D/g, ''));
+    const onMap = window.map.queryRenderedFeatures({ layers: ['alarms'] }).some((f) => f.properties.objcode === objcode);
+    return total === before + 1 && onMap;
+  }, { objcode: cover.objcode, before }, { timeout: 10000, polling: 50 });
+  const figure = page.waitForFunction((before) => Number(document.querySelector('[data-figure="open-alarms"]')
+    ?.textContent.replace(/\D/g, '')) === before + 1, before, { timeout: 10000, polling: 50 }).then(() => { seen.figure = Date.now() - start; });
+  await Promise.all([shown, figure]);
+  seen.map = Date.now() - start;
+  report.liveAlarm = { openAlarmsBefore: before, figureMs: seen.figure, figureAndMapMs: seen.map };
+}
+
+async function checkPlanner(page) {
+  await page.click('#modes button[data-mode="planner"]');
+  const point = await page.evaluate(({ lon, lat }) => window.map.project([lon, lat]), cover);
+  const ask = async (tool) => {
+    await page.check(`#planner input[name=tool][value=${tool}]`);
+    await page.$eval('#planner .answer', (e) => { e.innerHTML = ''; });
+    await page.mouse.click(point.x, point.y);
+    await page.waitForFunction(() => document.querySelector('#planner .answer table, #planner .answer p'), null, { timeout: 20000 });
+    return page.$eval('#planner .answer', (e) => e.innerText.replace(/\s+/g, ' ').slice(0, 300));
+  };
+  await page.selectOption('#planner select[name=layer]', 'manhole_covers');
+  report.planner = { locate: await ask('locate'), within: await ask('within') };
+  await page.screenshot({ path: join(outDir, 'wall-1080p-planner.png') });
+}
+
+async function checkReviewDesk(page) {
+  await page.click('#modes button[data-mode="review"]');
+  await page.waitForFunction(() => document.querySelector('#review-desk h2'), null, { timeout: 10000 });
+  if (await page.$('#review-desk [data-state="unavailable"]')) {
+    report.review = { skipped: 'the drone review API (/drone/candidates) is not installed on this server' };
+    return;
+  }
+  const first = await page.$('#review-desk .queue li[data-id]');
+  if (!first) {
+    report.review = { skipped: 'the drone review queue is empty' };
+    return;
+  }
+  const id = await first.getAttribute('data-id');
+  await first.click();
+  await page.fill('#reviewer-key', reviewerKey);
+  await page.fill('#review-note', 'confirmed from the browser test');
+  await page.click('#review-desk button[data-decision="confirm"]');
+  await page.waitForFunction(() => document.querySelector('.review-result')?.dataset.outcome, null, { timeout: 20000 });
+  report.review = { id, outcome: await page.$eval('.review-result', (e) => e.dataset.outcome),
+    message: await page.$eval('.review-result', (e) => e.textContent) };
+}
+
+async function checkSearch(page) {
+  await page.click('#modes button[data-mode="inspect"]');
+  await page.fill('#search-input', cover.objcode);
+  await page.press('#search-input', 'Enter');
+  await page.waitForFunction(() => document.querySelectorAll('#search-hits li').length > 0, null, { timeout: 10000 });
+  report.search = await page.$$eval('#search-hits li', (items) => items.map((i) => i.textContent.trim().replace(/\s+/g, ' ')));
+  await settle(page);
+  const point = await page.evaluate(({ lon, lat }) => window.map.project([lon, lat]), cover);
+  await page.mouse.click(point.x, point.y);
+  await page.waitForFunction(() => document.querySelector('#inspector .grid-detail tr'), null, { timeout: 10000 });
+  report.inspector = await page.$eval('#inspector', (e) => e.innerText.replace(/\s+/g, ' ').slice(0, 600));
+}
+
+const { page, consoleErrors, close } = await openBrowser(1920, 1080);
+try {
+  report.firstIdleMs = await loadWall(page, base);
+  report.wallErrors = await page.evaluate(() => window.__wall.errors);
+  await page.screenshot({ path: join(outDir, 'wall-1080p.png') });
+  await checkLayers(page);
+  await checkToggle(page, 'stall_sites');
+  await checkLiveAlarm(page);
+  await page.screenshot({ path: join(outDir, 'wall-1080p-alarm.png') });
+  await checkSearch(page);
+  await page.screenshot({ path: join(outDir, 'wall-1080p-inspector.png') });
+  await checkPlanner(page);
+  await checkReviewDesk(page);
+  await page.screenshot({ path: join(outDir, 'wall-1080p-review.png') });
+  report.wallErrors = await page.evaluate(() => window.__wall.errors);
+} catch (error) {
+  report.error = String(error.stack ?? error).slice(0, 1000);
+  await page.screenshot({ path: join(outDir, 'wall-failure.png') }).catch(() => {});
+} finally {
+  report.consoleErrors = consoleErrors;
+  await close();
+}
+
+// The same wall on a 4K screen: it must load, fit the city and stay error-free.
+const uhd = await openBrowser(3840, 2160);
+try {
+  report.uhd = { firstIdleMs: await loadWall(uhd.page, base) };
+  report.uhd.wallErrors = await uhd.page.evaluate(() => window.__wall.errors);
+  await uhd.page.screenshot({ path: join(outDir, 'wall-4k.png') });
+} catch (error) {
+  report.uhd = { error: String(error.message ?? error).slice(0, 500) };
+} finally {
+  report.uhd.consoleErrors = uhd.consoleErrors;
+  await uhd.close();
+}
+console.log(JSON.stringify(report));
+process.exit(0);

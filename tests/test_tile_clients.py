@@ -1,0 +1,82 @@
+"""Real clients read what the tile API serves: GDAL's MVT driver over HTTP, the MapLibre style validator."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import mapbox_vector_tile
+import morecantile
+import pytest
+from pmtiles.reader import MmapSource, Reader
+
+ROOT = Path(__file__).resolve().parent.parent
+STYLE_VALIDATOR = ROOT / "web_map" / "node_modules" / ".bin" / "gl-style-validate"
+WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="gdal-bin is not installed")
+def test_gdal_reads_a_tile_over_http(live_server):
+    tile = WEB_MERCATOR.tile(118.28, 33.96, 15)
+    url = f"{live_server}/collections/manhole_covers/tiles/WebMercatorQuad/15/{tile.y}/{tile.x}"
+    expected = len(mapbox_vector_tile.decode(httpx.get(url).content)["manhole_covers"]["features"])
+    # list_dir=no: the tile's URL is not a directory of a tileset; X/Y/Z place it (paths are z/row/col)
+    source = f"MVT:/vsicurl?list_dir=no&url={quote(url, safe='')}"
+    result = subprocess.run(["ogrinfo", "-ro", "-so", "-al", "-oo", "Z=15", "-oo", f"X={tile.x}", "-oo", f"Y={tile.y}", source],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"Feature Count: {expected}" in result.stdout
+    assert "sensor_state: String" in result.stdout
+    xmin, ymin, xmax, ymax = map(float, re.search(r"Extent: \(([-\d.]+), ([-\d.]+)\) - \(([-\d.]+), ([-\d.]+)\)", result.stdout).groups())
+    bounds = WEB_MERCATOR.xy_bounds(tile)
+    assert bounds.left <= xmin <= xmax <= bounds.right and bounds.bottom <= ymin <= ymax <= bounds.top
+
+
+@pytest.mark.skipif(not STYLE_VALIDATOR.exists(), reason="web_map npm packages are not installed (scripts/install.sh)")
+def test_style_passes_the_maplibre_validator(client, tmp_path):
+    style = client.get("/styles/default/style.json").json()
+    catalogue = client.app.state.catalogue
+    assert {layer["source-layer"] for layer in style["layers"] if "source-layer" in layer} == {layer.id for layer in catalogue.layers}
+    assert any(layer["id"] == "manhole_covers-counts" and layer["maxzoom"] == 14 for layer in style["layers"])
+    path = tmp_path / "style.json"
+    path.write_text(json.dumps(style, ensure_ascii=False))
+    result = subprocess.run([str(STYLE_VALIDATOR), str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def _cityops(args: list[str], database: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CITYOPS_DATABASE_URL": database}
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "cityops"), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.skipif(shutil.which("ogrinfo") is None, reason="gdal-bin is not installed")
+def test_export_mbtiles_and_pmtiles(city_db, tmp_path):
+    mbtiles = tmp_path / "covers.mbtiles"
+    result = _cityops(["tiles", "export", "-o", str(mbtiles), "--zoom", "0-12", "--layer", "manhole_covers"], city_db)
+    assert result.returncode == 0, result.stderr
+    info = subprocess.run(["ogrinfo", "-ro", "-so", "-al", "-oo", "ZOOM_LEVEL=8", str(mbtiles)], capture_output=True, text=True, timeout=60)
+    assert "Layer name: manhole_covers" in info.stdout and "count: Real" in info.stdout, info.stdout + info.stderr
+    pmtiles = tmp_path / "city.pmtiles"
+    result = _cityops(["tiles", "export", "-o", str(pmtiles), "--zoom", "0-10"], city_db)
+    assert result.returncode == 0, result.stderr
+    with open(pmtiles, "rb") as f:
+        reader = Reader(MmapSource(f))
+        assert reader.header()["max_zoom"] == 10
+        assert {layer["id"] for layer in reader.metadata()["vector_layers"]} >= {"districts", "manhole_covers"}
+        tile = WEB_MERCATOR.tile(118.28, 33.96, 10)
+        assert "districts" in mapbox_vector_tile.decode(gzip.decompress(reader.get(10, tile.x, tile.y)))
+
+
+def test_seed_warms_the_server(live_server, city_db):
+    result = _cityops(["tiles", "seed", "--zoom", "0-9", "--layer", "districts", "--server", live_server], city_db)
+    assert result.returncode == 0, result.stderr
+    assert "seeded" in result.stderr
+    bad = _cityops(["tiles", "seed", "--zoom", "9-x"], city_db)
+    assert bad.returncode == 1 and "--zoom" in bad.stderr

@@ -1,0 +1,177 @@
+"""Vector tiles through the API: real tiles built by PostGIS, decoded with mapbox-vector-tile."""
+
+from __future__ import annotations
+
+import mapbox_vector_tile
+import morecantile
+import pytest
+
+from gis.db import open_connection
+from tiles.matrix_sets import CGCS2000_QUAD
+
+TILES_CONF = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
+CENTRE = (118.28, 33.96)  # the demo city's centre
+WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
+MAX_TILE_BYTES = 500 * 1024
+
+
+def tile_path(z: int, prefix: str = "/tiles", tms=WEB_MERCATOR, lnglat=CENTRE) -> str:
+    tile = tms.tile(*lnglat, z)
+    return f"{prefix}/{tms.id}/{z}/{tile.y}/{tile.x}"
+
+
+def decode(response) -> dict:
+    assert response.status_code in (200, 204), response.text
+    assert response.status_code == 204 or response.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    return mapbox_vector_tile.decode(response.content) if response.content else {}
+
+
+def test_conformance_and_landing_advertise_tiles(client):
+    conforms = client.get("/conformance").json()["conformsTo"]
+    for name in ("core", "tileset", "tilesets-list", "geodata-tilesets", "dataset-tilesets", "mvt", "oas30"):
+        assert TILES_CONF + name in conforms
+    rels = {link["rel"] for link in client.get("/").json()["links"]}
+    assert "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector" in rels
+
+
+def test_tile_matrix_sets_from_morecantile(client):
+    ids = [tms["id"] for tms in client.get("/tileMatrixSets").json()["tileMatrixSets"]]
+    assert ids == ["WebMercatorQuad", "CGCS2000Quad"]
+    cgcs = client.get("/tileMatrixSets/CGCS2000Quad").json()
+    assert cgcs["crs"].endswith("/EPSG/0/4490")
+    assert (cgcs["tileMatrices"][0]["matrixWidth"], cgcs["tileMatrices"][0]["matrixHeight"]) == (2, 1)
+
+
+def test_tileset_metadata_links_to_tiles(client):
+    tilesets = client.get("/collections/manhole_covers/tiles").json()["tilesets"]
+    assert {t["dataType"] for t in tilesets} == {"vector"}
+    meta = client.get("/collections/manhole_covers/tiles/WebMercatorQuad").json()
+    item = next(link for link in meta["links"] if link["rel"] == "item")
+    assert item["href"].endswith("/collections/manhole_covers/tiles/WebMercatorQuad/{tileMatrix}/{tileRow}/{tileCol}")
+    assert meta["layers"][0]["id"] == "manhole_covers"
+    assert "sensor_state" in meta["layers"][0]["propertiesSchema"]["properties"]
+    dataset = client.get("/tiles/WebMercatorQuad").json()
+    assert len(dataset["layers"]) == len(client.app.state.catalogue.layers)
+
+
+def test_collection_tile_holds_declared_properties_only(client):
+    layers = decode(client.get(tile_path(15, "/collections/manhole_covers/tiles")))
+    features = layers["manhole_covers"]["features"]
+    assert features
+    declared = {"objcode", "objname", "class_code", "bgcode", "objstate", "district_code", "sensor_state", "battery_pct"}
+    for feature in features:
+        assert set(feature["properties"]) <= declared
+        assert feature["geometry"]["type"] == "Point"
+        assert feature["properties"]["sensor_state"] in ("normal", "alarm", "offline", "unmonitored")
+
+
+def test_dataset_tile_carries_all_layers_and_clips(client):
+    layers = decode(client.get(tile_path(14)))
+    assert {"districts", "buildings", "manhole_covers", "roads", "unit_grids"} <= set(layers)
+    extent = layers["districts"]["extent"]
+    # A district is far larger than a z14 tile: its polygon is clipped to the tile plus its buffer.
+    for feature in layers["districts"]["features"]:
+        xs, ys = _coordinates(feature["geometry"]["coordinates"])
+        assert min(xs) >= -64 and max(xs) <= extent + 64
+        assert min(ys) >= -64 and max(ys) <= extent + 64
+
+
+def _coordinates(nested) -> tuple[list[float], list[float]]:
+    if isinstance(nested[0], (int, float)):
+        return [nested[0]], [nested[1]]
+    xs, ys = [], []
+    for part in nested:
+        px, py = _coordinates(part)
+        xs += px
+        ys += py
+    return xs, ys
+
+
+def test_collections_parameter_selects_layers(client):
+    layers = decode(client.get(tile_path(14) + "?collections=buildings,roads"))
+    assert set(layers) == {"buildings", "roads"}
+
+
+def test_below_minzoom_counts_per_grid(client, city_db):
+    layers = decode(client.get(tile_path(8, "/collections/manhole_covers/tiles")))
+    counts = [f["properties"]["count"] for f in layers["manhole_covers"]["features"]]
+    with open_connection(city_db) as conn:
+        total = conn.execute("SELECT count(*) AS n FROM city.manhole_cover_v").fetchone()["n"]
+    assert set(layers["manhole_covers"]["features"][0]["properties"]) == {"count"}
+    # every cover of the city is counted in the tiles around it at z8 (the city spans few tiles)
+    assert 0 < sum(counts) <= total
+    whole = sum(f["properties"]["count"] for f in decode(client.get(tile_path(0, "/collections/manhole_covers/tiles")))["manhole_covers"]["features"])
+    assert whole == total
+
+
+def test_layer_without_lowzoom_is_empty_below_minzoom(client):
+    assert client.get(tile_path(10, "/collections/buildings/tiles")).status_code == 204
+
+
+def test_filter_on_tiles(client, city_db):
+    with open_connection(city_db) as conn:
+        alarms = conn.execute("SELECT count(*) AS n FROM city.manhole_sensor WHERE state = 'alarm'").fetchone()["n"]
+    assert alarms > 0
+    # at z0 the filtered layer is counted from the rows themselves
+    layers = decode(client.get(tile_path(0, "/collections/manhole_covers/tiles") + "?filter=sensor_state='alarm'"))
+    assert sum(f["properties"]["count"] for f in layers["manhole_covers"]["features"]) == alarms
+    layers = decode(client.get(tile_path(15, "/collections/manhole_covers/tiles") + "?filter=sensor_state<>'normal'"))
+    assert {f["properties"]["sensor_state"] for f in layers.get("manhole_covers", {"features": []})["features"]} <= {"alarm", "offline", "unmonitored"}
+
+
+@pytest.mark.parametrize("path, status, reason", [
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/15/1/1?filter=nope='x'", 400, "unknown property 'nope'"),
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/15/1/1?filter=sensor_state=", 400, "does not parse"),
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/15/1/1?filter=battery_pct>'high'", 400, "numeric"),
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/15/1/x", 400, "tileCol"),
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/3/8/0", 404, "outside"),
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/25/0/0", 404, "tileMatrix 25"),
+    ("/collections/manhole_covers/tiles/WebMercatorQuad/-1/0/0", 404, "tileMatrix -1"),
+    ("/collections/nowhere/tiles/WebMercatorQuad/3/0/0", 404, "unknown collection"),
+    ("/collections/manhole_covers/tiles/Mars/3/0/0", 404, "unknown tile matrix set"),
+    ("/tiles/WebMercatorQuad/3/0/0?collections=nowhere", 404, "unknown collection"),
+    ("/tiles/WebMercatorQuad/3/0/0?filter=objcode='1'", 400, "one collection"),
+])
+def test_bad_requests_have_reasons(client, path, status, reason):
+    response = client.get(path)
+    assert response.status_code == status
+    assert reason in response.json()["description"]
+
+
+def test_etag_and_304(client):
+    path = tile_path(13, "/collections/video_cameras/tiles")
+    first = client.get(path)
+    assert first.headers["Cache-Control"] == "public, no-cache"
+    again = client.get(path, headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_cgcs2000_quad_tiles(client):
+    layers = decode(client.get(tile_path(15, "/collections/manhole_covers/tiles", CGCS2000_QUAD)))
+    assert layers["manhole_covers"]["features"]
+    web = decode(client.get(tile_path(15, "/collections/manhole_covers/tiles")))
+    assert layers["manhole_covers"]["features"] != web["manhole_covers"]["features"]
+
+
+def test_low_zoom_tiles_stay_small(client):
+    west, south, east, north = client.get("/tiles/WebMercatorQuad/tilejson.json").json()["bounds"]
+    for z in range(0, 13):
+        for tile in WEB_MERCATOR.tiles(west, south, east, north, [z]):
+            response = client.get(f"/tiles/WebMercatorQuad/{z}/{tile.y}/{tile.x}")
+            assert response.status_code in (200, 204)
+            assert len(response.content) <= MAX_TILE_BYTES, (z, tile, len(response.content))
+            if z >= 11:
+                break  # the densest tiles are the central ones; a few at these zooms suffice
+
+
+def test_tilejson_per_layer_and_dataset(client):
+    doc = client.get("/collections/manhole_covers/tiles/WebMercatorQuad/tilejson.json").json()
+    assert doc["tilejson"] == "3.0.0"
+    assert doc["tiles"][0].endswith("/collections/manhole_covers/tiles/WebMercatorQuad/{z}/{y}/{x}")
+    (layer,) = doc["vector_layers"]
+    assert layer["id"] == "manhole_covers" and {"sensor_state", "objcode", "count"} <= set(layer["fields"])
+    dataset = client.get("/tiles/WebMercatorQuad/tilejson.json").json()
+    assert {vl["id"] for vl in dataset["vector_layers"]} == {layer.id for layer in client.app.state.catalogue.layers}
+    west, south, east, north = dataset["bounds"]
+    assert west < CENTRE[0] < east and south < CENTRE[1] < north

@@ -1,0 +1,122 @@
+"""The command wall in a real browser (headless Debian Chromium via playwright-core, software WebGL):
+every layer drawn, layer toggles, a plain-SQL alarm shown in the figures and on the map within 2 s,
+search and the feature inspector, the review desk, and a 4K load. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gis.db import open_connection
+from layers.catalogue import CATALOGUE
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+SCRIPT = ROOT / "tests" / "browser" / "wall.mjs"
+LIVE_LIMIT_MS = 2000
+# The main town's centre: every layer has features within a few hundred metres of it.
+TOWN_CENTRE = (118.27, 33.96)
+
+COVER_SQL = """
+SELECT objcode, ST_X(geom) AS lon, ST_Y(geom) AS lat FROM city.manhole_cover_v
+WHERE objcode NOT IN (SELECT objcode FROM city.alarm WHERE status <> 'cleared')
+ORDER BY geom <-> ST_SetSRID(ST_MakePoint(%s, %s), 4490) LIMIT 1
+"""
+
+
+def _read_json_line(stream) -> dict:
+    for line in stream:
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError("the browser script ended without a report")
+
+
+@pytest.fixture(scope="module")
+def wall_report(live_server: str, city_db: str, keys: dict[str, str]) -> dict:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open_connection(city_db) as conn:
+        cover = conn.execute(COVER_SQL, TOWN_CENTRE).fetchone()
+    browser = subprocess.Popen(
+        ["node", str(SCRIPT), live_server, json.dumps(cover), keys["reviewer"], str(ARTIFACTS)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    alarm_id = None
+    try:
+        ready = _read_json_line(browser.stdout)
+        if ready.get("ready_for_alarm"):
+            with open_connection(city_db) as conn:  # a plain INSERT, as any program would write it
+                alarm_id = conn.execute("INSERT INTO city.alarm (objcode, alarm_type, severity) VALUES (%s, 'opened', 3) "
+                                        "RETURNING id", [cover["objcode"]]).fetchone()["id"]
+                conn.commit()
+            browser.stdin.write("inserted\n")
+            browser.stdin.flush()
+            report = _read_json_line(browser.stdout)
+        else:
+            report = ready
+        browser.wait(timeout=120)
+    finally:
+        browser.kill()
+        if alarm_id is not None:
+            with open_connection(city_db) as conn:
+                conn.execute("DELETE FROM city.alarm WHERE id = %s", [alarm_id])
+                conn.commit()
+    (ARTIFACTS / "wall-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    assert "error" not in report, report["error"]
+    return report
+
+
+@pytest.mark.slow
+def test_wall_loads_without_errors(wall_report):
+    assert wall_report["wallErrors"] == []
+    assert wall_report["consoleErrors"] == []
+    assert wall_report["firstIdleMs"] < 60_000
+
+
+@pytest.mark.slow
+def test_every_catalogue_layer_is_drawn(wall_report):
+    assert wall_report["layersMissing"] == []
+    assert set(wall_report["layers"]) == {layer.id for layer in CATALOGUE}
+
+
+@pytest.mark.slow
+def test_layer_toggle_hides_and_shows(wall_report):
+    toggled = wall_report["toggles"]["stall_sites"]
+    assert toggled["off"] == 0 and toggled["on"] > 0
+
+
+@pytest.mark.slow
+def test_inserted_alarm_reaches_figures_and_map_within_two_seconds(wall_report):
+    live = wall_report["liveAlarm"]
+    assert live["figureMs"] <= LIVE_LIMIT_MS
+    assert live["figureAndMapMs"] <= LIVE_LIMIT_MS
+
+
+@pytest.mark.slow
+def test_search_and_inspector_show_codes_and_responsible_unit(wall_report):
+    assert any("部件" in hit for hit in wall_report["search"])
+    assert "GB/T 30428.2" in wall_report["inspector"]
+    assert "责任单位" in wall_report["inspector"]
+
+
+@pytest.mark.slow
+def test_planner_answers_on_the_map(wall_report):
+    planner = wall_report["planner"]
+    assert "责任单位" in planner["locate"] and "321302" in planner["locate"] or "宿城区" in planner["locate"]
+    assert "within" in planner["within"]
+
+
+@pytest.mark.slow
+def test_review_desk(wall_report):
+    review = wall_report["review"]
+    if "skipped" in review:
+        pytest.skip(review["skipped"])
+    assert review["outcome"] == "confirm", review
+
+
+@pytest.mark.slow
+def test_wall_on_a_4k_screen(wall_report):
+    uhd = wall_report["uhd"]
+    assert "error" not in uhd, uhd
+    assert uhd["wallErrors"] == [] and uhd["consoleErrors"] == []

@@ -1,0 +1,146 @@
+"""Documents that describe the tiles: OGC API – Tiles tilesets, TileJSON 3.0.0 and a MapLibre style,
+all derived from the catalogue (plain dicts; the API decides the URLs' base)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from morecantile import TileMatrixSet
+
+from gis.cql import Queryable
+from layers.catalogue import Layer
+
+MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
+TILING_SCHEME_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
+TILESETS_VECTOR_REL = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+TILE_TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
+SOURCE_ID = "cityops"
+
+Bounds = tuple[float, float, float, float]
+
+
+def tiles_path(collection_id: str | None) -> str:
+    """The path of a collection's tilesets, or of the dataset's."""
+    return f"/collections/{collection_id}/tiles" if collection_id else "/tiles"
+
+
+def layer_zooms(layer: Layer) -> tuple[int, int]:
+    """The zooms at which a layer's tiles hold something (features, or counts below minzoom)."""
+    return (0 if layer.lowzoom else layer.minzoom), layer.maxzoom
+
+
+def tileset_summary(base: str, tms: TileMatrixSet, title: str, collection_id: str | None) -> dict[str, Any]:
+    href = f"{base}{tiles_path(collection_id)}/{tms.id}"
+    return {
+        "title": f"{title} ({tms.id})",
+        "dataType": "vector",
+        "crs": tms.crs.srs,
+        "tileMatrixSetURI": f"http://www.opengis.net/def/tilematrixset/OGC/1.0/{tms.id}" if tms.id == "WebMercatorQuad" else f"{base}/tileMatrixSets/{tms.id}",
+        "links": [
+            {"rel": "self", "type": "application/json", "title": "Tileset metadata", "href": href},
+            {"rel": TILING_SCHEME_REL, "type": "application/json", "title": f"{tms.id} definition", "href": f"{base}/tileMatrixSets/{tms.id}"},
+        ],
+    }
+
+
+def tileset(base: str, tms: TileMatrixSet, title: str, layers: Sequence[Layer], collection_id: str | None,
+            queryables: Mapping[str, Mapping[str, Queryable]]) -> dict[str, Any]:
+    document = tileset_summary(base, tms, title, collection_id)
+    href = f"{base}{tiles_path(collection_id)}/{tms.id}"
+    document["links"] += [
+        {"rel": "item", "type": MVT_MEDIA_TYPE, "title": "Tiles (Mapbox Vector Tile)", "templated": True, "href": f"{href}/{TILE_TEMPLATE}"},
+        {"rel": "describedby", "type": "application/json", "title": "TileJSON", "href": f"{href}/tilejson.json"},
+    ]
+    document["layers"] = [
+        {
+            "id": layer.id, "title": layer.title, "description": layer.description or layer.legend, "dataType": "vector",
+            "geometryDimension": {"Point": 0, "LineString": 1}.get(layer.geometry_type, 2 if layer.geometry_type != "Geometry" else None),
+            "minTileMatrix": str(layer_zooms(layer)[0]), "maxTileMatrix": str(min(layer.maxzoom, tms.maxzoom)),
+            "propertiesSchema": {"type": "object", "properties": {
+                name: {"type": _schema_type(q.type)} for name, q in queryables.get(layer.id, {}).items() if q.type != "geometry"}},
+        }
+        for layer in layers
+    ]
+    for entry in document["layers"]:
+        if entry["geometryDimension"] is None:
+            del entry["geometryDimension"]
+    return document
+
+
+def _schema_type(kind: str) -> str:
+    return {"datetime": "string", "date": "string"}.get(kind, kind)
+
+
+def _field_type(kind: str) -> str:
+    """TileJSON leaves field descriptions free; GDAL and tippecanoe read these three words as types."""
+    return {"integer": "Number", "number": "Number", "boolean": "Boolean"}.get(kind, "String")
+
+
+def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], collection_id: str | None,
+             queryables: Mapping[str, Mapping[str, Queryable]], bounds: Bounds) -> dict[str, Any]:
+    zooms = [layer_zooms(layer) for layer in layers] or [(0, 0)]
+    minzoom, maxzoom = min(z[0] for z in zooms), min(max(z[1] for z in zooms), tms.maxzoom)
+    return {
+        "tilejson": "3.0.0",
+        "name": name,
+        "scheme": "xyz",
+        "tiles": [f"{base}{tiles_path(collection_id)}/{tms.id}/{{z}}/{{y}}/{{x}}"],
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
+        "bounds": list(bounds),
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, max(minzoom, 10)],
+        "vector_layers": [
+            {
+                "id": layer.id, "description": layer.title, "minzoom": layer_zooms(layer)[0], "maxzoom": min(layer.maxzoom, tms.maxzoom),
+                "fields": {
+                    **{n: _field_type(q.type) for n, q in queryables.get(layer.id, {}).items() if q.type != "geometry"},
+                    **({"count": "Number"} if layer.lowzoom else {}),
+                },
+            }
+            for layer in layers
+        ],
+    }
+
+
+def style(base: str, tms: TileMatrixSet, layers: Sequence[Layer], bounds: Bounds) -> dict[str, Any]:
+    """A MapLibre style (spec v8) drawing every layer with its catalogue style; layers with a
+    `lowzoom` get a second style layer sizing their count circles below minzoom."""
+    style_layers: list[dict[str, Any]] = [{"id": "background", "type": "background", "paint": {"background-color": "#0b1726"}}]
+    for layer in layers:
+        common = {"source": SOURCE_ID, "source-layer": layer.id, "metadata": {"cityops:group": layer.group, "cityops:legend": layer.legend}}
+        if layer.lowzoom and layer.minzoom > 0:
+            style_layers.append({
+                "id": f"{layer.id}-counts", "type": "circle", **common, "maxzoom": layer.minzoom,
+                "filter": ["has", "count"],
+                "paint": {
+                    "circle-color": _first_colour(layer), "circle-opacity": 0.6,
+                    "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "count"]], 1, 3, 100, 24],
+                    "circle-stroke-color": "#ffffff", "circle-stroke-width": 0.5,
+                },
+            })
+        entry = {"id": layer.id, **common, **layer.style}
+        if layer.minzoom > 0:
+            entry["minzoom"] = layer.minzoom
+        style_layers.append(entry)
+    return {
+        "version": 8,
+        "name": "cityops default",
+        "metadata": {"cityops:tileMatrixSet": tms.id},
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2],
+        "zoom": 10,
+        "sources": {SOURCE_ID: {"type": "vector", "url": f"{base}/tiles/{tms.id}/tilejson.json"}},
+        "layers": style_layers,
+    }
+
+
+def _first_colour(layer: Layer) -> Any:
+    """The layer's own colour for its count circles (a plain colour, not a data expression)."""
+    paint = layer.style.get("paint", {})
+    for prop in ("circle-color", "fill-color", "line-color"):
+        colour = paint.get(prop)
+        if isinstance(colour, str):
+            return colour
+        if isinstance(colour, list) and colour and isinstance(colour[-1], str):
+            return colour[-1]
+    return "#90a4ae"

@@ -1,0 +1,72 @@
+"""Vector tiles for the API and the CLI: validate the request, answer from the cache or build the
+tile in PostGIS, and keep the cache true to the database by following the change feed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from psycopg_pool import AsyncConnectionPool
+
+from gis.changes import Change
+from gis.cql import compile_filter
+from gis.errors import InvalidInput
+from layers.catalogue import Layer
+from layers.live import PUBLISHED_TABLE, LiveCatalogue
+from tiles.aggregates import register_grid_counts
+from tiles.cache import CachedTile, CacheKey, TileCache
+from tiles.matrix_sets import check_tile, get_tms
+from tiles.vector import build_tile
+
+log = logging.getLogger("cityops.tiles")
+
+
+class VectorTiles:
+    def __init__(self, pool: AsyncConnectionPool, catalogue: LiveCatalogue, cache: TileCache):
+        self.pool = pool
+        self.catalogue = catalogue
+        self.cache = cache
+
+    async def start(self) -> None:
+        """Register the count layers now and after every catalogue reload."""
+        async def on_reload(catalogue: LiveCatalogue) -> None:
+            async with self.pool.connection() as conn:
+                await register_grid_counts(conn, catalogue.layers)
+        self.catalogue.on_reload(on_reload)
+        await on_reload(self.catalogue)
+
+    def layers(self, layer_ids: Sequence[str] | None) -> tuple[Layer, ...]:
+        """The named layers (NotFound for an unknown one), or all of them."""
+        if not layer_ids:
+            return self.catalogue.layers
+        return tuple(self.catalogue.get(layer_id) for layer_id in dict.fromkeys(layer_ids))
+
+    async def tile(self, tms_id: str, z: int, row: int, col: int, layer_ids: Sequence[str] | None = None,
+                   filter_text: str | None = None, filter_lang: str | None = None) -> CachedTile:
+        tms = get_tms(tms_id)
+        tile = check_tile(tms, z, row, col)
+        layers = self.layers(layer_ids)
+        compiled = None
+        if filter_text:
+            if len(layers) != 1:
+                raise InvalidInput("filter applies to one collection's tiles: use /collections/{id}/tiles/…?filter=")
+            compiled = compile_filter(filter_text, self.catalogue.queryables(layers[0].id), lang=filter_lang)
+        key = CacheKey(tms.id, z, col, row, tuple(layer.id for layer in layers),
+                       f"{self.catalogue.version}|{filter_lang or ''}|{filter_text or ''}")
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        epoch = self.cache.epoch
+        async with self.pool.connection() as conn:
+            built = CachedTile.of(await build_tile(conn, tms, tile, layers, compiled))
+        self.cache.put(key, built, epoch)
+        return built
+
+    async def on_change(self, change: Change) -> None:
+        if change.everything or change.table == PUBLISHED_TABLE:
+            self.cache.clear()
+            return
+        layers = self.catalogue.layers_reading(change.table)
+        if layers:
+            forgotten = self.cache.invalidate(change.bbox, layers)
+            log.debug("%s changed in %s: %d cached tiles forgotten", change.table, change.bbox, forgotten)
