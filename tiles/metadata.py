@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psycopg
 from morecantile import TileMatrixSet
 
 from gis.cql import Queryable
@@ -18,6 +19,15 @@ TILE_TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
 SOURCE_ID = "cityops"
 
 Bounds = tuple[float, float, float, float]
+WORLD: Bounds = (-180.0, -85.05, 180.0, 85.05)
+
+
+async def city_bounds(conn: psycopg.AsyncConnection) -> Bounds | None:
+    """The extent of the city's districts in degrees, or None when no city is loaded."""
+    row = await (await conn.execute(
+        "SELECT ST_XMin(e) AS w, ST_YMin(e) AS s, ST_XMax(e) AS e, ST_YMax(e) AS n "
+        "FROM (SELECT ST_Extent(geom) AS e FROM city.district) x")).fetchone()
+    return None if row["w"] is None else (row["w"], row["s"], row["e"], row["n"])
 
 
 def tiles_path(collection_id: str | None) -> str:

@@ -19,7 +19,7 @@ from layers.live import LiveCatalogue
 from tiles.aggregates import register_grid_counts
 from tiles.archive import ArchiveFormat, write_archive
 from tiles.matrix_sets import WEB_MERCATOR_QUAD
-from tiles.metadata import tilejson
+from tiles.metadata import city_bounds, tilejson
 from tiles.vector import build_tile
 
 app = typer.Typer(help="Seed and export vector tiles.", no_args_is_help=True)
@@ -54,11 +54,10 @@ async def _city(conn: psycopg.AsyncConnection) -> LiveCatalogue:
 
 
 async def _city_bounds(conn: psycopg.AsyncConnection) -> tuple[float, float, float, float]:
-    row = await (await conn.execute("SELECT ST_XMin(e) AS w, ST_YMin(e) AS s, ST_XMax(e) AS e, ST_YMax(e) AS n "
-                                    "FROM (SELECT ST_Extent(geom) AS e FROM city.district) x")).fetchone()
-    if row["w"] is None:
+    bounds = await city_bounds(conn)
+    if bounds is None:
         fail("the database holds no city (no districts): load one with `cityops demo`")
-    return row["w"], row["s"], row["e"], row["n"]
+    return bounds
 
 
 def _progress() -> Progress:

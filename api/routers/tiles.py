@@ -12,8 +12,8 @@ from gis.settings import Settings
 from layers.catalogue import Layer
 from tiles.cache import CachedTile, TileCache
 from tiles.matrix_sets import TILE_MATRIX_SETS, get_tms
-from tiles.metadata import (MVT_MEDIA_TYPE, TILESETS_VECTOR_REL, tilejson, tiles_path, tileset, tileset_summary,
-                            style)
+from tiles.metadata import (MVT_MEDIA_TYPE, TILESETS_VECTOR_REL, WORLD, city_bounds, style, tilejson, tiles_path,
+                            tileset, tileset_summary)
 from tiles.service import VectorTiles
 
 TILES_CONF = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
@@ -63,10 +63,7 @@ def _tile_response(request: Request, tile: CachedTile) -> Response:
 
 async def _bounds(service: VectorTiles) -> tuple[float, float, float, float]:
     async with service.pool.connection() as conn:
-        row = await (await conn.execute(
-            "SELECT ST_XMin(e) AS w, ST_YMin(e) AS s, ST_XMax(e) AS e, ST_YMax(e) AS n "
-            "FROM (SELECT ST_Extent(geom) AS e FROM city.district) x")).fetchone()
-    return (row["w"], row["s"], row["e"], row["n"]) if row["w"] is not None else (-180.0, -85.05, 180.0, 85.05)
+        return await city_bounds(conn) or WORLD
 
 
 async def start_tiles(app: FastAPI) -> None:
