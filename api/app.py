@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.extension import Extension
+from api.routers.drone import drone_extension
 from api.routers.landing import landing_extension
 from api.routers.operations import operations_extension
 from gis.db import create_pool
@@ -16,7 +17,7 @@ from gis.settings import Settings, get_settings
 
 
 def extensions(settings: Settings) -> list[Extension]:
-    return [landing_extension(), operations_extension()]
+    return [landing_extension(), operations_extension(), drone_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
