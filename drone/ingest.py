@@ -28,6 +28,7 @@ from rasterio.errors import RasterioError
 from rasterio.warp import transform_geom
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
+from shapely import segmentize
 from shapely.geometry import box, mapping
 
 from drone.errors import InvalidRasterError, NotGeoreferencedError
@@ -71,7 +72,9 @@ def inspect_raster(path: str | os.PathLike, kind: str) -> RasterFacts:
     with src:
         require_georeferenced(src, kind)
         try:
-            footprint = transform_geom(src.crs, CATALOGUE_CRS, mapping(box(*src.bounds)), densify_pts=21)
+            outline = box(*src.bounds)  # densified: the edges of a projected rectangle curve in degrees
+            outline = segmentize(outline, max(src.bounds.right - src.bounds.left, src.bounds.top - src.bounds.bottom) / 4)
+            footprint = transform_geom(src.crs, CATALOGUE_CRS, mapping(outline))
         except RasterioError as exc:
             raise NotGeoreferencedError(f"the raster's CRS cannot be placed on CGCS2000: {_first_line(exc)}") from None
         gsd = _gsd_m(src)
@@ -152,7 +155,7 @@ def _write_cog(source, target: Path, kind: str) -> None:
                       config={"GDAL_NUM_THREADS": "2", "GDAL_TIFF_OVR_BLOCKSIZE": "512"}, quiet=True)
     except (RasterioError, OSError) as exc:
         raise InvalidRasterError(f"the raster could not be read to its end (truncated or corrupt?): "
-                                 f"{_first_line(exc)}") from None
+                                 f"{_first_line(exc.__cause__ or exc)}") from None
 
 
 def _display_range(cog: Path) -> tuple[float | None, float | None]:
@@ -172,7 +175,7 @@ def _gsd_m(src: rasterio.DatasetReader) -> float:
     if src.crs.is_projected:
         return abs(src.transform.a) * src.crs.linear_units_factor[1]
     # geographic degrees: the geodesic length of one pixel's width at the raster centre
-    lon, lat = src.transform * (src.width / 2, src.height / 2)
+    lon, lat = src.transform @ (src.width / 2, src.height / 2)
     _, _, metres = Geod(ellps="GRS80").inv(lon, lat, lon + abs(src.transform.a), lat)
     return float(metres)
 

@@ -89,14 +89,15 @@ def cancel(conn: psycopg.Connection, job_id: int) -> dict:
     return get(conn, job_id)
 
 
-def claim_next(conn: psycopg.Connection) -> int | None:
-    """Take the oldest queued job (or one whose worker stopped beating) for this process."""
+def claim(conn: psycopg.Connection, job_id: int | None = None) -> int | None:
+    """Take a queued job for this process: `job_id`, or the oldest (or one whose worker stopped beating)."""
     row = conn.execute(f"""
         UPDATE city.drone_detection SET state = 'running', started_at = now(), heartbeat_at = now(), progress = 0
         WHERE id = (SELECT id FROM city.drone_detection
-                    WHERE state = 'queued' OR (state = 'running' AND heartbeat_at < now() - interval '{STALE_AFTER}')
+                    WHERE (state = 'queued' OR (state = 'running' AND heartbeat_at < now() - interval '{STALE_AFTER}'))
+                      AND (%(id)s::bigint IS NULL OR id = %(id)s)
                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING id""").fetchone()
+        RETURNING id""", {"id": job_id}).fetchone()
     return row["id"] if row else None
 
 
@@ -206,7 +207,7 @@ class DetectionWorker(threading.Thread):
             try:
                 with open_connection(self.conninfo, autocommit=True) as conn:
                     while not self.stopping.is_set():
-                        job_id = claim_next(conn)
+                        job_id = claim(conn)
                         if job_id is None:
                             self.woken.wait(POLL_S)
                             self.woken.clear()

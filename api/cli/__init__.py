@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import db, demo, keys, serve
+from api.cli import db, demo, drone, keys, serve
 
 app = typer.Typer(name="cityops", help="cityops — GIS platform for city operations (城市运行管理服务平台).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -13,6 +13,7 @@ app.command()(serve.serve)
 app.command()(demo.demo)
 app.add_typer(db.app, name="db")
 app.add_typer(keys.app, name="keys")
+app.add_typer(drone.app, name="drone")
 
 
 def main() -> None:
