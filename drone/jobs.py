@@ -135,6 +135,8 @@ def run(conn: psycopg.Connection, settings: Settings, job_id: int, *, stop: thre
                 "WHERE id = %(id)s",
                 {"residual": result.registration.residual_px, "map": change_map["id"], "id": job_id,
                  **counts.as_columns()})
+        if on_progress:
+            on_progress(1.0)
     except CancelledError as exc:
         if stop is not None and stop.is_set():
             _finish(conn, job_id, "queued", None, requeue=True)

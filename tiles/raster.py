@@ -20,11 +20,11 @@ from gis.errors import NotFound
 # titiler's performance-tuning advice, for COGs on local disk (the HTTP/curl options do not apply)
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open: the biggest single win
-    "GDAL_CACHEMAX": "200",  # MB of block cache per process
+    "GDAL_CACHEMAX": 200,  # MB of block cache per process
     "GDAL_BAND_BLOCK_CACHE": "HASHSET",
-    "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": "5000000",
-    "GDAL_INGESTED_BYTES_AT_OPEN": "32768",  # our COG headers fit: one read per open
+    "VSI_CACHE": True,
+    "VSI_CACHE_SIZE": 5_000_000,
+    "GDAL_INGESTED_BYTES_AT_OPEN": 32768,  # our COG headers fit: one read per open
 }
 SCORE_RANGE = (0.0, 1.0)
 

@@ -21,6 +21,13 @@ def unchanged_pair(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def city_pair(tmp_path_factory):
+    """A pair inside 宿城区 (321302) of the demo city, away from its registered buildings and water."""
+    spec = SyntheticPairSpec(size_px=2048, seed=3, new_structures=8, origin=(618500.0, 3754500.0))
+    return spec, write_synthetic_pair(tmp_path_factory.mktemp("city"), spec)
+
+
+@pytest.fixture(scope="session")
 def orthophoto_files(city_db, settings):
     """The managed orthophoto folder the test app writes to; catalogued test files are removed at the end."""
     from drone.ingest import managed_dir
