@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api import errors
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
+from api.routers.drone import drone_extension
 from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.live import live_extension
@@ -31,7 +32,8 @@ def extensions(settings: Settings) -> list[Extension]:
     # Tiles before Features: the Features router ends with a catch-all /collections/{id}/{rest} that
     # would otherwise answer 404 for /collections/{id}/tiles/...
     return [landing_extension(), operations_extension(), tiles_extension(), features_extension(), queries_extension(),
-            transfer_extension(), catalogue_extension(), search_extension(), live_extension(), web_map_extension()]
+            transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
+            web_map_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:

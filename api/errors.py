@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from titiler.core.errors import DEFAULT_STATUS_CODES as TILER_STATUS
 
 from gis.errors import (CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound,
                         PreconditionFailed, PreconditionRequired, Unauthorized)
@@ -62,6 +63,13 @@ def install(app: FastAPI) -> None:
     async def http_error(_request: Request, exc: StarletteHTTPException):
         code = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus._value2member_map_ else "HTTPError"
         return problem(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def tiler_error(_request: Request, exc: Exception):
+        return problem(TILER_STATUS[type(exc)], type(exc).__name__, str(exc))
+
+    for kind, status in TILER_STATUS.items():  # rio-tiler's client errors (tile outside bounds, bad band, ...)
+        if status < 500:
+            app.add_exception_handler(kind, tiler_error)
 
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def integrity_error(_request: Request, exc: psycopg.errors.IntegrityError):

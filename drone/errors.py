@@ -21,3 +21,7 @@ class RegistrationError(DroneError):
 
 class CancelledError(CityOpsError):
     """The caller set the cancel event; partial outputs were removed."""
+
+
+class InvalidRasterError(DroneError):
+    """A file is not a usable orthophoto: unreadable, truncated, wrong band count or implausible GSD."""

@@ -64,16 +64,17 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
     correction = _apply(Affine.identity(), Affine.translation(*_coarse_shift(before_view, after, grid)), to_after_world)
     size = int(np.clip(min(grid.width, grid.height) // 6, 96, 384))
     centres = _tie_centres(grid, size)
+    before_tiles = [_grey(before_view, _tie_window(c, size)) for c in centres]  # the before side never moves
     converged = False
     for _ in range(MAX_PASSES):
-        ties = _measure(before_view, warped(after, grid, correction, Resampling.cubic), centres, size)
+        ties = _measure(before_tiles, warped(after, grid, correction, Resampling.cubic), centres, size)
         model, inliers = _fit(ties)
         if _motion(model, grid) < CONVERGED_PX:
             converged = True
             break
         correction = _apply(correction, model, to_after_world)
     if not converged:
-        ties = _measure(before_view, warped(after, grid, correction, Resampling.cubic), centres, size)
+        ties = _measure(before_tiles, warped(after, grid, correction, Resampling.cubic), centres, size)
         _, inliers = _fit(ties)
     misfit = np.hypot(*ties.displacement[inliers].T)
     residual = float(np.sqrt(np.mean(misfit**2)))
@@ -151,17 +152,21 @@ def _tie_centres(grid: Grid, size: int) -> np.ndarray:
     return np.array([(x, y) for y in ys for x in xs])
 
 
-def _measure(before_view, after_view, centres: np.ndarray, size: int) -> _Ties:
+def _tie_window(centre, size: int) -> Window:
+    return Window(int(centre[0]) - size // 2, int(centre[1]) - size // 2, size, size)
+
+
+def _measure(before_tiles: list, after_view, centres: np.ndarray, size: int) -> _Ties:
     found, displacement = [], []
-    for cx, cy in centres:
-        window = Window(int(cx) - size // 2, int(cy) - size // 2, size, size)
-        b, b_ok = _grey(before_view, window)
-        a, a_ok = _grey(after_view, window)
-        if not (b_ok.all() and a_ok.all()) or b.std() < MIN_TEXTURE_DN:
+    for centre, (b, b_ok) in zip(centres, before_tiles):
+        if not b_ok.all() or b.std() < MIN_TEXTURE_DN:
+            continue
+        a, a_ok = _grey(after_view, _tie_window(centre, size))
+        if not a_ok.all():
             continue
         d = _correlate(b, a, upsample=10)
         if d is not None:
-            found.append((cx, cy))
+            found.append(tuple(centre))
             displacement.append(d)
     if len(found) < MIN_TIES:
         raise RegistrationError(

@@ -60,6 +60,7 @@ class SyntheticPairSpec:
     noise_sigma: float = 2.0
     with_dsm: bool = True
     dsm_gsd_m: float = 0.2
+    origin: tuple[float, float] = SUQIAN_ORIGIN  # top-left corner, EPSG:4548 metres
 
 
 @dataclass
@@ -140,7 +141,7 @@ def write_synthetic_pair(out_dir: str | Path, spec: SyntheticPairSpec = Syntheti
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     extent = spec.size_px * spec.gsd_m
-    x0, y1 = SUQIAN_ORIGIN
+    x0, y1 = spec.origin
     bounds = (x0, y1 - extent, x0 + extent, y1)
     scene = _layout_scene(rng, bounds, spec)
     tiles = _noise_tiles(spec.seed)

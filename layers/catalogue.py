@@ -221,6 +221,7 @@ CATALOGUE: tuple[Layer, ...] = (
         datetime_column="confirmed_at", minzoom=10, editable=True,
         style=_fill("#ff5252", 0.55, "#ff1744"), legend="Illegal-building record",
     ),
+    Layer(id="change_candidates", title="待核查变化 Drone change candidates", group="enforcement", relation="city.change_candidate", key="id", geometry_type="MultiPolygon", properties=("score", "area_m2", "height_gain_m", "before_id", "after_id", "detection_id", "district_code"), where="status = 'pending'", datetime_column="created_at", minzoom=12, style=_outline("#ffea00", 2.0, [2, 1]), legend="New structure seen by drone, awaiting review"),
 )
 
 _BY_ID = {layer.id: layer for layer in CATALOGUE}

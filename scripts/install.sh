@@ -36,7 +36,8 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.cityops-installed
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+# The editable install maps the top-level packages it saw: a new package folder means reinstall.
+want=$( (cat requirements.lock pyproject.toml; ls -d */__init__.py) | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "==> installing Python packages (requirements.lock)"
   .venv/bin/python -m pip install -q --upgrade pip

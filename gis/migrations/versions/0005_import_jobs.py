@@ -1,7 +1,7 @@
 """Import jobs: uploads imported in the background, their progress and report, readable from any process.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-24
 """
 
