@@ -126,14 +126,14 @@ def import_file(conn: psycopg.Connection, path: Path, options: ImportOptions, pr
             raise InvalidInput(f"--key {key} does not identify rows of {target.table.name}; unique columns: "
                                f"{', '.join(sorted(target.table.unique_keys))}")
         validate.check_key(conn, layer_id, target.table.name, key, plans[layer_id].values[key], must_be_new=options.mode != "upsert")
-    if components:
-        validate.assign_grids(conn, components)
-    tell("check", 1, 1)
-
+    validate.index_geometry(conn)
     warnings = [checks.outside_city(conn)]
     if not any(crs.is_offset for crs in crs_of.values()):
         warnings.append(checks.web_offset(conn))
     report.warnings = [w for w in warnings if w]
+    if components:
+        validate.assign_grids(conn, components)
+    tell("check", 1, 1)
     _collect_rejects(conn, report)
     if options.max_rejects is not None and report.rejected > options.max_rejects:
         first = report.rejects[0]

@@ -115,14 +115,19 @@ def check_key(conn: psycopg.Connection, layer_id: str, table: str, key: str, val
                 sql.Literal(key), value, sql.Literal(key)))
 
 
+def index_geometry(conn: psycopg.Connection) -> None:
+    """A GiST index over the checked staged rows, for the polygon-outer joins that follow (grids,
+    districts). Built once the checks have rewritten the rows, so it indexes their last versions."""
+    conn.execute("CREATE INDEX import_stage_geom_idx ON import_stage USING gist (geom)")
+    conn.execute("ANALYZE import_stage")
+
+
 def assign_grids(conn: psycopg.Connection, component_layers: list[str]) -> None:
     """Each component's unit grid (bgcode): the lowest-numbered grid of its county that it touches.
 
-    One set-wise join with the grids as the outer side over a GiST index of the staged geometries,
-    so each grid polygon is prepared once for all the features it holds, instead of one grid index
-    probe per row (16,818 grids vs 200,000 probes: about ten times faster)."""
-    conn.execute("CREATE INDEX import_stage_geom_idx ON import_stage USING gist (geom)")
-    conn.execute("ANALYZE import_stage")
+    One set-wise join with the grids as the outer side over the GiST index of the staged geometries
+    (index_geometry), so each grid polygon is prepared once for all the features it holds, instead
+    of one grid index probe per row (16,818 grids vs 200,000 probes: about ten times faster)."""
     conn.execute("""
         UPDATE import_stage u SET bgcode = found.bgcode
         FROM (SELECT s.ctid AS id, min(g.bgcode) AS bgcode
