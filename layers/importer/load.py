@@ -109,7 +109,7 @@ def _insert_sql(table: Table, plan: ColumnPlan, layer_id: str, on_conflict: sql.
     derived = {c: e for c, e in derivable.items() if c not in plan.values}
     columns = provided + list(derived)
     statement = sql.SQL(
-        "INSERT INTO {table} ({columns}) SELECT {selected} FROM (SELECT {first} FROM import_stage s "
+        "INSERT INTO {table} ({columns}) SELECT {selected} FROM (SELECT {first}, s.bgcode AS _stage_bgcode FROM import_stage s "
         "WHERE s.layer_id = {layer} AND s.reason IS NULL ORDER BY s.src_layer, s.row_no) m"
     ).format(
         table=sql.Identifier(*table.schema_table),
@@ -131,9 +131,12 @@ def write_rows(conn: psycopg.Connection, target: Target, plan: ColumnPlan, mappi
             key=sql.Identifier(upsert_key),
             sets=sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
                                     for c in plan.values if c != upsert_key))
-    statement = _insert_sql(target.table, plan, target.layer.id, on_conflict + sql.SQL(" RETURNING (xmax = 0) AS inserted"))
-    rows = conn.execute(statement).fetchall()
-    inserted = sum(1 for r in rows if r["inserted"])
+    if upsert_key:
+        statement = _insert_sql(target.table, plan, target.layer.id, on_conflict + sql.SQL(" RETURNING (xmax = 0) AS inserted"))
+        rows = conn.execute(statement).fetchall()
+        inserted, updated = sum(1 for r in rows if r["inserted"]), sum(1 for r in rows if not r["inserted"])
+    else:  # a plain INSERT: the row count says it all, no need to send every row back
+        inserted, updated = conn.execute(_insert_sql(target.table, plan, target.layer.id, on_conflict)).rowcount, 0
     for extension in target.extensions:
         extension_plan = plan_columns(extension, mapping, source_fields, explicit={})
         derived = DERIVED.get(extension.name, {})
@@ -142,7 +145,7 @@ def write_rows(conn: psycopg.Connection, target: Target, plan: ColumnPlan, mappi
         if needed:  # e.g. a manhole sensor needs a device id the source lacks: the cover stays unmonitored
             continue
         conn.execute(_insert_sql(extension, extension_plan, target.layer.id, sql.SQL(" ON CONFLICT DO NOTHING")))
-    return inserted, len(rows) - inserted
+    return inserted, updated
 
 
 def allocate_objcodes(conn: psycopg.Connection, layers: list[str]) -> None:

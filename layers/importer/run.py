@@ -102,9 +102,8 @@ def import_file(conn: psycopg.Connection, path: Path, options: ImportOptions, pr
     report.read = conn.execute("SELECT count(*) AS n FROM import_stage").fetchone()["n"]
     if source.is_osm:
         merge_osm_tags(conn)
-    conn.execute("ANALYZE import_stage")  # a temp table has no statistics until asked; plans need them
-
     report.skipped = validate.assign_layers(conn, mapping, options.layer, options.class_code)
+    conn.execute("ANALYZE import_stage")  # a temp table has no statistics until asked; plans need them (and layer_id)
     layer_ids = [r["layer_id"] for r in conn.execute("SELECT DISTINCT layer_id FROM import_stage ORDER BY 1").fetchall()]
     targets = {layer_id: describe_target(conn, layer_id) for layer_id in layer_ids}
     report.repaired = validate.check_geometry(conn, targets)
@@ -127,12 +126,14 @@ def import_file(conn: psycopg.Connection, path: Path, options: ImportOptions, pr
             raise InvalidInput(f"--key {key} does not identify rows of {target.table.name}; unique columns: "
                                f"{', '.join(sorted(target.table.unique_keys))}")
         validate.check_key(conn, layer_id, target.table.name, key, plans[layer_id].values[key], must_be_new=options.mode != "upsert")
-    tell("check", 1, 1)
-
+    validate.index_geometry(conn)
     warnings = [checks.outside_city(conn)]
     if not any(crs.is_offset for crs in crs_of.values()):
         warnings.append(checks.web_offset(conn))
     report.warnings = [w for w in warnings if w]
+    if components:
+        validate.assign_grids(conn, components)
+    tell("check", 1, 1)
     _collect_rejects(conn, report)
     if options.max_rejects is not None and report.rejected > options.max_rejects:
         first = report.rejects[0]

@@ -26,6 +26,7 @@ CREATE TEMP TABLE import_stage (
     want text,
     county text,
     objcode text,
+    bgcode text,
     reason text,
     repaired boolean NOT NULL DEFAULT false
 ) ON COMMIT DROP
@@ -35,7 +36,22 @@ STAGE_COPY = "COPY import_stage (src_layer, row_no, geom, props, reason) FROM ST
 Progress = Callable[[int], None]
 
 
+# Memory for this import's transaction only. A temp table lives in the backend's local buffers
+# (8 MB by default): a 200,000-row stage is 30 MB before any UPDATE, so it would spill to disk.
+IMPORT_SETTINGS = {"work_mem": "128MB", "maintenance_work_mem": "256MB"}
+TEMP_BUFFERS = "256MB"
+
+
 def create_stage(conn: psycopg.Connection) -> None:
+    # set_config(..., true) is SET LOCAL: these statements also open the import's transaction, so
+    # the savepoint below is a savepoint and not a transaction of its own that would reset them.
+    for name, value in IMPORT_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, true)", [name, value])
+    try:
+        with conn.transaction():  # refused once this session has used a temp table: keep its size
+            conn.execute("SELECT set_config('temp_buffers', %s, true)", [TEMP_BUFFERS])
+    except psycopg.errors.InvalidParameterValue:
+        pass
     conn.execute("DROP TABLE IF EXISTS import_stage")
     conn.execute(STAGE_DDL)
 

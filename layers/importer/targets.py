@@ -24,8 +24,8 @@ DERIVED = {
     },
     "city.component": {
         "objname": "(SELECT cc.name FROM city.component_class cc WHERE cc.code = substr(m.objcode, 7, 4))",
-        "bgcode": "(SELECT g.bgcode FROM city.unit_grid g WHERE g.district_code = left(m.objcode, 6) "
-                  "AND ST_Intersects(g.geom, m.geom) ORDER BY g.bgcode LIMIT 1)",
+        "bgcode": "m._stage_bgcode",  # validate.assign_grids looked it up set-wise
+
     },
     "city.streetlight": {"control_group": "'未分组'"},
 }
