@@ -82,6 +82,12 @@ def test_every_catalogue_layer_is_drawn(wall_report):
 
 
 @pytest.mark.slow
+def test_orthophotos_of_the_drone_queue_are_raster_layers(wall_report, pending_candidates):
+    # the pair's RGB and DSM flights and the change map, at least (GET /orthophotos is a FeatureCollection)
+    assert wall_report["orthophotoLayers"] >= 5
+
+
+@pytest.mark.slow
 def test_layer_toggle_hides_and_shows(wall_report):
     toggled = wall_report["toggles"]["stall_sites"]
     assert toggled["off"] == 0 and toggled["on"] > 0

@@ -167,6 +167,7 @@ const { page, consoleErrors, close } = await openBrowser(1920, 1080);
 try {
   report.firstIdleMs = await loadWall(page, base);
   report.wallErrors = await page.evaluate(() => window.__wall.errors);
+  report.orthophotoLayers = await page.evaluate(() => window.map.getStyle().layers.filter((l) => l.type === 'raster').length);
   await page.screenshot({ path: join(outDir, 'wall-1080p.png') });
   await checkLayers(page);
   await checkToggle(page, 'stall_sites');
