@@ -5,6 +5,8 @@
 // main-thread time MapLibre spends in its render call per frame (p50/p95/max; SwiftShader's
 // rasterising runs in the GPU process and is not in it) and frames per second; then the same
 // flight with a background-only style in the same page, and the ratio of the two fps.
+// Also counted: vector-tile requests from page load to the end of the flight, and the 1-min load average.
+import { loadavg } from 'node:os';
 import { openBrowser, settle } from '../tests/browser/chromium.mjs';
 
 const [base, size = '1920x1080', runsArg = '3'] = process.argv.slice(2);
@@ -46,6 +48,9 @@ const results = [];
 for (let run = 0; run < Number(runsArg); run++) {
   const { page, consoleErrors, close } = await openBrowser(width, height);
   try {
+    // Vector-tile requests from page load to the end of the wall's flight (load-independent).
+    let tileRequests = 0, counting = true;
+    page.on('request', (r) => { if (counting && /\/tiles\/WebMercatorQuad\/\d+\/\d+\/\d+/.test(r.url())) tileRequests++; });
     const t = Date.now();
     await page.goto(`${base}/map/?all-layers`);
     await page.waitForFunction(() => window.__wall?.idle || window.__wall?.errors.length, null, { timeout: 180000 });
@@ -54,11 +59,12 @@ for (let run = 0; run < Number(runsArg); run++) {
     await settle(page, 180000);
     const wall = await page.evaluate(flight, FLIGHT_MS);
     await settle(page, 180000);
+    counting = false;
     await page.evaluate((start) => { window.map.jumpTo(start); window.map.setStyle({ version: 8, sources: {}, layers: [
       { id: 'background', type: 'background', paint: { 'background-color': '#040b16' } }] }); }, START);
     await settle(page, 60000);
     const background = await page.evaluate(flight, FLIGHT_MS);
-    results.push({ run, firstIdleMs, wall, background, fpsRatio: +(wall.fps / background.fps).toFixed(2),
+    results.push({ run, loadavg1m: +loadavg()[0].toFixed(1), tileRequests, firstIdleMs, wall, background, fpsRatio: +(wall.fps / background.fps).toFixed(2),
       errors: [...consoleErrors, ...await page.evaluate(() => window.__wall.errors)] });
     console.error(JSON.stringify(results.at(-1)));
   } finally {
@@ -73,5 +79,6 @@ console.log(JSON.stringify({
   wallFpsMedian: median(results.map((r) => r.wall.fps)),
   backgroundFpsMedian: median(results.map((r) => r.background.fps)),
   fpsRatioMedian: median(results.map((r) => r.fpsRatio)),
+  tileRequestsMedian: median(results.map((r) => r.tileRequests)),
   results,
 }, null, 2));

@@ -22,6 +22,9 @@ from gis.keys import create_key
 from gis.settings import Settings
 from layers.demo.load import load_demo
 
+# The drone review queue (city_pair, drone_flights, pending_candidates …), shared by the drone and wall tests.
+pytest_plugins = ["tests.fixtures_drone"]
+
 RUN_ID = f"{os.getpid()}"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -35,7 +35,8 @@ def _read_json_line(stream) -> dict:
 
 
 @pytest.fixture(scope="module")
-def wall_report(live_server: str, city_db: str, keys: dict[str, str]) -> dict:
+def wall_report(live_server: str, city_db: str, keys: dict[str, str], pending_candidates: dict) -> dict:
+    """One browser run over the shared city, with the drone review queue of tests/fixtures_drone.py."""
     ARTIFACTS.mkdir(exist_ok=True)
     with open_connection(city_db) as conn:
         cover = conn.execute(COVER_SQL, TOWN_CENTRE).fetchone()
@@ -81,6 +82,12 @@ def test_every_catalogue_layer_is_drawn(wall_report):
 
 
 @pytest.mark.slow
+def test_orthophotos_of_the_drone_queue_are_raster_layers(wall_report, pending_candidates):
+    # the pair's RGB and DSM flights and the change map, at least (GET /orthophotos is a FeatureCollection)
+    assert wall_report["orthophotoLayers"] >= 5
+
+
+@pytest.mark.slow
 def test_layer_toggle_hides_and_shows(wall_report):
     toggled = wall_report["toggles"]["stall_sites"]
     assert toggled["off"] == 0 and toggled["on"] > 0
@@ -108,11 +115,19 @@ def test_planner_answers_on_the_map(wall_report):
 
 
 @pytest.mark.slow
-def test_review_desk(wall_report):
+def test_review_desk_confirms_a_candidate_into_an_illegal_building(wall_report, city_db):
     review = wall_report["review"]
-    if "skipped" in review:
-        pytest.skip(review["skipped"])
+    assert "skipped" not in review, review
     assert review["outcome"] == "confirm", review
+    assert review["onMapBefore"] > 0 and review["leftMap"], review        # drawn, then gone from change_candidates
+    assert review["queueAfter"] == review["queueBefore"] - 1 and not review["stillQueued"], review
+    assert review["figureAfter"] == review["figureBefore"] - 1, review    # 违建线索待审 awaiting review
+    with open_connection(city_db) as conn:
+        row = conn.execute("SELECT c.status, c.reviewer, b.status AS record, b.found_by, b.confirmed_by, b.note, "
+                           "b.district_code FROM city.change_candidate c JOIN city.illegal_building b "
+                           "ON b.id = c.illegal_building_id WHERE c.id = %s", [int(review["id"])]).fetchone()
+    assert row == {"status": "confirmed", "reviewer": "test reviewer", "record": "confirmed", "found_by": "drone",
+                   "confirmed_by": "test reviewer", "note": "confirmed from the browser test", "district_code": "321302"}
 
 
 @pytest.mark.slow

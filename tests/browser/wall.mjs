@@ -35,6 +35,27 @@ async function checkLayers(page) {
       if (n > 0) report.layers[id] = { features: n, zoom: +(await page.evaluate(() => window.map.getZoom())).toFixed(1) };
     }
   }
+  // Layers found only in a corner of the city (the drone change candidates awaiting review): fly to
+  // one of their features (OGC API Features), past the layer's minzoom, and look again.
+  for (const id of layers.filter((l) => !report.layers[l])) {
+    const where = await page.evaluate(async (id) => {
+      const [catalogue, items] = await Promise.all([fetch('/catalogue').then((r) => r.json()),
+        fetch(`/collections/${id}/items?limit=1`).then((r) => r.json())]);
+      const feature = items.features?.[0];
+      if (!feature) return null;
+      const xs = [], ys = [];
+      const walk = (c) => (typeof c[0] === 'number' ? (xs.push(c[0]), ys.push(c[1])) : c.forEach(walk));
+      walk(feature.geometry.coordinates);
+      const minzoom = catalogue.layers.find((l) => l.id === id).minzoom;
+      return { center: [(Math.min(...xs) + Math.max(...xs)) / 2, (Math.min(...ys) + Math.max(...ys)) / 2],
+        zoom: Math.max(minzoom + 1, 15) };
+    }, id);
+    if (!where) continue;
+    await page.evaluate((where) => window.map.jumpTo(where), where);
+    await settle(page);
+    const n = (await renderedCounts(page, [id]))[id];
+    if (n > 0) report.layers[id] = { features: n, zoom: where.zoom, flownTo: where.center };
+  }
   report.layersMissing = layers.filter((id) => !report.layers[id]);
 }
 
@@ -85,6 +106,12 @@ async function checkPlanner(page) {
   await page.screenshot({ path: join(outDir, 'wall-1080p-planner.png') });
 }
 
+const pendingFigure = (page) => page.$eval('[data-figure="review-pending"]', (e) => Number(e.textContent.replace(/\D/g, '')));
+const candidateOnMap = (page, id) => page.evaluate((id) => window.map.queryRenderedFeatures({ layers: ['change_candidates'] })
+  .filter((f) => String(f.properties.id) === id).length, id);
+
+// Confirms the first pending candidate with the reviewer key: the desk must report it, the candidate
+// must leave the queue, the map's change_candidates layer and the "awaiting review" figure.
 async function checkReviewDesk(page) {
   await page.click('#modes button[data-mode="review"]');
   await page.waitForFunction(() => document.querySelector('#review-desk h2'), null, { timeout: 10000 });
@@ -98,13 +125,29 @@ async function checkReviewDesk(page) {
     return;
   }
   const id = await first.getAttribute('data-id');
-  await first.click();
+  const queueBefore = await page.$$eval('#review-desk .queue li[data-id]', (items) => items.length);
+  const figureBefore = await pendingFigure(page);
+  await first.click();   // the desk fits the map to the candidate and opens the before/after pair
+  await settle(page);
+  const onMapBefore = await candidateOnMap(page, id);
   await page.fill('#reviewer-key', reviewerKey);
   await page.fill('#review-note', 'confirmed from the browser test');
+  await page.screenshot({ path: join(outDir, 'wall-1080p-review-compare.png') });
   await page.click('#review-desk button[data-decision="confirm"]');
   await page.waitForFunction(() => document.querySelector('.review-result')?.dataset.outcome, null, { timeout: 20000 });
-  report.review = { id, outcome: await page.$eval('.review-result', (e) => e.dataset.outcome),
-    message: await page.$eval('.review-result', (e) => e.textContent) };
+  const outcome = await page.$eval('.review-result', (e) => e.dataset.outcome);
+  const message = await page.$eval('.review-result', (e) => e.textContent);
+  let leftMap = false;
+  if (outcome === 'confirm') {
+    // The candidate's tiles are reloaded when the change feed reports city.change_candidate.
+    leftMap = await page.waitForFunction((id) => !window.map.queryRenderedFeatures({ layers: ['change_candidates'] })
+      .some((f) => String(f.properties.id) === id) && window.map.areTilesLoaded(), id, { timeout: 15000, polling: 100 })
+      .then(() => true, () => false);
+  }
+  report.review = { id, outcome, message, queueBefore, figureBefore, onMapBefore, leftMap,
+    queueAfter: await page.$$eval('#review-desk .queue li[data-id]', (items) => items.length),
+    stillQueued: !!(await page.$(`#review-desk .queue li[data-id="${id}"]`)),
+    figureAfter: await pendingFigure(page) };
 }
 
 async function checkSearch(page) {
@@ -124,6 +167,7 @@ const { page, consoleErrors, close } = await openBrowser(1920, 1080);
 try {
   report.firstIdleMs = await loadWall(page, base);
   report.wallErrors = await page.evaluate(() => window.__wall.errors);
+  report.orthophotoLayers = await page.evaluate(() => window.map.getStyle().layers.filter((l) => l.type === 'raster').length);
   await page.screenshot({ path: join(outDir, 'wall-1080p.png') });
   await checkLayers(page);
   await checkToggle(page, 'stall_sites');

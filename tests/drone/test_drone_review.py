@@ -1,11 +1,9 @@
 """End to end on real PostGIS and real rasters: upload → tiles → detection job → review → illegal-building record."""
 
 import io
-import json
 import os
 import subprocess
 import sys
-import time
 
 import morecantile
 import numpy as np
@@ -13,33 +11,16 @@ import pytest
 import rasterio
 from PIL import Image
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_geom
-from shapely.geometry import mapping, shape
+from shapely.geometry import shape
 
 from drone.evaluate import object_scores
 from gis.db import open_connection
 from gis.keys import create_key
 from tests.conftest import bearer
+from tests.fixtures_drone import wait_for_job
 
 CITYOPS = [sys.executable, "-m", "api.cli"]
 TMS = morecantile.tms.get("WebMercatorQuad")
-
-
-def _upload(client, key, path, kind):
-    with open(path, "rb") as f:
-        answer = client.post("/orthophotos", headers=bearer(key), files={"file": (path.name, f)}, data={"kind": kind})
-    assert answer.status_code == 201, answer.text
-    return answer.json()["id"]
-
-
-def _wait(client, job_id, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/drone/detections/{job_id}").json()
-        if job["state"] not in ("queued", "running"):
-            return job
-        assert 0 <= job["progress"] <= 1
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} still {job['state']} after {timeout} s")
 
 
 def _png(client, path):
@@ -56,42 +37,21 @@ def _centre_tile(client, orthophoto_id):
     return tilejson, tile
 
 
-def _to_4490(polygon):
-    return transform_geom("EPSG:4548", "EPSG:4490", mapping(polygon))
+@pytest.fixture(scope="module")
+def flights(drone_flights):
+    return drone_flights
 
 
 @pytest.fixture(scope="module")
-def flights(client, keys, city_pair, orthophoto_files):
-    _, pair = city_pair
-    return {name: _upload(client, keys["enforcement"], getattr(pair, name), kind)
-            for name, kind in (("before_rgb", "rgb"), ("after_rgb", "rgb"), ("before_dsm", "dsm"), ("after_dsm", "dsm"))}
-
-
-@pytest.fixture(scope="module")
-def registered_truth(city_db, city_pair):
-    """One planted structure is registered (legal) before the flight is analysed: it must be dropped."""
-    _, pair = city_pair
-    with open_connection(city_db) as conn:
-        conn.execute("INSERT INTO city.building (district_code, name, permit_no, geom) "
-                     "VALUES ('321302', 'permitted shed', 'TEST-1', ST_Multi(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4490)))",
-                     [json.dumps(_to_4490(pair.truth[0]))])
-        conn.commit()
-    return pair.truth[0]
-
-
-@pytest.fixture(scope="module")
-def detection(client, keys, flights, registered_truth):
-    answer = client.post("/drone/detections", headers=bearer(keys["enforcement"]), json={
-        "before_id": flights["before_rgb"], "after_id": flights["after_rgb"],
-        "before_dsm_id": flights["before_dsm"], "after_dsm_id": flights["after_dsm"]})
-    assert answer.status_code == 202, answer.text
-    assert answer.headers["location"].endswith(f"/drone/detections/{answer.json()['id']}")
-    return _wait(client, answer.json()["id"])
+def detection(pending_candidates):
+    """The shared queue's detection job (tests/fixtures_drone.py); the wall's browser test reviews what is left."""
+    return pending_candidates
 
 
 @pytest.fixture(scope="module")
 def decisions(client, keys, detection):
-    """The reviewer confirms the best candidate and dismisses the second."""
+    """The reviewer confirms the best candidate and dismisses the second (with the CLI's confirmation below, three
+    of the queue are decided here; the rest stay pending for the wall's review desk)."""
     pending = client.get(f"/drone/candidates?detection_id={detection['id']}").json()["features"]
     confirmed = client.post(f"/drone/candidates/{pending[0]['id']}/confirm", headers=bearer(keys["reviewer"]),
                             json={"note": "no permit on file"})
@@ -215,7 +175,7 @@ def test_a_job_can_be_cancelled_once(client, keys, flights):
     job = client.post("/drone/detections", headers=bearer(keys["enforcement"]), json=body).json()
     cancelled = client.delete(f"/drone/detections/{job['id']}", headers=bearer(keys["enforcement"]))
     assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"]
-    assert _wait(client, job["id"])["state"] == "cancelled"
+    assert wait_for_job(client, job["id"])["state"] == "cancelled"
     again = client.post(f"/drone/detections/{job['id']}/cancel", headers=bearer(keys["enforcement"]))
     assert again.status_code == 409
 

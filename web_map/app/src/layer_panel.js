@@ -31,7 +31,8 @@ export function setVisible(map, layer, visible) {
   for (const id of mapLayerIds(layer)) map.setLayoutProperty(id, 'visibility', visible ? 'visible' : 'none');
 }
 
-export function buildLayerPanel(container, map, catalogue, initiallyHidden) {
+// onToggle(layer, visible): called after a layer is switched on or off in the panel.
+export function buildLayerPanel(container, map, catalogue, initiallyHidden, onToggle = () => {}) {
   const groups = Object.keys(GROUP_TITLES);
   container.innerHTML = groups.map((group) => {
     const rows = catalogue.layers.filter((l) => l.group === group).map((layer) => `
@@ -45,7 +46,10 @@ export function buildLayerPanel(container, map, catalogue, initiallyHidden) {
   }).join('');
   for (const layer of catalogue.layers) {
     const row = container.querySelector(`[data-layer="${layer.id}"]`);
-    row.querySelector('input[type=checkbox]').addEventListener('change', (e) => setVisible(map, layer, e.target.checked));
+    row.querySelector('input[type=checkbox]').addEventListener('change', (e) => {
+      setVisible(map, layer, e.target.checked);
+      onToggle(layer, e.target.checked);
+    });
     row.querySelector('.opacity').addEventListener('input', (e) => {
       for (const id of mapLayerIds(layer)) setOpacity(map, id, e.target.value / 100);
     });

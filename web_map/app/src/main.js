@@ -2,7 +2,7 @@
 // Test and bench hooks: window.map (the MapLibre map) and window.__wall (state and errors).
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 import { getJSON, installedPaths } from './api.js';
-import { buildStyle, LIVE_ALARMS } from './wall_style.js';
+import { buildStyle, LIVE_ALARMS, sourceTiles, vectorSources } from './wall_style.js';
 import { buildLayerPanel } from './layer_panel.js';
 import { connectLiveFeed } from './live_feed.js';
 import { renderFigures } from './figures_panel.js';
@@ -48,16 +48,32 @@ async function refreshAlarms() {
   redrawFigures();
 }
 
-// A write reported by the feed: reload the tiles of every layer that reads the changed tables
-// ('*': the feed reconnected and anything may have changed).
+// The vector sources (a few dataset-tile sources, see wall_style.js) and which of their layers are
+// switched off: a source asks only for its visible layers.
+const sources = vectorSources(catalogue);
+const hidden = new Set(INITIALLY_HIDDEN);
+function setSourceTiles(sourceId) {
+  const visible = sources[sourceId].filter((l) => !hidden.has(l.id)).map((l) => l.id);
+  if (visible.length) map.getSource(sourceId)?.setTiles(sourceTiles(location.origin, visible, `&v=${wall.tileVersion}`));
+}
+
+// A write reported by the feed: reload the tiles of every source with a layer that reads the changed
+// tables ('*': the feed reconnected and anything may have changed).
 function refreshLayers(tables) {
   const changed = (table) => tables.includes('*') || tables.includes(table);
   if (changed('city.alarm') && mapReady) refreshAlarms();
+  if (!mapReady) return;
   wall.tileVersion += 1;
-  for (const layer of catalogue.layers) {
-    if (layer.id === LIVE_ALARMS || !layer.tables.some(changed)) continue;
-    map.getSource(layer.id)?.setTiles(layer.tiles.map((url) => `${url}?v=${wall.tileVersion}`));
+  for (const [sourceId, layers] of Object.entries(sources)) {
+    if (layers.some((layer) => layer.tables.some(changed))) setSourceTiles(sourceId);
   }
+}
+
+function onToggle(layer, visible) {
+  if (visible) hidden.delete(layer.id); else hidden.add(layer.id);
+  const sourceId = Object.keys(sources).find((id) => sources[id].includes(layer));
+  // Switching a layer on asks its source for it; switching one off keeps the tiles it has.
+  if (sourceId && visible) setSourceTiles(sourceId);
 }
 
 const desk = new ReviewDesk($('#review-desk'), map, maplibregl, paths, (count) => { wall.reviewCount = count; redrawFigures(); });
@@ -89,7 +105,7 @@ map.on('load', async () => {
     const label = Object.assign(document.createElement('div'), { className: 'district-label', textContent: d.name });
     new maplibregl.Marker({ element: label }).setLngLat(d.label_point).addTo(map);
   }
-  buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN);
+  buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN, onToggle);
   await refreshAlarms();
   map.once('idle', () => { wall.idle = true; });
 });

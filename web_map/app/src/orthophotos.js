@@ -9,8 +9,18 @@ export function rasterSource(photo) {
   return { type: 'raster', tiles: photo.tiles, tileSize: 256, bounds: photo.bbox, minzoom: 10, maxzoom: 22 };
 }
 
+// One entry of GET /orthophotos (a GeoJSON Feature: footprint, properties, an `item` tile-template link).
+function photoOf(feature) {
+  const xs = [], ys = [];
+  const walk = (c) => (typeof c[0] === 'number' ? (xs.push(c[0]), ys.push(c[1])) : c.forEach(walk));
+  walk(feature.geometry.coordinates);
+  const template = feature.links.find((l) => l.rel === 'item').href;
+  return { ...feature.properties, id: feature.id, tiles: [template],
+    bbox: [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)] };
+}
+
 export async function addOrthophotos(map, container, beforeLayerId) {
-  const photos = await getJSON('/orthophotos');
+  const photos = (await getJSON('/orthophotos')).features.map(photoOf);
   if (!photos.length) {
     container.innerHTML = '<p class="muted">暂无影像 no orthophotos yet</p>';
     return photos;

@@ -2,6 +2,7 @@
 // what is here (unit grid, community, street, district, responsible unit), which features of a
 // layer lie within a distance, and where a layer leaves the gridded area uncovered (in view).
 import { escapeHtml, getJSON } from './api.js';
+import { sourceOf } from './wall_style.js';
 
 const ANSWER_SOURCE = 'planner-answer';
 const HIGHLIGHT = 'planner-highlight';
@@ -81,7 +82,7 @@ export class Planner {
     const ids = answer.features.map((f) => f.id);
     // Tiles carry the key as a property when the catalogue lists it, else as the feature id.
     const key = layer.properties.includes(layer.key) ? ['to-string', ['get', layer.key]] : ['to-string', ['id']];
-    const highlight = { id: HIGHLIGHT, type: 'circle', source: layer.id, 'source-layer': layer.id, minzoom: layer.minzoom,
+    const highlight = { id: HIGHLIGHT, type: 'circle', source: sourceOf(layer), 'source-layer': layer.id, minzoom: layer.minzoom,
       filter: ['in', key, ['literal', ids]],
       paint: { 'circle-radius': 7, 'circle-color': 'rgba(0,0,0,0)', 'circle-stroke-color': '#ffea00', 'circle-stroke-width': 2 } };
     const nearest = answer.features.slice(0, 5).map((f) => [f.id, `${Math.round(f.distance_m)} m`]);

@@ -1,5 +1,13 @@
-// Builds the wall's MapLibre style from the layer catalogue (GET /catalogue): one vector source per
-// layer, so a hidden layer costs no tile requests and a live update reloads only its own tiles.
+// Builds the wall's MapLibre style from the layer catalogue (GET /catalogue).
+// Sources: a few dataset-tile sources (`/tiles/WebMercatorQuad/{z}/{y}/{x}?collections=a,b,…`, every
+// layer of the group in one MVT), grouped by how often their tables are written, so a tile position
+// costs 3 requests and parses instead of one per layer (17), and a live write reloads only its group:
+//   base  – boundaries, grids, water, roads, buildings (rarely written)
+//   assets – the component class layers (sensor state changes)
+//   ops   – stall sites, cases, illegal buildings, drone change candidates (written all day)
+//   all_components – the union of all components (hidden unless switched on; it repeats the class layers)
+// and the open alarms as their own GeoJSON source (`GET /live/alarms`). A source asks only for its
+// visible layers (`sourceTiles`), so a hidden layer still costs no tile bytes.
 // No `glyphs`: the map draws no text; names are HTML (district labels, panels), so nothing is fetched
 // from a font server and the wall works offline.
 
@@ -17,39 +25,64 @@ export function drawOrder(layers) {
     || (GROUP_ORDER.indexOf(a.group) - GROUP_ORDER.indexOf(b.group)));
 }
 
-function source(layer, origin) {
-  if (layer.id === LIVE_ALARMS) {
-    return { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' };   // filled from /live/alarms
+const SOURCE_OF_GROUP = { boundaries: 'base', base: 'base', components: 'assets', operations: 'ops', enforcement: 'ops' };
+const OWN_SOURCE = new Set(['components']);   // the union: big, and hidden by default
+
+// The map source a catalogue layer is drawn from.
+export function sourceOf(layer) {
+  if (layer.id === LIVE_ALARMS) return LIVE_ALARMS;
+  if (OWN_SOURCE.has(layer.id)) return `all_${layer.id}`;
+  return SOURCE_OF_GROUP[layer.group] ?? 'ops';
+}
+
+// The vector sources and the catalogue layers each one carries: { sourceId: [layer, …] }.
+export function vectorSources(catalogue) {
+  const sources = {};
+  for (const layer of catalogue.layers) {
+    if (layer.id !== LIVE_ALARMS) (sources[sourceOf(layer)] ??= []).push(layer);
   }
+  return sources;
+}
+
+// The dataset-tile URL of a source carrying the given layer ids (`extra`: more query, e.g. v=3).
+export function sourceTiles(origin, layerIds, extra = '') {
+  return [`${origin}/tiles/WebMercatorQuad/{z}/{y}/{x}?collections=${layerIds.map(encodeURIComponent).join(',')}${extra}`];
+}
+
+function vectorSource(layers, origin) {
   return {
-    type: 'vector', tiles: layer.tiles,
-    minzoom: layer.lowzoom ? 0 : layer.minzoom,
-    maxzoom: Math.max(layer.minzoom, Math.min(layer.maxzoom, SOURCE_MAXZOOM)),
+    type: 'vector', tiles: sourceTiles(origin, layers.map((l) => l.id)),
+    minzoom: Math.min(...layers.map((l) => (l.lowzoom ? 0 : l.minzoom))),
+    // Deeper views overzoom z16 tiles instead of asking for more of them.
+    maxzoom: Math.max(...layers.map((l) => Math.max(l.minzoom, Math.min(l.maxzoom, SOURCE_MAXZOOM)))),
   };
 }
 
 function styleLayers(layer) {
+  const source = sourceOf(layer);
   const base = {
-    id: layer.id, source: layer.id, type: layer.style.type,
+    id: layer.id, source, type: layer.style.type,
     paint: layer.style.paint ?? {}, layout: layer.style.layout ?? {},
   };
   if (layer.id !== LIVE_ALARMS) base['source-layer'] = layer.id;
-  if (layer.lowzoom) base.minzoom = layer.minzoom;       // below it the tile holds per-grid counts
+  // Below its minzoom a layer has no features (or, with lowzoom, per-grid counts drawn by __count):
+  // MapLibre then skips the layer altogether instead of evaluating it every frame.
+  if (layer.minzoom > 0) base.minzoom = layer.minzoom;
   const extra = [];
   if (layer.id === DISTRICTS) {   // the wall's backdrop: districts tinted and their borders glowing
-    extra.push({ id: `${layer.id}${UNDERLAY}`, source: layer.id, 'source-layer': layer.id, type: 'fill',
+    extra.push({ id: `${layer.id}${UNDERLAY}`, source, 'source-layer': layer.id, type: 'fill',
       paint: { 'fill-color': '#0a2a4a', 'fill-opacity': 0.45 } },
-    { id: `${layer.id}__glow`, source: layer.id, 'source-layer': layer.id, type: 'line',
+    { id: `${layer.id}__glow`, source, 'source-layer': layer.id, type: 'line',
       paint: { 'line-color': '#00b0ff', 'line-width': 8, 'line-blur': 6, 'line-opacity': 0.35 } });
   }
   if (layer.id === LIVE_ALARMS) {
-    extra.push({ id: `${layer.id}__halo`, source: layer.id, type: 'circle',
+    extra.push({ id: `${layer.id}__halo`, source, type: 'circle',
       paint: { 'circle-color': '#ff1744', 'circle-opacity': 0.22, 'circle-blur': 0.6,
         'circle-radius': ['interpolate', ['linear'], ['zoom'], 8, 9, 16, 22] } });
   }
   if (layer.lowzoom === 'count_per_grid') {
     const color = layer.style.paint?.['circle-color'];
-    extra.push({ id: `${layer.id}__count`, source: layer.id, 'source-layer': layer.id, type: 'circle',
+    extra.push({ id: `${layer.id}__count`, source, 'source-layer': layer.id, type: 'circle',
       maxzoom: layer.minzoom,
       paint: {
         'circle-color': typeof color === 'string' ? color : '#26c6da', 'circle-opacity': 0.35,
@@ -69,7 +102,10 @@ export function buildStyle(catalogue, origin) {
   return {
     version: 8,
     name: 'cityops command wall',
-    sources: Object.fromEntries(ordered.map((layer) => [layer.id, source(layer, origin)])),
+    sources: {
+      ...Object.fromEntries(Object.entries(vectorSources(catalogue)).map(([id, layers]) => [id, vectorSource(layers, origin)])),
+      [LIVE_ALARMS]: { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' },  // filled from /live/alarms
+    },
     layers: [{ id: 'background', type: 'background', paint: { 'background-color': BACKGROUND } },
       ...styleLayerList.filter(isUnderlay), ...styleLayerList.filter((l) => !isUnderlay(l))],
   };
