@@ -35,6 +35,7 @@ MIN_NCC = 0.5  # normalised cross-correlation of an aligned tie window; below it
 MIN_TIES = 6
 MAX_PASSES = 3
 CONVERGED_PX = 0.05
+FINAL_STEP_PX = 0.25  # a fitted step below this is applied without measuring the ties again
 MAX_RESIDUAL_PX = 1.0
 TIE_WORKERS = 2
 COARSE_WINDOW = 2048
@@ -75,10 +76,16 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
         for _ in range(MAX_PASSES):
             ties = _measure(before_tiles, _view(after, grid, correction), centres, size, pool)
             model, inliers = _fit(ties)
-            if _motion(model, grid) < CONVERGED_PX:
+            motion = _motion(model, grid)
+            if motion < CONVERGED_PX:
                 converged = True
                 break
             correction = _apply(correction, model, to_after_world)
+            if motion < FINAL_STEP_PX:
+                # a last small step: applied, and the residual is the tie misfit to it (no re-measuring pass)
+                ties = _Ties(ties.centres, ties.displacement - _model_shift(model, ties.centres))
+                converged = True
+                break
         if not converged:
             ties = _measure(before_tiles, _view(after, grid, correction), centres, size, pool)
             _, inliers = _fit(ties)
@@ -229,6 +236,12 @@ def _fit(ties: _Ties) -> tuple[Affine, np.ndarray]:
     refined = SimilarityTransform.from_estimate(src[inliers], dst[inliers])  # least squares on all inliers
     m = refined.params if refined else model.params
     return Affine(*m[0], *m[1]), inliers
+
+
+def _model_shift(model: Affine, points: np.ndarray) -> np.ndarray:
+    """model(p) - p for each point: the displacement the model predicts."""
+    x, y = points.T
+    return np.column_stack([model.a * x + model.b * y + model.c - x, model.d * x + model.e * y + model.f - y])
 
 
 def _motion(model: Affine, grid: Grid) -> float:
