@@ -40,6 +40,8 @@ def _box_sum(data: np.ndarray, k: int, dtype) -> np.ndarray:
 
 
 class _VrtView:
+    thread_safe = False  # a WarpedVRT keeps per-handle warp state: one per thread
+
     def __init__(self, src, grid: Grid, correction: Affine, resampling: Resampling):
         self.vrt = warped(src, grid, correction, resampling)
         self.dsm = src.count == 1
@@ -58,6 +60,8 @@ class _VrtView:
 
 
 class _FastView:
+    thread_safe = True  # reads hold the lock; everything else is pure numpy/scipy
+
     def __init__(self, src, grid: Grid, correction: Affine, k: int, order: int):
         self.src, self.k, self.dsm = src, k, src.count == 1
         self.lock = threading.Lock()  # a GDAL handle must not be read from two threads at once

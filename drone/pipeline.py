@@ -28,6 +28,7 @@ from drone.vectorize import Candidate, block_parts, finish, merge_seams
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
+SHARE_HANDLES = os.environ.get('DRONE_SHARE_HANDLES', '1') == '1'
 
 
 @dataclass
@@ -63,8 +64,11 @@ class _Views:
 
     def __init__(self, inputs: _Inputs):
         self.inputs, self.local, self.opened, self.lock = inputs, threading.local(), [], threading.Lock()
+        self.shared = None
 
     def get(self) -> dict:
+        if self.shared is not None:
+            return self.shared
         if not hasattr(self.local, "views"):
             i = self.inputs
             views = {}
@@ -77,6 +81,10 @@ class _Views:
                 with self.lock:
                     self.opened += [views[name], src]
             self.local.views = views
+            if SHARE_HANDLES and all(v.thread_safe for v in views.values()):
+                # plain windowed readers serialise their reads: one handle per file lets every thread
+                # reuse tiles another one decoded (GDAL's block cache is per handle), e.g. the halos
+                self.shared = views
         return self.local.views
 
     def close(self) -> None:
