@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 from shapely.geometry import mapping
 
 from drone.change import candidate_mask, change_score, halo_px
 from drone.errors import CancelledError, DroneError
-from drone.grid import Grid, common_grid, read_rgb, require_georeferenced, warped
+from drone.grid import Grid, common_grid, require_georeferenced
+from drone.ongrid import open_on_grid
 from drone.params import ChangeParams
 from drone.radiometry import LinearRadiometry, fit_linear_radiometry
 from drone.register import RegistrationReport, register_pair
@@ -28,6 +28,7 @@ from drone.vectorize import Candidate, block_parts, finish, merge_seams
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
+SHARE_HANDLES = os.environ.get('DRONE_SHARE_HANDLES', '1') == '1'
 
 
 @dataclass
@@ -63,8 +64,11 @@ class _Views:
 
     def __init__(self, inputs: _Inputs):
         self.inputs, self.local, self.opened, self.lock = inputs, threading.local(), [], threading.Lock()
+        self.shared = None
 
     def get(self) -> dict:
+        if self.shared is not None:
+            return self.shared
         if not hasattr(self.local, "views"):
             i = self.inputs
             views = {}
@@ -73,10 +77,14 @@ class _Views:
                 if path is None:
                     continue
                 src = rasterio.open(path)
-                views[name] = warped(src, i.analysis, correction or rasterio.Affine.identity(), Resampling.average)
+                views[name] = open_on_grid(src, i.analysis, correction or rasterio.Affine.identity())
                 with self.lock:
                     self.opened += [views[name], src]
             self.local.views = views
+            if SHARE_HANDLES and all(v.thread_safe for v in views.values()):
+                # plain windowed readers serialise their reads: one handle per file lets every thread
+                # reuse tiles another one decoded (GDAL's block cache is per handle), e.g. the halos
+                self.shared = views
         return self.local.views
 
     def close(self) -> None:
@@ -149,13 +157,13 @@ def _calibrate(views: dict, grid: Grid) -> tuple[LinearRadiometry, float | None]
     """Radiometric fit and DSM vertical bias from a 3 x 3 spread of sample windows."""
     before, after, dh = [], [], []
     for window in _sample_windows(grid):
-        b, b_ok = read_rgb(views["before_rgb"], window)
-        a, a_ok = read_rgb(views["after_rgb"], window)
+        b, b_ok = views["before_rgb"].read(window)
+        a, a_ok = views["after_rgb"].read(window)
         ok = b_ok & a_ok
         before.append(b[:, ok].T)
         after.append(a[:, ok].T)
         if "before_dsm" in views:
-            diff = views["after_dsm"].read(1, window=window) - views["before_dsm"].read(1, window=window)
+            diff = views["after_dsm"].read(window)[0] - views["before_dsm"].read(window)[0]
             dh.append(diff[np.isfinite(diff)])
     before, after = np.concatenate(before), np.concatenate(after)
     if len(before) < 1000:
@@ -177,11 +185,11 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
     r1 = min(grid.height, core.row_off + core.height + halo)
     padded = Window(c0, r0, c1 - c0, r1 - r0)
     v = views.get()
-    before, b_ok = read_rgb(v["before_rgb"], padded)
-    after, a_ok = read_rgb(v["after_rgb"], padded)
+    before, b_ok = v["before_rgb"].read(padded)
+    after, a_ok = v["after_rgb"].read(padded)
     height_gain = None
     if "before_dsm" in v:
-        height_gain = v["after_dsm"].read(1, window=padded) - v["before_dsm"].read(1, window=padded) - bias
+        height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias
     score = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
     mask = candidate_mask(score, params)
     inner = (slice(core.row_off - r0, core.row_off - r0 + core.height),

@@ -13,6 +13,7 @@ DSM and to any other product of the same flight.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,19 +22,22 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
+from scipy import fft
 from skimage.measure import ransac
-from skimage.registration import phase_cross_correlation
 from skimage.transform import SimilarityTransform
 
 from drone.errors import RegistrationError
-from drone.grid import Grid, grid_to_source_affine, warped
+from drone.grid import Grid, grid_to_source_affine
+from drone.ongrid import open_on_grid
 
 MIN_TEXTURE_DN = 3.0  # grey std of a window below this carries no usable structure
 MIN_NCC = 0.5  # normalised cross-correlation of an aligned tie window; below it the match is noise
 MIN_TIES = 6
 MAX_PASSES = 3
 CONVERGED_PX = 0.05
+FINAL_STEP_PX = 0.25  # a fitted step below this is applied without measuring the ties again
 MAX_RESIDUAL_PX = 1.0
+TIE_WORKERS = 2
 COARSE_WINDOW = 2048
 COARSE_SIDE = 512
 
@@ -59,23 +63,33 @@ class _Ties:
 
 def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader, grid: Grid) -> RegistrationReport:
     """Estimate the correction that puts `after` onto `before` over `grid`; raise RegistrationError if unreliable."""
-    before_view = warped(before, grid, resampling=Resampling.cubic)
+    before_view = _view(before, grid)
     to_after_world = grid_to_source_affine(grid, after.crs)
-    correction = _apply(Affine.identity(), Affine.translation(*_coarse_shift(before_view, after, grid)), to_after_world)
+    # a whole-pixel coarse shift: the first pass then reads the after epoch with no resampling at all
+    shift = np.round(_coarse_shift(before, after, grid))
+    correction = _apply(Affine.identity(), Affine.translation(*shift), to_after_world)
     size = int(np.clip(min(grid.width, grid.height) // 6, 96, 384))
     centres = _tie_centres(grid, size)
-    before_tiles = [_grey(before_view, _tie_window(c, size)) for c in centres]  # the before side never moves
-    converged = False
-    for _ in range(MAX_PASSES):
-        ties = _measure(before_tiles, warped(after, grid, correction, Resampling.cubic), centres, size)
-        model, inliers = _fit(ties)
-        if _motion(model, grid) < CONVERGED_PX:
-            converged = True
-            break
-        correction = _apply(correction, model, to_after_world)
-    if not converged:
-        ties = _measure(before_tiles, warped(after, grid, correction, Resampling.cubic), centres, size)
-        _, inliers = _fit(ties)
+    with ThreadPoolExecutor(TIE_WORKERS) as pool:  # reads are serialised per view; resampling and FFTs overlap
+        before_tiles = list(pool.map(lambda c: _grey(before_view, _tie_window(c, size)), centres))  # never moves
+        converged = False
+        for _ in range(MAX_PASSES):
+            ties = _measure(before_tiles, _view(after, grid, correction), centres, size, pool)
+            model, inliers = _fit(ties)
+            motion = _motion(model, grid)
+            if motion < CONVERGED_PX:
+                converged = True
+                break
+            correction = _apply(correction, model, to_after_world)
+            if motion < FINAL_STEP_PX:
+                # a last small step: applied, and the residual is the tie misfit to it (no re-measuring pass)
+                ties = _Ties(ties.centres, ties.displacement - _model_shift(model, ties.centres))
+                converged = True
+                break
+        if not converged:
+            ties = _measure(before_tiles, _view(after, grid, correction), centres, size, pool)
+            _, inliers = _fit(ties)
+    before_view.close()
     misfit = np.hypot(*ties.displacement[inliers].T)
     residual = float(np.sqrt(np.mean(misfit**2)))
     if residual > MAX_RESIDUAL_PX:
@@ -94,20 +108,30 @@ def _apply(correction: Affine, model: Affine, to_after_world: Affine) -> Affine:
     return to_after_world @ ~model @ ~to_after_world @ correction
 
 
-def _grey(view, window: Window, out_shape=None) -> tuple[np.ndarray, np.ndarray]:
-    kw = dict(window=window, out_shape=(4, *out_shape), resampling=Resampling.average) if out_shape else dict(window=window)
-    data = view.read(**kw)
-    return data[:3].astype(np.float32).mean(axis=0), data[3] > 0
+def _view(src, grid: Grid, correction: Affine = Affine.identity()):
+    """`src` on `grid`: plain windowed reads plus a cubic spline for the correction (GDAL cubic warp otherwise)."""
+    return open_on_grid(src, grid, correction, order=3, fallback=Resampling.cubic)
 
 
-def _coarse_shift(before_view, after, grid: Grid) -> tuple[float, float]:
+def _grey(view, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    grey, ok = view.read(window, grey=True)
+    return grey[0], ok
+
+
+def _coarse_shift(before, after, grid: Grid) -> tuple[float, float]:
     """Translation (grid px) from a decimated central window; tolerates offsets up to ~1/4 of it."""
     side = min(COARSE_WINDOW, grid.width, grid.height)
     factor = max(1, side // COARSE_SIDE)
-    window = Window((grid.width - side) // 2, (grid.height - side) // 2, side, side)
-    out = (side // factor, side // factor)
-    b, b_ok = _grey(before_view, window, out)
-    a, a_ok = _grey(warped(after, grid), window, out)
+    coarse = grid.coarsened(grid.pixel_size * factor)  # box-averaged reads, no warp
+    n = side // factor
+    window = Window((coarse.width - n) // 2, (coarse.height - n) // 2, n, n)
+    views = (open_on_grid(before, coarse, fallback=Resampling.average),
+             open_on_grid(after, coarse, fallback=Resampling.average))
+    try:
+        (b, b_ok), (a, a_ok) = (_grey(v, window) for v in views)
+    finally:
+        for v in views:
+            v.close()
     if not (b_ok.mean() > 0.5 and a_ok.mean() > 0.5):
         raise RegistrationError("the centre of the overlap holds no data in one of the epochs")
     if b.std() < MIN_TEXTURE_DN or a.std() < MIN_TEXTURE_DN:
@@ -121,12 +145,36 @@ def _coarse_shift(before_view, after, grid: Grid) -> tuple[float, float]:
 def _correlate(b: np.ndarray, a: np.ndarray, upsample: int) -> tuple[float, float] | None:
     """(dx, dy) with b(p) ~ a(p + d), or None when the aligned windows do not correlate."""
     hann = _hann(b.shape)
-    shift, _, _ = phase_cross_correlation((b - b.mean()) * hann, (a - a.mean()) * hann,
-                                          upsample_factor=upsample)
-    dy, dx = -shift
+    dy, dx = -_phase_shift((b - b.mean()) * hann, (a - a.mean()) * hann, upsample)
     if _ncc(b, a, int(round(dx)), int(round(dy))) < MIN_NCC:
         return None
     return float(dx), float(dy)
+
+
+def _phase_shift(reference: np.ndarray, moving: np.ndarray, upsample: int) -> np.ndarray:
+    """skimage.registration.phase_cross_correlation(reference, moving, upsample_factor=upsample)[0].
+
+    The same algorithm (phase-normalised cross-power spectrum, integer peak, then a matrix DFT
+    upsampled around it; Guizar-Sicairos et al. 2008) in single precision with scipy.fft: the
+    skimage version spends most of its time in complex128 tensordots.
+    """
+    spectrum = fft.fft2(reference.astype(np.float32)) * fft.fft2(moving.astype(np.float32)).conj()
+    spectrum /= np.maximum(np.abs(spectrum), 100 * np.finfo(np.float32).eps)
+    correlation = np.abs(fft.ifft2(spectrum))
+    shape = np.array(correlation.shape)
+    shifts = np.array(np.unravel_index(np.argmax(correlation), correlation.shape), float)
+    shifts[shifts > shape // 2] -= shape[shifts > shape // 2]
+    if upsample <= 1:
+        return shifts
+    shifts = np.round(shifts * upsample) / upsample
+    region = int(math.ceil(upsample * 1.5))
+    centre = np.fix(region / 2.0)
+    offsets = centre - shifts * upsample
+    kernels = [np.exp((-2j * np.pi) * ((np.arange(region) - off)[:, None] * np.fft.fftfreq(n, upsample)[None, :]))
+               .astype(np.complex64) for n, off in zip(shape, offsets)]
+    upsampled = kernels[0] @ spectrum.conj() @ kernels[1].T  # (region, region)
+    peak = np.array(np.unravel_index(np.argmax(np.abs(upsampled)), upsampled.shape), float)
+    return shifts + (peak - centre) / upsample
 
 
 @lru_cache(maxsize=8)
@@ -156,18 +204,22 @@ def _tie_window(centre, size: int) -> Window:
     return Window(int(centre[0]) - size // 2, int(centre[1]) - size // 2, size, size)
 
 
-def _measure(before_tiles: list, after_view, centres: np.ndarray, size: int) -> _Ties:
-    found, displacement = [], []
-    for centre, (b, b_ok) in zip(centres, before_tiles):
+def _measure(before_tiles: list, after_view, centres: np.ndarray, size: int, pool) -> _Ties:
+    def one(centre, before_tile):
+        b, b_ok = before_tile
         if not b_ok.all() or b.std() < MIN_TEXTURE_DN:
-            continue
+            return None
         a, a_ok = _grey(after_view, _tie_window(centre, size))
         if not a_ok.all():
-            continue
-        d = _correlate(b, a, upsample=10)
+            return None
+        return _correlate(b, a, upsample=10)
+
+    found, displacement = [], []
+    for centre, d in zip(centres, pool.map(one, centres, before_tiles)):
         if d is not None:
             found.append(tuple(centre))
             displacement.append(d)
+    after_view.close()
     if len(found) < MIN_TIES:
         raise RegistrationError(
             f"only {len(found)} of {len(centres)} tie windows matched (need {MIN_TIES}): too little texture, "
@@ -184,6 +236,12 @@ def _fit(ties: _Ties) -> tuple[Affine, np.ndarray]:
     refined = SimilarityTransform.from_estimate(src[inliers], dst[inliers])  # least squares on all inliers
     m = refined.params if refined else model.params
     return Affine(*m[0], *m[1]), inliers
+
+
+def _model_shift(model: Affine, points: np.ndarray) -> np.ndarray:
+    """model(p) - p for each point: the displacement the model predicts."""
+    x, y = points.T
+    return np.column_stack([model.a * x + model.b * y + model.c - x, model.d * x + model.e * y + model.f - y])
 
 
 def _motion(model: Affine, grid: Grid) -> float:
