@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import geopandas as gpd
@@ -28,11 +25,13 @@ import psycopg
 import shapely
 from psycopg.rows import dict_row
 
+from bench.servers import free_port, running
 from gis.db import conninfo, open_connection
 from gis.grid_index import GridIndex
 from gis.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
 TIPG = ROOT / ".cache/bench/tipg-venv/bin/uvicorn"
 PROPERTIES = "objcode,objname,class_code,bgcode,objstate,district_code,competent_dept_name,owner_dept_name,maintainer_dept_name"
 CASES = {  # name → (our query, tipg's query for the same features in the same order)
@@ -42,31 +41,6 @@ CASES = {  # name → (our query, tipg's query for the same features in the same
     "CQL2 filter": ("limit=1000&filter=class_code = '0305' AND objstate = '完好'",
                     f"limit=1000&filter=class_code = '0305' AND objstate = '完好'&sortby=objcode&properties={PROPERTIES}"),
 }
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def server(command: list[str], env: dict, port: int):
-    process = subprocess.Popen(command + ["--port", str(port)], env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/collections", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def throughput(url: str, requests: int, concurrency: int) -> float:
@@ -90,8 +64,9 @@ def features_vs_tipg(requests: int, concurrency: int) -> None:
     ours_cmd = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--log-level", "warning"]
     tipg_cmd = [str(TIPG), "tipg.main:app", "--log-level", "warning"]
     tipg_env = {"DATABASE_URL": tipg_url, "TIPG_DB_SCHEMAS": '["city"]', "TIPG_MAX_FEATURES_PER_QUERY": "10000"}
-    with server(ours_cmd, {"CITYOPS_DATABASE_URL": info}, free_port()) as ours, \
-            server(tipg_cmd, tipg_env, free_port()) as tipg:
+    our_port, tipg_port = free_port(), free_port()
+    with running("cityops", [*ours_cmd, "--port", str(our_port)], {"CITYOPS_DATABASE_URL": info}, our_port, log_dir=OUT) as ours, \
+            running("tipg", [*tipg_cmd, "--port", str(tipg_port)], tipg_env, tipg_port, log_dir=OUT) as tipg:
         print(f"{'case':<18} {'cityops req/s':>14} {'tipg req/s':>11} {'ratio':>6}  same features")
         for name, (our_query, tipg_query) in CASES.items():
             our_url = f"{ours}/collections/components/items?{our_query}"
@@ -124,8 +99,9 @@ def locate_vs_geopandas(points: int) -> None:
     started = time.perf_counter()
     in_process = index.locate(lons, lats)
     engine_s = time.perf_counter() - started
-    with server([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--log-level", "warning"],
-                {"CITYOPS_DATABASE_URL": conninfo(get_settings())}, free_port()) as ours:
+    port = free_port()
+    with running("cityops", [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--log-level", "warning",
+                             "--port", str(port)], {"CITYOPS_DATABASE_URL": conninfo(get_settings())}, port, log_dir=OUT) as ours:
         httpx.post(f"{ours}/queries/locate", json={"points": [[lons[0], lats[0]]]}, timeout=120)  # builds the index
         started = time.perf_counter()
         response = httpx.post(f"{ours}/queries/locate", content=body, headers={"content-type": "application/json"}, timeout=300)
@@ -139,7 +115,7 @@ def locate_vs_geopandas(points: int) -> None:
     print(f"  geopandas sjoin on frames in memory:          {sjoin_s:.2f} s")
     print(f"  cityops grid index (in process, same points): {engine_s:.2f} s → ratio {sjoin_s / engine_s:.2f}× "
           f"(index built once in {index_load_s:.2f} s, rebuilt only when grids change)")
-    print(f"  cityops POST /queries/locate (HTTP: 3.6 MB JSON in, {len(response.content) / 1e6:.1f} MB out): {api_s:.2f} s "
+    print(f"  cityops POST /queries/locate (HTTP: {len(body) / 1e6:.1f} MB JSON in, {len(response.content) / 1e6:.1f} MB out): {api_s:.2f} s "
           f"→ ratio {sjoin_s / api_s:.2f}×")
     print(f"  geopandas load grids from PostGIS + sjoin:    {load_s + sjoin_s:.2f} s → ratio vs HTTP {(load_s + sjoin_s) / api_s:.2f}×")
 

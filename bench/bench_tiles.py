@@ -19,11 +19,9 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -34,6 +32,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import free_port, running  # noqa: E402
 from gis.db import conninfo  # noqa: E402
 from gis.settings import get_settings  # noqa: E402
 
@@ -46,41 +45,11 @@ LOW_ZOOMS = range(0, 13)
 OUT = ROOT / "bench" / "out"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def server(name: str, command: list[str], env: dict[str, str], port: int):
-    OUT.mkdir(exist_ok=True)
-    log = open(OUT / f"{name}.log", "w")
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        raise RuntimeError(f"{name} did not start; see {log.name}")
-    try:
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
 def cityops_server(info: str):
     port = free_port()
-    return server("cityops", [str(ROOT / ".venv" / "bin" / "uvicorn"), "api.app:create_app", "--factory", "--port", str(port),
-                              "--workers", "1", "--log-level", "warning"],
-                  {"CITYOPS_DATABASE_URL": info}, port)
+    return running("cityops", [str(ROOT / ".venv" / "bin" / "uvicorn"), "api.app:create_app", "--factory", "--port", str(port),
+                               "--workers", "1", "--log-level", "warning"],
+                   {"CITYOPS_DATABASE_URL": info}, port, log_dir=OUT)
 
 
 def tipg_server(info: str):
@@ -88,8 +57,8 @@ def tipg_server(info: str):
     # a Unix-socket directory as a percent-encoded host: the form both pydantic and asyncpg accept
     url = f"postgresql://{params['user']}@{quote(params['host'], safe='')}:{params['port']}/{params['dbname']}"
     port = free_port()
-    return server("tipg", [str(TIPG_PYTHON), "-m", "uvicorn", "tipg.main:app", "--port", str(port), "--workers", "1", "--log-level", "warning"],
-                  {"DATABASE_URL": url, "TIPG_DB_SCHEMAS": '["city"]'}, port)
+    return running("tipg", [str(TIPG_PYTHON), "-m", "uvicorn", "tipg.main:app", "--port", str(port), "--workers", "1", "--log-level", "warning"],
+                   {"DATABASE_URL": url, "TIPG_DB_SCHEMAS": '["city"]'}, port, log_dir=OUT)
 
 
 def our_path(layer: str, tile: morecantile.Tile) -> str:

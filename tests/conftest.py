@@ -4,18 +4,15 @@ throwaway databases made once per run, the app over HTTP, and a live uvicorn for
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from bench.servers import free_port, running
 from gis import migrate, provision
 from gis.db import open_connection
 from gis.keys import create_key
@@ -104,35 +101,11 @@ def client(settings: Settings, city_db: str) -> Iterator[TestClient]:
         yield test_client
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(city_db: str, settings: Settings) -> Iterator[str]:
     """uvicorn in its own process on a free loopback port, for GDAL, OWSLib and browsers."""
     port = free_port()
-    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db, "CITYOPS_STATE_DIR": str(settings.state_dir)}
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "live_server.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        raise RuntimeError(f"live server did not start; see {log.name}")
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    env = {"CITYOPS_DATABASE_URL": city_db, "CITYOPS_STATE_DIR": str(settings.state_dir)}
+    command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)]
+    with running("live_server", command, env, port, log_dir=ARTIFACTS, timeout_s=60) as base:
+        yield base
