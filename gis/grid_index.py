@@ -96,7 +96,7 @@ def _first_hit(tree: shapely.STRtree, points: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class GridIndex:
     grids: shapely.STRtree
-    cells: CellLookup
+    cells: CellLookup | None
     grid_rows: list[dict]
     districts: shapely.STRtree
     district_rows: list[dict]
@@ -106,6 +106,11 @@ class GridIndex:
         grids = await (await conn.execute(GRIDS_SQL)).fetchall()
         districts = await (await conn.execute(DISTRICTS_SQL)).fetchall()
         names = await (await conn.execute(NAMES_SQL)).fetchall()
+        # Building the trees and lookup rasters takes a second or more: keep it off the event loop.
+        return await asyncio.to_thread(cls._build, grids, districts, names)
+
+    @classmethod
+    def _build(cls, grids: list[dict], districts: list[dict], names: list[dict]) -> GridIndex:
         communities = {n["key"]: n["name"] for n in names if n["kind"] == "community"}
         streets = {n["key"]: n["name"] for n in names if n["kind"] == "street"}
         units = {int(n["key"]): (n["code"], n["name"]) for n in names if n["kind"] == "unit"}
