@@ -186,7 +186,7 @@ CATALOGUE: tuple[Layer, ...] = (
         style={
             "type": "circle",
             "paint": {
-                "circle-color": ["case", [">", ["get", "occupied"], 0], "#ffab40", "#69f0ae"],
+                "circle-color": ["case", [">", ["coalesce", ["get", "occupied"], 0], 0], "#ffab40", "#69f0ae"],
                 "circle-radius": ["interpolate", ["linear"], ["zoom"], 11, 2, 18, 8],
                 "circle-stroke-color": "#0b1726", "circle-stroke-width": 0.5,
             },

@@ -11,6 +11,7 @@ import { bindSearch } from './search.js';
 import { addOrthophotos } from './orthophotos.js';
 import { addAnswerLayers, Planner } from './planner.js';
 import { ReviewDesk } from './review_desk.js';
+import { warmUpShaders } from './shader_warmup.js';
 import { mapLayerIds } from './wall_style.js';
 
 const RECENT_ALARMS = 6;
@@ -107,6 +108,7 @@ map.on('load', async () => {
   }
   buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN, onToggle);
   await refreshAlarms();
+  await warmUpShaders(map);
   map.once('idle', () => { wall.idle = true; });
 });
 
