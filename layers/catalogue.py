@@ -69,8 +69,13 @@ def _outline(color: str, width: float, dash: list[float] | None = None) -> dict[
     return {"type": "line", "paint": paint}
 
 
-def _fill(color: str, opacity: float, outline: str) -> dict[str, Any]:
-    return {"type": "fill", "paint": {"fill-color": color, "fill-opacity": opacity, "fill-outline-color": outline}}
+def _fill(color: str, opacity: float, outline: str, outline_minzoom: int | None = None) -> dict[str, Any]:
+    paint: dict[str, Any] = {"fill-color": color, "fill-opacity": opacity, "fill-outline-color": outline}
+    if outline_minzoom is not None:
+        # Outlines only from that zoom: below it a feature is a few pixels, and its outline would
+        # double the vertices drawn for it.
+        paint["fill-antialias"] = ["step", ["zoom"], False, outline_minzoom, True]
+    return {"type": "fill", "paint": paint}
 
 
 COMPONENT_PROPERTIES = ("objcode", "objname", "class_code", "bgcode", "objstate", "district_code")
@@ -99,14 +104,14 @@ CATALOGUE: tuple[Layer, ...] = (
         id="unit_grids", title="单元网格 Unit grids", group="boundaries",
         relation="city.unit_grid", key="bgcode", geometry_type="MultiPolygon",
         properties=("bgcode", "community_code", "district_code", "responsible_unit_id", "area_m2"),
-        minzoom=13, style=_outline("#546e7a", 0.5), legend="GB/T 30428.1 unit grid (≈10,000 m²)",
+        minzoom=14, style=_outline("#546e7a", 0.5), legend="GB/T 30428.1 unit grid (≈10,000 m²)",
         editable=True,
     ),
     Layer(
         id="responsible_grids", title="责任网格 Responsible grids", group="boundaries",
         relation="city.responsible_grid", key="code", geometry_type="MultiPolygon",
         properties=("code", "name", "district_code", "responsible_unit_id", "area_m2"), minzoom=12,
-        style=_fill("#7e57c2", 0.08, "#9575cd"), legend="Area assigned to a responsible unit",
+        style=_outline("#9575cd", 1.0), legend="Area assigned to a responsible unit",
     ),
     Layer(
         id="water", title="水系 Water", group="base",
@@ -131,14 +136,15 @@ CATALOGUE: tuple[Layer, ...] = (
         id="buildings", title="登记建筑 Registered buildings", group="base",
         relation="city.building", key="id", geometry_type="MultiPolygon",
         properties=("name", "use_type", "floors", "height_m", "permit_no", "district_code"), minzoom=14,
-        editable=True, style=_fill("#37474f", 0.7, "#546e7a"), legend="Registered (permitted) building",
+        editable=True, style=_fill("#37474f", 0.7, "#546e7a", outline_minzoom=16),
+        legend="Registered (permitted) building",
     ),
     Layer(
         id="manhole_covers", title="智能井盖 Smart manhole covers", group="components",
         relation="city.manhole_cover_v", key="objcode", geometry_type="Point",
         properties=(*COMPONENT_PROPERTIES, "sensor_state", "battery_pct"),
         source_tables=("city.component", "city.manhole_sensor"),
-        minzoom=14, lowzoom="count_per_grid",
+        minzoom=15, lowzoom="count_per_grid",
         style={
             "type": "circle",
             "paint": {

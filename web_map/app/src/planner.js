@@ -27,13 +27,18 @@ function circle({ lng, lat }, metres) {
   return { type: 'Feature', properties: {}, geometry: { type: 'Polygon', coordinates: [ring] } };
 }
 
+const ANSWER_LAYERS = ['planner-answer-fill', 'planner-answer-line', 'planner-answer-point'];
+
+// The answer layers stay hidden while there is no answer: a visible layer, even over an empty
+// source, costs MapLibre a pass of tile clipping masks on every frame.
 export function addAnswerLayers(map) {
+  const hidden = { visibility: 'none' };
   map.addSource(ANSWER_SOURCE, { type: 'geojson', data: EMPTY });
-  map.addLayer({ id: 'planner-answer-fill', type: 'fill', source: ANSWER_SOURCE, filter: ['==', ['geometry-type'], 'Polygon'],
-    paint: { 'fill-color': '#ffea00', 'fill-opacity': 0.18 } });
-  map.addLayer({ id: 'planner-answer-line', type: 'line', source: ANSWER_SOURCE, paint: { 'line-color': '#ffea00', 'line-width': 2 } });
-  map.addLayer({ id: 'planner-answer-point', type: 'circle', source: ANSWER_SOURCE, filter: ['==', ['geometry-type'], 'Point'],
-    paint: { 'circle-color': '#ffea00', 'circle-radius': 5, 'circle-stroke-color': '#000', 'circle-stroke-width': 1 } });
+  map.addLayer({ id: ANSWER_LAYERS[0], type: 'fill', source: ANSWER_SOURCE, filter: ['==', ['geometry-type'], 'Polygon'],
+    layout: hidden, paint: { 'fill-color': '#ffea00', 'fill-opacity': 0.18 } });
+  map.addLayer({ id: ANSWER_LAYERS[1], type: 'line', source: ANSWER_SOURCE, layout: hidden, paint: { 'line-color': '#ffea00', 'line-width': 2 } });
+  map.addLayer({ id: ANSWER_LAYERS[2], type: 'circle', source: ANSWER_SOURCE, filter: ['==', ['geometry-type'], 'Point'],
+    layout: hidden, paint: { 'circle-color': '#ffea00', 'circle-radius': 5, 'circle-stroke-color': '#000', 'circle-stroke-width': 1 } });
 }
 
 export class Planner {
@@ -58,6 +63,7 @@ export class Planner {
   show(html, features = [], highlight = null) {
     this.panel.querySelector('.answer').innerHTML = html;
     this.map.getSource(ANSWER_SOURCE).setData({ type: 'FeatureCollection', features });
+    for (const id of ANSWER_LAYERS) this.map.setLayoutProperty(id, 'visibility', features.length ? 'visible' : 'none');
     if (this.map.getLayer(HIGHLIGHT)) this.map.removeLayer(HIGHLIGHT);
     if (highlight) this.map.addLayer(highlight);
   }

@@ -13,6 +13,10 @@
 
 const GROUP_ORDER = ['base', 'boundaries', 'enforcement', 'components', 'operations'];
 const TYPE_ORDER = { fill: 0, line: 1, circle: 2 };
+// Fills and lines are clipped to their tiles by stencil masks, which MapLibre draws again each time
+// the next clipped layer comes from another source: so each source's fills and lines are drawn
+// together (the city base, then enforcement above it), and the circles, which are not clipped, last.
+const CLIPPED_SOURCE_ORDER = ['base', 'ops'];
 // A source's deepest zoom: deeper views overzoom its tiles instead of asking for more of them.
 const SOURCE_MAXZOOM = 16;
 export const BACKGROUND = '#040b16';
@@ -21,7 +25,8 @@ const DISTRICTS = 'districts';
 const UNDERLAY = '__underlay';           // drawn first, right above the background
 
 export function drawOrder(layers) {
-  return [...layers].sort((a, b) => (TYPE_ORDER[a.style.type] - TYPE_ORDER[b.style.type])
+  const clippedRank = (l) => (l.style.type === 'circle' ? CLIPPED_SOURCE_ORDER.length : Math.max(0, CLIPPED_SOURCE_ORDER.indexOf(sourceOf(l))));
+  return [...layers].sort((a, b) => (clippedRank(a) - clippedRank(b)) || (TYPE_ORDER[a.style.type] - TYPE_ORDER[b.style.type])
     || (GROUP_ORDER.indexOf(a.group) - GROUP_ORDER.indexOf(b.group)));
 }
 
