@@ -65,6 +65,16 @@ def test_collection_tile_holds_declared_properties_only(client):
         assert feature["properties"]["sensor_state"] in ("normal", "alarm", "offline", "unmonitored")
 
 
+def test_tiles_below_the_detail_zoom_carry_the_key_and_styled_properties_only(client):
+    stall_sites = client.app.state.catalogue.get("stall_sites")
+    assert stall_sites.style_properties == {"occupied"}
+    lean = decode(client.get(tile_path(stall_sites.minzoom, "/collections/stall_sites/tiles")))["stall_sites"]["features"]
+    full = decode(client.get(tile_path(stall_sites.detail_minzoom, "/collections/stall_sites/tiles")))["stall_sites"]["features"]
+    assert lean and full
+    assert all(set(f["properties"]) <= {"id", "occupied"} and "id" in f["properties"] for f in lean)
+    assert any(set(f["properties"]) == {"id", *stall_sites.properties} for f in full)
+
+
 def test_dataset_tile_carries_all_layers_and_clips(client):
     layers = decode(client.get(tile_path(14)))
     assert {"districts", "buildings", "manhole_covers", "roads", "unit_grids"} <= set(layers)

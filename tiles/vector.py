@@ -5,9 +5,10 @@ Each layer is `ST_AsMVT` over `ST_AsMVTGeom` rows; a dataset tile joins the laye
 matrix set's CRS and its GiST index (`geom_3857 && ST_TileEnvelope(z, x, y, margin)` for
 WebMercatorQuad, `geom && envelope` for CGCS2000Quad): no row is reprojected per request.
 
-What a layer holds depends on the zoom: its features (key and declared properties only, lines and
-polygons simplified at half a screen pixel, at most `tile_feature_budget` of them) from its
-minzoom to its maxzoom; below its minzoom, if it has a `lowzoom`, counts clustered on a 16 × 16
+What a layer holds depends on the zoom: its features (lines and polygons simplified at half a
+screen pixel, at most `tile_feature_budget` of them; the key and the declared properties from
+`detail_minzoom`, below it the key and only the properties the style reads) from its minzoom to
+its maxzoom; below its minzoom, if it has a `lowzoom`, counts clustered on a 16 × 16
 grid per tile, from the precomputed per-grid counts (`count_per_grid`) or, when a filter is
 applied or for `cluster` layers, from the rows themselves; otherwise nothing.
 
@@ -88,11 +89,11 @@ def _mvt_geom(geometry: sql.Composable, grid: Grid) -> sql.Composable:
         geometry, grid.envelope, sql.Literal(EXTENT), sql.Literal(BUFFER))
 
 
-def _features(layer: Layer, grid: Grid, compiled: CompiledFilter | None) -> sql.Composable:
+def _features(layer: Layer, grid: Grid, z: int, compiled: CompiledFilter | None) -> sql.Composable:
     geom = sql.Identifier(grid.geom_column)
     if layer.geometry_type != "Point":
         geom = sql.SQL("ST_SimplifyPreserveTopology({}, %(tolerance)s)").format(geom)
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in dict.fromkeys((layer.key, *layer.properties)))
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in layer.tile_properties(z))
     return sql.SQL("SELECT {geom} AS geom, {columns} FROM {relation} WHERE {conditions} LIMIT {budget}").format(
         geom=_mvt_geom(geom, grid), columns=columns, relation=_relation(layer),
         conditions=_conditions(layer, grid, compiled), budget=sql.Literal(layer.tile_feature_budget))
@@ -116,7 +117,7 @@ def layer_rows(layer: Layer, grid: Grid, z: int, compiled: CompiledFilter | None
     if z > layer.maxzoom:
         return None
     if z >= layer.minzoom:
-        return _features(layer, grid, compiled)
+        return _features(layer, grid, z, compiled)
     if layer.lowzoom:
         return _counts(layer, grid, compiled)
     return None

@@ -41,8 +41,18 @@ export function featuresAt(map, point, layerIds) {
   return map.queryRenderedFeatures(box, { layers: layerIds.filter((id) => map.getLayer(id)) });
 }
 
-export async function showFeature(panel, feature, layer, districtNames) {
+// Tiles below a layer's detail zoom carry only its key and what its style reads: the clicked
+// feature's other attributes come from the Features API.
+async function fullProperties(feature, layer) {
   const props = feature.properties;
+  const key = props[layer?.key];
+  if (!layer || key === undefined || layer.properties.every((p) => p in props)) return props;
+  const item = await getJSON(`/collections/${encodeURIComponent(layer.id)}/items/${encodeURIComponent(key)}`);
+  return { [layer.key]: key, ...item.properties };
+}
+
+export async function showFeature(panel, feature, layer, districtNames) {
+  const props = await fullProperties(feature, layer);
   const plain = Object.entries(props).filter(([k]) => !['objcode', 'bgcode', 'district_code'].includes(k))
     .map(([k, v]) => row(k, v)).join('');
   panel.hidden = false;
