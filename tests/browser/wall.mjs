@@ -16,6 +16,13 @@ const report = { layers: {}, toggles: {} };
 // Camera stops that together bring every layer past its minzoom, over the main town's centre.
 const STOPS = [{ zoom: null }, { zoom: 11.5 }, { zoom: 13.5 }, { zoom: 14.6 }, { zoom: 15.6 }, { zoom: 16.6 }];
 
+// Where a place is on the page (map.project is relative to the map's container, which sits between the panels).
+const pagePoint = (page, { lon, lat }) => page.evaluate(([lon, lat]) => {
+  const { x, y } = window.map.project([lon, lat]);
+  const box = window.map.getContainer().getBoundingClientRect();
+  return { x: x + box.left, y: y + box.top };
+}, [lon, lat]);
+
 async function renderedCounts(page, layerIds) {
   return page.evaluate((ids) => Object.fromEntries(ids.map((id) => [id,
     window.map.queryRenderedFeatures({ layers: [id] }).length])), layerIds);
@@ -93,7 +100,7 @@ async function checkLiveAlarm(page) {
 
 async function checkPlanner(page) {
   await page.click('#modes button[data-mode="planner"]');
-  const point = await page.evaluate(({ lon, lat }) => window.map.project([lon, lat]), cover);
+  const point = await pagePoint(page, cover);
   const ask = async (tool) => {
     await page.check(`#planner input[name=tool][value=${tool}]`);
     await page.$eval('#planner .answer', (e) => { e.innerHTML = ''; });
@@ -157,7 +164,7 @@ async function checkSearch(page) {
   await page.waitForFunction(() => document.querySelectorAll('#search-hits li').length > 0, null, { timeout: 10000 });
   report.search = await page.$$eval('#search-hits li', (items) => items.map((i) => i.textContent.trim().replace(/\s+/g, ' ')));
   await settle(page);
-  const point = await page.evaluate(({ lon, lat }) => window.map.project([lon, lat]), cover);
+  const point = await pagePoint(page, cover);
   await page.mouse.click(point.x, point.y);
   await page.waitForFunction(() => document.querySelector('#inspector .grid-detail tr'), null, { timeout: 10000 });
   report.inspector = await page.$eval('#inspector', (e) => e.innerText.replace(/\s+/g, ' ').slice(0, 600));

@@ -2,7 +2,7 @@
 // Test and bench hooks: window.map (the MapLibre map) and window.__wall (state and errors).
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 import { getJSON, installedPaths } from './api.js';
-import { buildStyle, LIVE_ALARMS, sourceTiles, vectorSources } from './wall_style.js';
+import { buildStyle, LIVE_ALARMS, mapLayerIds, sourceTiles, vectorSources } from './wall_style.js';
 import { buildLayerPanel } from './layer_panel.js';
 import { connectLiveFeed } from './live_feed.js';
 import { renderFigures } from './figures_panel.js';
@@ -12,7 +12,6 @@ import { addOrthophotos } from './orthophotos.js';
 import { addAnswerLayers, Planner } from './planner.js';
 import { ReviewDesk } from './review_desk.js';
 import { warmUpShaders } from './shader_warmup.js';
-import { mapLayerIds } from './wall_style.js';
 
 const RECENT_ALARMS = 6;
 // The union of all components repeats what the class layers show; it starts hidden (unless the
@@ -29,8 +28,8 @@ const districtNames = Object.fromEntries(catalogue.districts.map((d) => [d.code,
 
 const rem = parseFloat(getComputedStyle(document.documentElement).fontSize);
 const map = window.map = new maplibregl.Map({
-  container: 'map', style: buildStyle(catalogue, location.origin), bounds: catalogue.extent.bbox,
-  fitBoundsOptions: { padding: { top: 6 * rem, bottom: 4 * rem, left: 24 * rem, right: 24 * rem } },
+  container: 'map', style: buildStyle(catalogue, location.origin, INITIALLY_HIDDEN), bounds: catalogue.extent.bbox,
+  fitBoundsOptions: { padding: { top: 2 * rem, bottom: 5 * rem, left: 2 * rem, right: 2 * rem } },
   attributionControl: false, fadeDuration: 0, maxPitch: 60, hash: false,
 });
 map.on('error', (e) => wall.errors.push(String(e.error?.message ?? e.error ?? e)));

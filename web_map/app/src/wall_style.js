@@ -1,13 +1,12 @@
 // Builds the wall's MapLibre style from the layer catalogue (GET /catalogue).
-// Sources: a few dataset-tile sources (`/tiles/WebMercatorQuad/{z}/{y}/{x}?collections=a,b,…`, every
-// layer of the group in one MVT), grouped by how often their tables are written, so a tile position
-// costs 3 requests and parses instead of one per layer (17), and a live write reloads only its group:
-//   base  – boundaries, grids, water, roads, buildings (rarely written)
-//   assets – the component class layers (sensor state changes)
-//   ops   – stall sites, cases, illegal buildings, drone change candidates (written all day)
-//   all_components – the union of all components (hidden unless switched on; it repeats the class layers)
+// Two dataset-tile sources (`/tiles/WebMercatorQuad/{z}/{y}/{x}?collections=a,b,…`, every layer of
+// the source in one MVT), split by how often their tables are written, so a tile position costs two
+// requests, parses and uploads instead of one per layer (17), and a live write reloads only its half:
+//   base – boundaries, grids, water, roads, buildings (rarely written)
+//   live – components (sensor states), stall sites, cases, illegal buildings, drone change
+//          candidates, and the union of all components (hidden unless switched on)
 // and the open alarms as their own GeoJSON source (`GET /live/alarms`). A source asks only for its
-// visible layers (`sourceTiles`), so a hidden layer still costs no tile bytes.
+// visible layers (`sourceTiles`), so a hidden layer costs no tile bytes.
 // No `glyphs`: the map draws no text; names are HTML (district labels, panels), so nothing is fetched
 // from a font server and the wall works offline.
 
@@ -16,7 +15,7 @@ const TYPE_ORDER = { fill: 0, line: 1, circle: 2 };
 // Fills and lines are clipped to their tiles by stencil masks, which MapLibre draws again each time
 // the next clipped layer comes from another source: so each source's fills and lines are drawn
 // together (the city base, then enforcement above it), and the circles, which are not clipped, last.
-const CLIPPED_SOURCE_ORDER = ['base', 'ops'];
+const CLIPPED_SOURCE_ORDER = ['base', 'live'];
 // A source's deepest zoom: deeper views overzoom its tiles instead of asking for more of them.
 const SOURCE_MAXZOOM = 16;
 export const BACKGROUND = '#040b16';
@@ -30,14 +29,12 @@ export function drawOrder(layers) {
     || (GROUP_ORDER.indexOf(a.group) - GROUP_ORDER.indexOf(b.group)));
 }
 
-const SOURCE_OF_GROUP = { boundaries: 'base', base: 'base', components: 'assets', operations: 'ops', enforcement: 'ops' };
-const OWN_SOURCE = new Set(['components']);   // the union: big, and hidden by default
+const SOURCE_OF_GROUP = { boundaries: 'base', base: 'base' };
 
 // The map source a catalogue layer is drawn from.
 export function sourceOf(layer) {
   if (layer.id === LIVE_ALARMS) return LIVE_ALARMS;
-  if (OWN_SOURCE.has(layer.id)) return `all_${layer.id}`;
-  return SOURCE_OF_GROUP[layer.group] ?? 'ops';
+  return SOURCE_OF_GROUP[layer.group] ?? 'live';
 }
 
 // The vector sources and the catalogue layers each one carries: { sourceId: [layer, …] }.
@@ -54,16 +51,16 @@ export function sourceTiles(origin, layerIds, extra = '') {
   return [`${origin}/tiles/WebMercatorQuad/{z}/{y}/{x}?collections=${layerIds.map(encodeURIComponent).join(',')}${extra}`];
 }
 
-function vectorSource(layers, origin) {
+function vectorSource(layers, origin, hidden) {
   return {
-    type: 'vector', tiles: sourceTiles(origin, layers.map((l) => l.id)),
+    type: 'vector', tiles: sourceTiles(origin, layers.filter((l) => !hidden.has(l.id)).map((l) => l.id)),
     minzoom: Math.min(...layers.map((l) => (l.lowzoom ? 0 : l.minzoom))),
     // Deeper views overzoom z16 tiles instead of asking for more of them.
     maxzoom: Math.max(...layers.map((l) => Math.max(l.minzoom, Math.min(l.maxzoom, SOURCE_MAXZOOM)))),
   };
 }
 
-function styleLayers(layer) {
+function styleLayers(layer, hidden = new Set()) {
   const source = sourceOf(layer);
   const base = {
     id: layer.id, source, type: layer.style.type,
@@ -94,21 +91,23 @@ function styleLayers(layer) {
         'circle-radius': ['interpolate', ['linear'], ['sqrt', ['to-number', ['get', 'count'], 1]], 1, 1.5, 30, 9],
       } });
   }
-  return [...extra, base];
+  const layers = [...extra, base];
+  return hidden.has(layer.id) ? layers.map((l) => ({ ...l, layout: { ...l.layout, visibility: 'none' } })) : layers;
 }
 
 // Map layer ids drawn for a catalogue layer (its own plus helpers such as counts and halos).
 export const mapLayerIds = (layer) => styleLayers(layer).map((l) => l.id);
 
-export function buildStyle(catalogue, origin) {
+// The style; the layers in `hidden` start switched off, and their sources do not ask for them.
+export function buildStyle(catalogue, origin, hidden = new Set()) {
   const ordered = drawOrder(catalogue.layers);
-  const styleLayerList = ordered.flatMap(styleLayers);
+  const styleLayerList = ordered.flatMap((layer) => styleLayers(layer, hidden));
   const isUnderlay = (l) => l.id.endsWith(UNDERLAY);
   return {
     version: 8,
     name: 'cityops command wall',
     sources: {
-      ...Object.fromEntries(Object.entries(vectorSources(catalogue)).map(([id, layers]) => [id, vectorSource(layers, origin)])),
+      ...Object.fromEntries(Object.entries(vectorSources(catalogue)).map(([id, layers]) => [id, vectorSource(layers, origin, hidden)])),
       [LIVE_ALARMS]: { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' },  // filled from /live/alarms
     },
     layers: [{ id: 'background', type: 'background', paint: { 'background-color': BACKGROUND } },
