@@ -8,6 +8,7 @@ this list; adding a layer is adding one `Layer(...)` here.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,7 +55,7 @@ class Layer(BaseModel):
     def tables(self) -> tuple[str, ...]:
         return self.source_tables or (self.relation,)
 
-    @property
+    @cached_property
     def style_properties(self) -> frozenset[str]:
         """Properties the style reads with a ["get", name] expression anywhere in it."""
         found: set[str] = set()
@@ -77,7 +78,8 @@ class Layer(BaseModel):
         declared properties, or below `detail_minzoom` only those the style reads. Attributes are
         most of a tile's bytes (a stall-site tile at z13: 82 KB with them, 11 KB without), and a
         map drawing thousands of features needs them only for the one that is clicked."""
-        wanted = self.properties if z >= self.detail_minzoom else [p for p in self.properties if p in self.style_properties]
+        styled = self.style_properties
+        wanted = self.properties if z >= self.detail_minzoom else [p for p in self.properties if p in styled]
         return tuple(dict.fromkeys((self.key, *wanted)))
 
 

@@ -10,6 +10,8 @@
 // on screen: the draw calls happen and compile their programs, and the GPU clips every fragment.
 // The copies are removed after that frame; the compiled programs stay cached in the painter.
 
+import { MercatorCoordinate } from '../vendor/maplibre-gl/maplibre-gl.mjs';
+
 const WARMUP = '__warmup';
 const OUTSIDE_PX = 64;                      // wider than any circle radius, halo or line width
 const GEOMETRY_OF_TYPE = { fill: 'Polygon', line: 'LineString', circle: 'Point' };
@@ -18,11 +20,10 @@ const GEOMETRY_OF_TYPE = { fill: 'Polygon', line: 'LineString', circle: 'Point' 
 // covers) also covers the canvas edge, so the tile is rendered; null if no edge qualifies.
 function offscreenAnchor(map) {
   const { clientWidth: w, clientHeight: h } = map.getCanvas();
-  const z = Math.floor(map.getZoom());
-  const tileOf = ([x, y]) => {
-    const { lng, lat } = map.unproject([x, y]);
-    const n = 2 ** z, sin = Math.sin((lat * Math.PI) / 180);
-    return `${Math.floor(((lng + 180) / 360) * n)}/${Math.floor((0.5 - Math.log((1 + sin) / (1 - sin)) / (4 * Math.PI)) * n)}`;
+  const n = 2 ** Math.floor(map.getZoom());
+  const tileOf = (point) => {
+    const { x, y } = MercatorCoordinate.fromLngLat(map.unproject(point));
+    return `${Math.floor(x * n)}/${Math.floor(y * n)}`;
   };
   const edges = [[[-OUTSIDE_PX, h / 2], [0, h / 2]], [[w + OUTSIDE_PX, h / 2], [w - 1, h / 2]],
     [[w / 2, -OUTSIDE_PX], [w / 2, 0]], [[w / 2, h + OUTSIDE_PX], [w / 2, h - 1]]];
