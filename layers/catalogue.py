@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gis.errors import NotFound
 
@@ -41,6 +41,11 @@ class Layer(BaseModel):
     lowzoom: LowZoom | None = Field(
         default=None, description="what tiles below minzoom hold instead of features"
     )
+    linework_below: int | None = Field(
+        default=None, ge=1, le=24,
+        description="below this zoom (and from minzoom) tiles hold a polygon layer's boundaries as lines, "
+                    "each shared edge once and straight runs merged, without attributes",
+    )
     tile_feature_budget: int = Field(default=20_000, gt=0)
     detail_minzoom: int = Field(
         default=16, ge=0, le=24,
@@ -50,6 +55,20 @@ class Layer(BaseModel):
     editable: bool = False
     style: dict[str, Any] = Field(description="MapLibre layer type, paint and layout")
     legend: str = ""
+
+    @model_validator(mode="after")
+    def _linework_draws_polygon_outlines(self) -> Layer:
+        # A mesh of adjacent polygons drawn as outlines draws every shared edge twice, in as many
+        # short segments as the polygons have sides; its linework is each edge once, merged.
+        if self.linework_below is None:
+            return self
+        if self.geometry_type not in ("Polygon", "MultiPolygon"):
+            raise ValueError(f"linework_below needs a polygon layer, not {self.geometry_type}")
+        if self.style.get("type") != "line":
+            raise ValueError("linework_below needs a line style: lines are what its tiles hold below that zoom")
+        if self.linework_below <= self.minzoom:
+            raise ValueError(f"linework_below ({self.linework_below}) must be above minzoom ({self.minzoom})")
+        return self
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -124,27 +143,28 @@ CATALOGUE: tuple[Layer, ...] = (
     Layer(
         id="streets", title="街道 Streets (sub-districts)", group="boundaries",
         relation="city.street", key="code", geometry_type="MultiPolygon",
-        properties=("code", "name", "district_code", "area_m2"), minzoom=9,
+        properties=("code", "name", "district_code", "area_m2"), minzoom=9, linework_below=16,
         style=_outline("#81d4fa", 1.2, [4, 2]), legend="Street (街道) boundary",
     ),
     Layer(
         id="communities", title="社区 Communities", group="boundaries",
         relation="city.community", key="code", geometry_type="MultiPolygon",
         properties=("code", "name", "street_code", "area_m2"), district_column=None, minzoom=11,
-        style=_outline("#b3e5fc", 0.8, [2, 2]), legend="Community (社区) boundary",
+        linework_below=16, style=_outline("#b3e5fc", 0.8, [2, 2]), legend="Community (社区) boundary",
     ),
     Layer(
         id="unit_grids", title="单元网格 Unit grids", group="boundaries",
         relation="city.unit_grid", key="bgcode", geometry_type="MultiPolygon",
         properties=("bgcode", "community_code", "district_code", "responsible_unit_id", "area_m2"),
-        minzoom=14, style=_outline("#546e7a", 0.5), legend="GB/T 30428.1 unit grid (≈10,000 m²)",
+        minzoom=14, linework_below=16, style=_outline("#546e7a", 0.5),
+        legend="GB/T 30428.1 unit grid (≈10,000 m²)",
         editable=True,
     ),
     Layer(
         id="responsible_grids", title="责任网格 Responsible grids", group="boundaries",
         relation="city.responsible_grid", key="code", geometry_type="MultiPolygon",
         properties=("code", "name", "district_code", "responsible_unit_id", "area_m2"), minzoom=12,
-        style=_outline("#9575cd", 1.0), legend="Area assigned to a responsible unit",
+        linework_below=16, style=_outline("#9575cd", 1.0), legend="Area assigned to a responsible unit",
     ),
     Layer(
         id="water", title="水系 Water", group="base",
@@ -200,7 +220,7 @@ CATALOGUE: tuple[Layer, ...] = (
         id="video_cameras", title="视频监控 Video cameras", group="components",
         relation="city.component", key="objcode", geometry_type="Point",
         properties=COMPONENT_PROPERTIES, where="class_code = '0136'",
-        minzoom=12, style=_circle("#40c4ff", 3.0), legend="Video camera (class 0136)",
+        minzoom=14, lowzoom="count_per_grid", style=_circle("#40c4ff", 3.0), legend="Video camera (class 0136)",
     ),
     Layer(
         id="city_furniture", title="城市家具 City furniture", group="components",
@@ -221,7 +241,7 @@ CATALOGUE: tuple[Layer, ...] = (
         id="stall_sites", title="疏导点 Stall sites", group="operations",
         relation="city.stall_site", key="id", geometry_type="Point",
         properties=("code", "name", "capacity", "occupied", "district_code", "bgcode"),
-        datetime_column="updated_at", minzoom=13, lowzoom="count_per_grid", editable=True,
+        datetime_column="updated_at", minzoom=14, lowzoom="count_per_grid", editable=True,
         style={
             "type": "circle",
             "paint": {
@@ -251,7 +271,7 @@ CATALOGUE: tuple[Layer, ...] = (
         relation="city.case_file", key="id", geometry_type="Point",
         properties=("case_no", "kind", "state", "source", "reported_at", "deadline_at", "district_code", "bgcode"),
         where="state NOT IN ('closed', 'evaluated', 'voided')", datetime_column="reported_at",
-        minzoom=13, lowzoom="count_per_grid", style=_circle("#ea80fc", 3.5), legend="Case being handled (立案 → 结案)",
+        minzoom=14, lowzoom="count_per_grid", style=_circle("#ea80fc", 3.5), legend="Case being handled (立案 → 结案)",
     ),
     Layer(
         id="illegal_buildings", title="违法建设 Illegal buildings", group="enforcement",
@@ -260,7 +280,13 @@ CATALOGUE: tuple[Layer, ...] = (
         datetime_column="confirmed_at", minzoom=10, editable=True,
         style=_fill("#ff5252", 0.55, "#ff1744"), legend="Illegal-building record",
     ),
-    Layer(id="change_candidates", title="待核查变化 Drone change candidates", group="enforcement", relation="city.change_candidate", key="id", geometry_type="MultiPolygon", properties=("score", "area_m2", "height_gain_m", "before_id", "after_id", "detection_id", "district_code"), where="status = 'pending'", datetime_column="created_at", minzoom=12, style=_outline("#ffea00", 2.0, [2, 1]), legend="New structure seen by drone, awaiting review"),
+    Layer(
+        id="change_candidates", title="待核查变化 Drone change candidates", group="enforcement",
+        relation="city.change_candidate", key="id", geometry_type="MultiPolygon",
+        properties=("score", "area_m2", "height_gain_m", "before_id", "after_id", "detection_id", "district_code"),
+        where="status = 'pending'", datetime_column="created_at", minzoom=12,
+        style=_outline("#ffea00", 2.0, [2, 1]), legend="New structure seen by drone, awaiting review",
+    ),
 )
 
 _BY_ID = {layer.id: layer for layer in CATALOGUE}

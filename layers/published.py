@@ -11,7 +11,7 @@ from layers.catalogue import Layer
 
 PUBLISHED_SQL = (
     'SELECT id, title, description, "group", relation, key, geometry_type, properties, "where", source_tables, '
-    "datetime_column, district_column, minzoom, maxzoom, lowzoom, tile_feature_budget, editable, style, legend "
+    "datetime_column, district_column, minzoom, maxzoom, lowzoom, linework_below, tile_feature_budget, editable, style, legend "
     "FROM city.published_layer ORDER BY id"
 )
 

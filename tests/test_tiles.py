@@ -5,8 +5,12 @@ from __future__ import annotations
 import mapbox_vector_tile
 import morecantile
 import pytest
+import shapely
+from pydantic import ValidationError
+from shapely.geometry import box, shape
 
 from gis.db import open_connection
+from layers.catalogue import Layer, get_layer
 from tiles.matrix_sets import CGCS2000_QUAD
 
 TILES_CONF = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
@@ -73,6 +77,40 @@ def test_tiles_below_the_detail_zoom_carry_the_key_and_styled_properties_only(cl
     assert lean and full
     assert all(set(f["properties"]) <= {"id", "occupied"} and "id" in f["properties"] for f in lean)
     assert any(set(f["properties"]) == {"id", *stall_sites.properties} for f in full)
+
+
+def test_grid_meshes_below_their_linework_zoom_are_each_edge_once(client, city_db):
+    unit_grids = client.app.state.catalogue.get("unit_grids")
+    z = unit_grids.minzoom
+    tile = WEB_MERCATOR.tile(*CENTRE, z)
+    layer = decode(client.get(tile_path(z, "/collections/unit_grids/tiles")))["unit_grids"]
+    assert layer["features"] and all(f["properties"] == {} for f in layer["features"])
+    assert {f["geometry"]["type"] for f in layer["features"]} <= {"LineString", "MultiLineString"}
+    drawn_lines = [shape(f["geometry"]) for f in layer["features"]]
+    lines = shapely.union_all(drawn_lines).intersection(box(0, 0, layer["extent"], layer["extent"]))
+    with open_connection(city_db) as conn:
+        truth = conn.execute(
+            "SELECT ST_Length(ST_Intersection(ST_Union(ST_Boundary(ST_SnapToGrid(geom_3857, (ST_XMax(e) - ST_XMin(e)) / 4096))), e)) AS edges, "
+            "sum(ST_Length(ST_Intersection(ST_Boundary(geom_3857), e))) AS rings, count(*) AS cells, "
+            "ST_XMax(e) - ST_XMin(e) AS width "
+            "FROM city.unit_grid, ST_TileEnvelope(%s, %s, %s) e WHERE geom_3857 && e GROUP BY e",
+            [tile.z, tile.x, tile.y]).fetchone()
+    drawn = lines.length * truth["width"] / layer["extent"]
+    assert drawn == pytest.approx(truth["edges"], rel=0.03)   # every edge, once
+    assert truth["edges"] < 0.7 * truth["rings"]                # the rings drew shared edges twice
+    assert sum(shapely.get_num_geometries(drawn_lines)) < truth["cells"]  # rows of cells merged into lines
+    detail = decode(client.get(tile_path(unit_grids.linework_below, "/collections/unit_grids/tiles")))["unit_grids"]
+    assert all(f["geometry"]["type"] in ("Polygon", "MultiPolygon") and f["properties"]["bgcode"] for f in detail["features"])
+
+
+def test_linework_is_for_polygon_layers_drawn_as_lines():
+    grids = get_layer("unit_grids")
+    with pytest.raises(ValidationError, match="polygon layer"):
+        Layer(**{**grids.model_dump(), "geometry_type": "Point"})
+    with pytest.raises(ValidationError, match="line style"):
+        Layer(**{**grids.model_dump(), "style": {"type": "fill", "paint": {}}})
+    with pytest.raises(ValidationError, match="above minzoom"):
+        Layer(**{**grids.model_dump(), "minzoom": grids.linework_below})
 
 
 def test_dataset_tile_carries_all_layers_and_clips(client):

@@ -8,9 +8,10 @@ WebMercatorQuad, `geom && envelope` for CGCS2000Quad): no row is reprojected per
 What a layer holds depends on the zoom: its features (lines and polygons simplified at half a
 screen pixel, at most `tile_feature_budget` of them; the key and the declared properties from
 `detail_minzoom`, below it the key and only the properties the style reads) from its minzoom to
-its maxzoom; below its minzoom, if it has a `lowzoom`, counts clustered on a 16 × 16
-grid per tile, from the precomputed per-grid counts (`count_per_grid`) or, when a filter is
-applied or for `cluster` layers, from the rows themselves; otherwise nothing.
+its maxzoom, or, for a polygon layer below its `linework_below`, its boundaries as lines (each
+shared edge once, straight runs merged); below its minzoom, if it has a `lowzoom`, counts
+clustered on an 8 × 8 grid per tile, from the precomputed per-grid counts (`count_per_grid`) or,
+when a filter is applied or for `cluster` layers, from the rows themselves; otherwise nothing.
 
 The SQL text depends only on the layers, the zoom band and the filter's shape — z/x/y and sizes
 are bound parameters — so psycopg prepares it after a few tiles.
@@ -33,7 +34,7 @@ from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD
 
 EXTENT = 4096
 BUFFER = 64
-CLUSTER_CELLS = 16      # clusters per tile side below a layer's minzoom
+CLUSTER_CELLS = 8       # clusters per tile side below a layer's minzoom: one per 64 pixels
 SIMPLIFY_CELLS = 512    # tolerance = tile width / 512 = half a pixel of a 256-pixel tile
 GRID_COUNTS = sql.Identifier("city", "grid_count")
 
@@ -55,6 +56,7 @@ class Grid:
             "z": Int4(tile.z), "x": Int4(tile.x), "y": Int4(tile.y), "margin": BUFFER / EXTENT,
             "west": bounds.left, "south": bounds.bottom, "east": bounds.right, "north": bounds.top,
             "pad": width * BUFFER / EXTENT, "tolerance": width / SIMPLIFY_CELLS, "cell": width / CLUSTER_CELLS,
+            "quantum": width / EXTENT,
         }
 
 
@@ -99,6 +101,23 @@ def _features(layer: Layer, grid: Grid, z: int, compiled: CompiledFilter | None)
         conditions=_conditions(layer, grid, compiled), budget=sql.Literal(layer.tile_feature_budget))
 
 
+def _linework(layer: Layer, grid: Grid, compiled: CompiledFilter | None) -> sql.Composable:
+    # Each segment of the rings once, whichever ring it came from and in whichever direction (ends
+    # snapped to the tile's own resolution, as neighbours' shared corners can differ by rounding), then
+    # merged into lines per orientation: among the roughly horizontal edges of a mesh, a node joins
+    # two of them, so a row of 100 m grid cells becomes one line, and simplifying it drops the corners
+    # it runs through. A z14 tile of unit grids: 2,005 ring segments → 1,115 edges → 82 lines.
+    geom = sql.Identifier(grid.geom_column)
+    edges = sql.SQL(
+        "SELECT DISTINCT ST_Normalize(ST_SnapToGrid(s.seg, %(quantum)s)) AS g "
+        "FROM {relation}, ST_DumpSegments({geom}) AS s(path, seg) WHERE {conditions}"
+    ).format(relation=_relation(layer), geom=geom, conditions=_conditions(layer, grid, compiled))
+    merged = sql.SQL("ST_Simplify(ST_LineMerge(ST_Collect(g)), %(tolerance)s)")
+    horizontal = sql.SQL("abs(ST_X(ST_EndPoint(g)) - ST_X(ST_StartPoint(g))) >= abs(ST_Y(ST_EndPoint(g)) - ST_Y(ST_StartPoint(g)))")
+    return sql.SQL("SELECT {geom} AS geom FROM ({edges}) e WHERE NOT ST_IsEmpty(g) GROUP BY {horizontal}").format(
+        geom=_mvt_geom(merged, grid), edges=edges, horizontal=horizontal)
+
+
 def _counts(layer: Layer, grid: Grid, compiled: CompiledFilter | None) -> sql.Composable:
     geom = sql.Identifier(grid.geom_column)
     if layer.lowzoom == "count_per_grid" and compiled is None:
@@ -117,6 +136,8 @@ def layer_rows(layer: Layer, grid: Grid, z: int, compiled: CompiledFilter | None
     if z > layer.maxzoom:
         return None
     if z >= layer.minzoom:
+        if layer.linework_below is not None and z < layer.linework_below:
+            return _linework(layer, grid, compiled)
         return _features(layer, grid, z, compiled)
     if layer.lowzoom:
         return _counts(layer, grid, compiled)

@@ -91,7 +91,8 @@ $('#modes').addEventListener('click', (e) => {
 const clickable = catalogue.layers.flatMap((l) => mapLayerIds(l).filter((id) => !/__(halo|glow|underlay)$/.test(id)));
 map.on('click', (e) => {
   if (mode === 'planner') return planner.ask(e);
-  const [feature] = featuresAt(map, e.point, clickable);
+  // Boundary linework (below a layer's linework_below) carries no properties: nothing to show.
+  const feature = featuresAt(map, e.point, clickable).find((f) => Object.keys(f.properties).length);
   if (feature) showFeature($('#inspector'), feature, layerById[feature.layer.id.split('__')[0]], districtNames);
 });
 

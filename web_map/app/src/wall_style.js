@@ -88,7 +88,7 @@ function styleLayers(layer, hidden = new Set()) {
       maxzoom: layer.minzoom,
       paint: {
         'circle-color': typeof color === 'string' ? color : '#26c6da', 'circle-opacity': 0.35,
-        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['to-number', ['get', 'count'], 1]], 1, 1.5, 30, 9],
+        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['to-number', ['get', 'count'], 1]], 1, 2, 50, 12],
       } });
   }
   const layers = [...extra, base];
