@@ -9,6 +9,7 @@ import time
 import httpx
 import mapbox_vector_tile
 import morecantile
+import psycopg
 import pytest
 
 from gis.db import open_connection
@@ -139,3 +140,26 @@ def test_a_layer_published_at_run_time_appears_at_once(client, city_db):
             conn.execute("DROP TABLE city.test_hydrant")
             conn.commit()
     wait_for(lambda: client.get(path).status_code, lambda status: status == 404)
+
+
+def test_a_published_layer_may_be_drawn_as_linework(client, city_db):
+    line_style = json.dumps({"type": "line", "paint": {"line-color": "#ffffff"}})
+    with open_connection(city_db) as conn:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            with conn.transaction():
+                conn.execute("INSERT INTO city.published_layer (id, title, relation, key, geometry_type, minzoom, linework_below, style) "
+                             "VALUES ('test_wards', 'Wards', 'city.community', 'code', 'MultiPolygon', 16, 16, %s)", [line_style])
+        conn.execute("INSERT INTO city.published_layer (id, title, relation, key, geometry_type, properties, minzoom, linework_below, style) "
+                     "VALUES ('test_wards', 'Wards', 'city.community', 'code', 'MultiPolygon', '{name}', 10, 15, %s)", [line_style])
+        conn.commit()
+    path = lambda z: "/collections/test_wards/tiles/WebMercatorQuad/{z}/{t.y}/{t.x}".format(z=z, t=WEB_MERCATOR.tile(118.28, 33.96, z))
+    try:
+        wait_for(lambda: client.get(path(14)).status_code, lambda status: status == 200)
+        lines = layer_features(client.get(path(14)), "test_wards")
+        assert lines and all(f["geometry"]["type"].endswith("LineString") and not f["properties"] for f in lines)
+        polygons = layer_features(client.get(path(15)), "test_wards")
+        assert polygons and all(f["geometry"]["type"].endswith("Polygon") and f["properties"]["code"] for f in polygons)
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("DELETE FROM city.published_layer WHERE id = 'test_wards'")
+            conn.commit()
