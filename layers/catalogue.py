@@ -156,9 +156,8 @@ CATALOGUE: tuple[Layer, ...] = (
         id="unit_grids", title="单元网格 Unit grids", group="boundaries",
         relation="city.unit_grid", key="bgcode", geometry_type="MultiPolygon",
         properties=("bgcode", "community_code", "district_code", "responsible_unit_id", "area_m2"),
-        minzoom=14, linework_below=16, style=_outline("#546e7a", 0.5),
-        legend="GB/T 30428.1 unit grid (≈10,000 m²)",
-        editable=True,
+        minzoom=14, linework_below=16, editable=True,
+        style=_outline("#546e7a", 0.5), legend="GB/T 30428.1 unit grid (≈10,000 m²)",
     ),
     Layer(
         id="responsible_grids", title="责任网格 Responsible grids", group="boundaries",
