@@ -14,8 +14,11 @@ from urllib.parse import quote
 import httpx
 import mapbox_vector_tile
 import morecantile
+import pyogrio
 import pytest
 from pmtiles.reader import MmapSource, Reader
+
+from gis.db import open_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 STYLE_VALIDATOR = ROOT / "web_map" / "node_modules" / ".bin" / "gl-style-validate"
@@ -37,6 +40,24 @@ def test_gdal_reads_a_tile_over_http(live_server):
     xmin, ymin, xmax, ymax = map(float, re.search(r"Extent: \(([-\d.]+), ([-\d.]+)\) - \(([-\d.]+), ([-\d.]+)\)", result.stdout).groups())
     bounds = WEB_MERCATOR.xy_bounds(tile)
     assert bounds.left <= xmin <= xmax <= bounds.right and bounds.bottom <= ymin <= ymax <= bounds.top
+
+
+def test_gdal_ogcapi_driver_reads_a_collection_through_its_tilesets(live_server, city_db):
+    # pyogrio's own GDAL (3.9+; Debian 12's GDAL 3.6 has its OGCAPI vector-tile reading compiled
+    # out, GDAL #7993). It follows the collection's tilesets-vector link, picks WorldCRS84Quad and
+    # reads each zoom level as a layer of its tiles.
+    source = f"OGCAPI:{live_server}/collections/manhole_covers"
+    assert "Zoom level 15" in [name for name, _ in pyogrio.list_layers(source)]
+    box = (118.275, 33.955, 118.285, 33.965)
+    covers = pyogrio.read_dataframe(source, layer="Zoom level 15", bbox=box)
+    with open_connection(city_db) as conn:
+        expected = conn.execute("SELECT count(*) AS n FROM city.manhole_cover_v WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4490)",
+                                box).fetchone()["n"]
+    assert covers.crs.to_string() == "OGC:CRS84"
+    assert set(covers.geometry.geom_type) == {"Point"}
+    # points in a tile's buffer come twice (once from each tile); none is missed
+    distinct = {(round(p.x, 5), round(p.y, 5)) for p in covers.geometry}
+    assert expected > 0 and expected * 0.98 <= len(distinct) <= expected
 
 
 @pytest.mark.skipif(not STYLE_VALIDATOR.exists(), reason="web_map npm packages are not installed (scripts/install.sh)")

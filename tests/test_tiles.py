@@ -40,10 +40,21 @@ def test_conformance_and_landing_advertise_tiles(client):
 
 def test_tile_matrix_sets_from_morecantile(client):
     ids = [tms["id"] for tms in client.get("/tileMatrixSets").json()["tileMatrixSets"]]
-    assert ids == ["WebMercatorQuad", "CGCS2000Quad"]
+    assert ids == ["WebMercatorQuad", "WorldCRS84Quad", "CGCS2000Quad"]
     cgcs = client.get("/tileMatrixSets/CGCS2000Quad").json()
     assert cgcs["crs"].endswith("/EPSG/0/4490")
     assert (cgcs["tileMatrices"][0]["matrixWidth"], cgcs["tileMatrices"][0]["matrixHeight"]) == (2, 1)
+
+
+def test_tile_matrix_sets_are_tms_2_documents(client):
+    for tms_id in ("WebMercatorQuad", "WorldCRS84Quad", "CGCS2000Quad"):
+        assert morecantile.TileMatrixSet.model_validate(client.get(f"/tileMatrixSets/{tms_id}").json()).id == tms_id
+
+
+def test_a_collection_links_to_its_tilesets(client):
+    links = client.get("/collections/stall_sites").json()["links"]
+    tilesets = [link["href"] for link in links if link["rel"] == "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"]
+    assert [href.split("/", 3)[3] for href in tilesets] == ["collections/stall_sites/tiles"]
 
 
 def test_tileset_metadata_links_to_tiles(client):

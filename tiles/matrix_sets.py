@@ -9,12 +9,17 @@ from pyproj import CRS
 from gis.errors import NotFound
 
 WEB_MERCATOR_QUAD = morecantile.tms.get("WebMercatorQuad")
+# OGC's geographic quad (CRS84, two tiles at level 0): clients that take a collection's CRS84
+# extent as tile-matrix coordinates use it by name (GDAL's OGCAPI driver picks it when offered).
+WORLD_CRS84_QUAD = morecantile.tms.get("WorldCRS84Quad")
 # The geographic grid of Tianditu's "c" services on the CGCS2000 datum: two tiles at level 0.
 CGCS2000_QUAD = TileMatrixSet.custom(
     [-180, -90, 180, 90], CRS.from_epsg(4490), matrix_scale=[2, 1], id="CGCS2000Quad",
     title="CGCS2000 geographic quad (天地图 c)", maxzoom=22,
 )
-TILE_MATRIX_SETS: dict[str, TileMatrixSet] = {tms.id: tms for tms in (WEB_MERCATOR_QUAD, CGCS2000_QUAD)}
+TILE_MATRIX_SETS: dict[str, TileMatrixSet] = {tms.id: tms for tms in (WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD, CGCS2000_QUAD)}
+# Registered by OGC: their definitions have a canonical URI.
+OGC_REGISTERED = frozenset((WEB_MERCATOR_QUAD.id, WORLD_CRS84_QUAD.id))
 
 
 def get_tms(tms_id: str) -> TileMatrixSet:

@@ -11,6 +11,7 @@ from morecantile import TileMatrixSet
 
 from gis.cql import Queryable
 from layers.catalogue import Layer
+from tiles.matrix_sets import OGC_REGISTERED
 
 MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
 TILING_SCHEME_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
@@ -46,7 +47,7 @@ def tileset_summary(base: str, tms: TileMatrixSet, title: str, collection_id: st
         "title": f"{title} ({tms.id})",
         "dataType": "vector",
         "crs": tms.crs.srs,
-        "tileMatrixSetURI": f"http://www.opengis.net/def/tilematrixset/OGC/1.0/{tms.id}" if tms.id == "WebMercatorQuad" else f"{base}/tileMatrixSets/{tms.id}",
+        "tileMatrixSetURI": f"http://www.opengis.net/def/tilematrixset/OGC/1.0/{tms.id}" if tms.id in OGC_REGISTERED else f"{base}/tileMatrixSets/{tms.id}",
         "links": [
             {"rel": "self", "type": "application/json", "title": "Tileset metadata", "href": href},
             {"rel": TILING_SCHEME_REL, "type": "application/json", "title": f"{tms.id} definition", "href": f"{base}/tileMatrixSets/{tms.id}"},

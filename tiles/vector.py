@@ -3,7 +3,8 @@
 Each layer is `ST_AsMVT` over `ST_AsMVTGeom` rows; a dataset tile joins the layers' tiles with
 `||` (an MVT is a concatenation of layers). Rows are found with the stored geometry in the tile
 matrix set's CRS and its GiST index (`geom_3857 && ST_TileEnvelope(z, x, y, margin)` for
-WebMercatorQuad, `geom && envelope` for CGCS2000Quad): no row is reprojected per request.
+WebMercatorQuad, `geom && envelope` for the geographic CGCS2000Quad and WorldCRS84Quad): no row is
+reprojected per request.
 
 What a layer holds depends on the zoom: its features (lines and polygons simplified at half a
 screen pixel, at most `tile_feature_budget` of them; the key and the declared properties from
@@ -30,7 +31,7 @@ from psycopg.types.numeric import Int4
 from gis.cql import CompiledFilter
 from gis.errors import InvalidInput
 from layers.catalogue import Layer
-from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD
+from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD
 
 EXTENT = 4096
 BUFFER = 64
@@ -61,15 +62,21 @@ class Grid:
 
 
 _MAKE_ENVELOPE = sql.SQL("ST_MakeEnvelope(%(west)s, %(south)s, %(east)s, %(north)s, 4490)")
+
+
+def _geographic_grid(tms: TileMatrixSet) -> Grid:
+    # CGCS2000 and WGS 84 (CRS84) coordinates differ by centimetres: geographic tiles of either
+    # datum read the stored CGCS2000 geometry.
+    return Grid(tms, 4490, "geom", _MAKE_ENVELOPE, sql.SQL("ST_Expand({}, %(pad)s)").format(_MAKE_ENVELOPE))
+
+
 GRIDS = {
     WEB_MERCATOR_QUAD.id: Grid(
         WEB_MERCATOR_QUAD, 3857, "geom_3857",
         sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s)"),
         sql.SQL("ST_TileEnvelope(%(z)s, %(x)s, %(y)s, margin => %(margin)s)"),
     ),
-    CGCS2000_QUAD.id: Grid(
-        CGCS2000_QUAD, 4490, "geom", _MAKE_ENVELOPE, sql.SQL("ST_Expand({}, %(pad)s)").format(_MAKE_ENVELOPE),
-    ),
+    **{tms.id: _geographic_grid(tms) for tms in (WORLD_CRS84_QUAD, CGCS2000_QUAD)},
 }
 
 

@@ -157,7 +157,7 @@ def tiles_extension() -> Extension:
         {"rel": TILESETS_VECTOR_REL, "type": "application/json", "title": "Vector tiles of the whole city", "href": "/tiles"},
         {"rel": "http://www.opengis.net/def/rel/ogc/1.0/styles", "type": "application/vnd.mapbox.style+json", "title": "MapLibre style", "href": "/styles/default/style.json"},
     )
-    return Extension(router=router, conformance=CONFORMANCE, links=links, startup=start_tiles)
+    return Extension(router=router, conformance=CONFORMANCE, links=links, collection_links=(tile_links,), startup=start_tiles)
 
 
 def _queryables(service: VectorTiles) -> dict:
