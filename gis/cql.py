@@ -74,15 +74,19 @@ def parse(expression: str | dict, lang: str | None = None) -> dict:
 
 def compile_filter(expression: str | dict, queryables: Mapping[str, Queryable], *,
                    lang: str | None = None, filter_srid: int = CRS84_SRID,
-                   filter_lat_first: bool = False) -> CompiledFilter:
-    return _Compiler(queryables, filter_srid, filter_lat_first).compile(parse(expression, lang))
+                   filter_lat_first: bool = False, param_prefix: str = "cql_") -> CompiledFilter:
+    """`param_prefix` names the placeholders, so that filters compiled for several tables can run
+    in one statement."""
+    return _Compiler(queryables, filter_srid, filter_lat_first, param_prefix).compile(parse(expression, lang))
 
 
 class _Compiler:
-    def __init__(self, queryables: Mapping[str, Queryable], filter_srid: int, filter_lat_first: bool = False):
+    def __init__(self, queryables: Mapping[str, Queryable], filter_srid: int, filter_lat_first: bool = False,
+                 param_prefix: str = "cql_"):
         self.queryables = queryables
         self.filter_srid = filter_srid
         self.filter_lat_first = filter_lat_first
+        self.param_prefix = param_prefix
         self.params: dict[str, Any] = {}
 
     def compile(self, node: dict) -> CompiledFilter:
@@ -174,7 +178,7 @@ class _Compiler:
 
     def bind(self, value: Any, cast: str | None = None) -> sql.Composable:
         """A named placeholder for value: names keep values right whatever order the SQL reads them in."""
-        name = f"cql_{len(self.params)}"
+        name = f"{self.param_prefix}{len(self.params)}"
         self.params[name] = value
         placeholder = sql.Placeholder(name)
         return placeholder + sql.SQL("::" + cast) if cast else placeholder

@@ -178,6 +178,17 @@ def test_filter_on_tiles(client, city_db):
     assert {f["properties"]["sensor_state"] for f in layers.get("manhole_covers", {"features": []})["features"]} <= {"alarm", "offline", "unmonitored"}
 
 
+def test_filter_on_dataset_tiles_applies_to_every_collection(client, city_db):
+    with open_connection(city_db) as conn:
+        district = conn.execute("SELECT district_code FROM city.manhole_cover_v ORDER BY geom <-> ST_SetSRID(ST_Point(%s, %s), 4490) LIMIT 1",
+                                CENTRE).fetchone()["district_code"]
+    path = tile_path(16) + "?collections=manhole_covers,stall_sites,cases"
+    mine = decode(client.get(f"{path}&filter=district_code='{district}'"))
+    assert mine.get("manhole_covers") and all(
+        f["properties"]["district_code"] == district for layer in mine.values() for f in layer["features"])
+    assert decode(client.get(f"{path}&filter=district_code='000000'")) == {}
+
+
 @pytest.mark.parametrize("path, status, reason", [
     ("/collections/manhole_covers/tiles/WebMercatorQuad/15/1/1?filter=nope='x'", 400, "unknown property 'nope'"),
     ("/collections/manhole_covers/tiles/WebMercatorQuad/15/1/1?filter=sensor_state=", 400, "does not parse"),
@@ -189,7 +200,7 @@ def test_filter_on_tiles(client, city_db):
     ("/collections/nowhere/tiles/WebMercatorQuad/3/0/0", 404, "unknown collection"),
     ("/collections/manhole_covers/tiles/Mars/3/0/0", 404, "unknown tile matrix set"),
     ("/tiles/WebMercatorQuad/3/0/0?collections=nowhere", 404, "unknown collection"),
-    ("/tiles/WebMercatorQuad/3/0/0?filter=objcode='1'", 400, "one collection"),
+    ("/tiles/WebMercatorQuad/3/0/0?filter=objcode='1'", 400, "collection districts: filter names unknown property 'objcode'"),
 ])
 def test_bad_requests_have_reasons(client, path, status, reason):
     response = client.get(path)

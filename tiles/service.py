@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from psycopg_pool import AsyncConnectionPool
 
 from gis.changes import Change
-from gis.cql import compile_filter
+from gis.cql import CompiledFilter, compile_filter
 from gis.errors import InvalidInput
 from layers.catalogue import Layer
 from layers.live import PUBLISHED_TABLE, LiveCatalogue
@@ -46,11 +46,7 @@ class VectorTiles:
         tms = get_tms(tms_id)
         tile = check_tile(tms, z, row, col)
         layers = self.layers(layer_ids)
-        compiled = None
-        if filter_text:
-            if len(layers) != 1:
-                raise InvalidInput("filter applies to one collection's tiles: use /collections/{id}/tiles/…?filter=")
-            compiled = compile_filter(filter_text, self.catalogue.queryables(layers[0].id), lang=filter_lang)
+        filters = self._filters(layers, filter_text, filter_lang) if filter_text else None
         key = CacheKey(tms.id, z, col, row, tuple(layer.id for layer in layers),
                        f"{self.catalogue.version}|{filter_lang or ''}|{filter_text or ''}")
         cached = self.cache.get(key)
@@ -58,9 +54,21 @@ class VectorTiles:
             return cached
         epoch = self.cache.epoch
         async with self.pool.connection() as conn:
-            built = CachedTile.of(await build_tile(conn, tms, tile, layers, compiled))
+            built = CachedTile.of(await build_tile(conn, tms, tile, layers, filters))
         self.cache.put(key, built, epoch)
         return built
+
+    def _filters(self, layers: Sequence[Layer], filter_text: str, filter_lang: str | None) -> dict[str, CompiledFilter]:
+        """The filter compiled for each layer against its own queryables; in a dataset tile it must
+        apply to every layer asked for, and an error names the one it does not apply to."""
+        filters = {}
+        for layer in layers:
+            try:
+                filters[layer.id] = compile_filter(filter_text, self.catalogue.queryables(layer.id), lang=filter_lang,
+                                                   param_prefix=f"cql_{layer.id}_")
+            except InvalidInput as exc:
+                raise InvalidInput(f"collection {layer.id}: {exc}" if len(layers) > 1 else str(exc)) from None
+        return filters
 
     async def on_change(self, change: Change) -> None:
         if change.everything or change.table == PUBLISHED_TABLE:

@@ -20,7 +20,7 @@ are bound parameters — so psycopg prepares it after a few tiles.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -151,10 +151,11 @@ def layer_rows(layer: Layer, grid: Grid, z: int, compiled: CompiledFilter | None
     return None
 
 
-def tile_sql(layers: Sequence[Layer], grid: Grid, z: int, compiled: CompiledFilter | None = None) -> sql.Composable | None:
+def tile_sql(layers: Sequence[Layer], grid: Grid, z: int, filters: Mapping[str, CompiledFilter] | None = None) -> sql.Composable | None:
+    """The statement building a tile of `layers`, each filtered by its entry in `filters` if any."""
     parts = []
     for layer in layers:
-        rows = layer_rows(layer, grid, z, compiled)
+        rows = layer_rows(layer, grid, z, (filters or {}).get(layer.id))
         if rows is not None:
             parts.append(sql.SQL("(SELECT coalesce(ST_AsMVT(t.*, {name}, {extent}, 'geom'), ''::bytea) FROM ({rows}) t)").format(
                 name=sql.Literal(layer.id), extent=sql.Literal(EXTENT), rows=rows))
@@ -164,17 +165,20 @@ def tile_sql(layers: Sequence[Layer], grid: Grid, z: int, compiled: CompiledFilt
 
 
 async def build_tile(conn: psycopg.AsyncConnection, tms: TileMatrixSet, tile: Tile, layers: Sequence[Layer],
-                     compiled: CompiledFilter | None = None) -> bytes:
-    """The encoded tile (b"" when empty). A filter that PostgreSQL cannot apply is InvalidInput."""
+                     filters: Mapping[str, CompiledFilter] | None = None) -> bytes:
+    """The encoded tile (b"" when empty), each layer filtered by its entry in `filters` (compiled
+    with distinct placeholder names). A filter that PostgreSQL cannot apply is InvalidInput."""
     grid = GRIDS[tms.id]
-    query = tile_sql(layers, grid, tile.z, compiled)
+    query = tile_sql(layers, grid, tile.z, filters)
     if query is None:
         return b""
-    params = {**grid.params(tile), **(compiled.params if compiled else {})}
+    params = grid.params(tile)
+    for compiled in (filters or {}).values():
+        params.update(compiled.params)
     try:
         row = await (await conn.execute(query, params)).fetchone()
     except psycopg.errors.DataError as exc:
-        if compiled is None:
+        if not filters:
             raise
         raise InvalidInput(f"filter cannot be applied: {exc.diag.message_primary}") from None
     return bytes(row["tile"])
