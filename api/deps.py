@@ -1,16 +1,27 @@
-"""FastAPI dependencies: settings, database connections, and the caller's access key."""
+"""FastAPI dependencies: settings, the request's one database connection, the caller's access key,
+and the collection a path names.
 
-from __future__ import annotations
+One pool connection per request: FastAPI caches a dependency per request, so every dependency
+and the route that ask for `Connection` share one connection, and the key is looked up on it. A
+route that held a connection and asked for a second (the key check, a stream) deadlocked the pool
+once as many requests as the pool has connections were each waiting for their second.
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+No `from __future__ import annotations`: `require` builds dependencies whose parameter types are
+local objects that FastAPI must see as such.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, Header, Request
-from psycopg_pool import AsyncConnectionPool
+from fastapi import Depends, Header, Path, Request
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from starlette.concurrency import run_in_threadpool
 
 from gis.keys import AUTHENTICATE_SQL, Principal, Role, parse_bearer, principal_from_row
 from gis.settings import Settings
+from layers.catalogue import Layer
+from layers.live import LiveCatalogue
 
 
 def get_settings(request: Request) -> Settings:
@@ -22,28 +33,53 @@ def get_pool(request: Request) -> AsyncConnectionPool:
 
 
 async def get_connection(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> AsyncIterator[psycopg.AsyncConnection]:
+    # Released after the response is sent, so a streamed body reads through this same connection.
     async with pool.connection() as conn:
         yield conn
 
 
+def get_sync_connection(request: Request) -> Iterator[psycopg.Connection]:
+    """A connection of the synchronous pool, for routes (run in the threadpool) over the synchronous
+    drone functions that the CLI calls too."""
+    with request.app.state.sync_pool.connection() as conn:
+        yield conn
+
+
 Connection = Annotated[psycopg.AsyncConnection, Depends(get_connection)]
+SyncConnection = Annotated[psycopg.Connection, Depends(get_sync_connection)]
 
 
-async def get_principal(
-    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
-    authorization: Annotated[str | None, Header()] = None,
-) -> Principal:
+async def _principal(conn: psycopg.AsyncConnection | psycopg.Connection, authorization: str | None) -> Principal:
     digest = parse_bearer(authorization)
-    async with pool.connection() as conn:
+    if isinstance(conn, psycopg.AsyncConnection):
         row = await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone()
+    else:
+        row = await run_in_threadpool(lambda: conn.execute(AUTHENTICATE_SQL, [digest]).fetchone())
     return principal_from_row(row)
 
 
-def require(role: Role):
-    """A dependency that admits only keys whose role grants `role` (401 without a key, 403 without the role)."""
+def require(role: Role, *, connection: Any = get_connection):
+    """A dependency that admits only keys whose role grants `role` (401 without a key, 403 without
+    the role), looked up on the request's own connection (`get_connection`, or `get_sync_connection`
+    for routes over the synchronous pool)."""
 
-    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def dependency(conn: Annotated[Any, Depends(connection)],
+                         authorization: Annotated[str | None, Header()] = None) -> Principal:
+        principal = await _principal(conn, authorization)
         principal.require(role)
         return principal
 
     return dependency
+
+
+def get_catalogue(request: Request) -> LiveCatalogue:
+    return request.app.state.catalogue
+
+
+def get_collection(catalogue: Annotated[LiveCatalogue, Depends(get_catalogue)],
+                   collectionId: Annotated[str, Path(description="a collection of /collections")]) -> Layer:  # noqa: N803 - OGC's name
+    """The layer a path's `{collectionId}` names in the live catalogue (404 naming the known ones)."""
+    return catalogue.get(collectionId)
+
+
+Collection = Annotated[Layer, Depends(get_collection)]

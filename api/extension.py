@@ -1,11 +1,12 @@
-"""What a feature module contributes to the app: its router, conformance classes, landing links, startup."""
+"""What a feature module contributes to the app: its router, conformance classes and links (services are
+started in one place, `api.services`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter
 
 
 @dataclass(frozen=True)
@@ -14,5 +15,3 @@ class Extension:
     conformance: tuple[str, ...] = ()
     links: tuple[dict, ...] = field(default_factory=tuple)
     collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
-    # run in the app's lifespan once the pool, the change feed and the catalogue are up
-    startup: Callable[[FastAPI], Awaitable[None]] | None = None

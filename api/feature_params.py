@@ -1,12 +1,18 @@
 """Query parameters of the OGC API Features operations, as pydantic models: one items model per
 collection (the common parameters plus one equality filter per published property), so the
-OpenAPI document lists exactly what each collection accepts and anything else is a 400."""
+OpenAPI document lists exactly what each collection accepts and anything else is a 400.
+
+The items route serves every layer of the live catalogue, those published at run time too, so it
+validates the query string against the resolved layer's model itself (`parse_items_params`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from gis.crs import CRS84_URI
 from layers.catalogue import Layer
@@ -47,11 +53,39 @@ RESERVED = set(ItemsParams.model_fields) | {"bbox-crs", "filter-lang", "filter-c
 
 def items_params_model(layer: Layer) -> type[ItemsParams]:
     """ItemsParams plus `?<property>=<value>` equality filters for this layer."""
+    return _items_params_model(layer.id, (layer.key, *layer.properties))
+
+
+@lru_cache(maxsize=256)
+def _items_params_model(layer_id: str, columns: tuple[str, ...]) -> type[ItemsParams]:
     equality = {
         name: (str, Field(None, description=f"only features whose {name} equals this value"))
-        for name in dict.fromkeys((layer.key, *layer.properties)) if name not in RESERVED
+        for name in dict.fromkeys(columns) if name not in RESERVED
     }
-    return create_model(f"{layer.id.title().replace('_', '')}ItemsParams", __base__=ItemsParams, **equality)
+    return create_model(f"{layer_id.title().replace('_', '')}ItemsParams", __base__=ItemsParams, **equality)
+
+
+def parse_items_params(layer: Layer, query: Mapping[str, str]) -> ItemsParams:
+    """The query string as this layer's items parameters (a 400 naming what is wrong)."""
+    try:
+        return items_params_model(layer).model_validate(dict(query))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+def items_openapi_parameters(layer: Layer) -> list[dict]:
+    """The OpenAPI query parameters of this layer's items operation."""
+    schema = items_params_model(layer).model_json_schema(by_alias=True)
+    parameters = []
+    for name, field in schema["properties"].items():
+        field = dict(field)
+        description = field.pop("description", "")
+        field.pop("title", None)
+        field.pop("default", None)
+        if "anyOf" in field:  # `X | None` fields: the parameter is optional anyway
+            field = next((s for s in field["anyOf"] if s.get("type") != "null"), {"type": "string"})
+        parameters.append({"name": name, "in": "query", "required": False, "description": description, "schema": field})
+    return parameters
 
 
 def equality_filters(params: ItemsParams) -> dict[str, str]:

@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from gis.crs import CRS84_URI, STORAGE_CRS, ServedCrs, served_uris
 from layers.catalogue import Layer
-from layers.collections import Extent
+from layers.live import Extent
 
 GEOJSON = "application/geo+json"
 MEDIA_TYPES = {"json": GEOJSON, "html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import psycopg
 
 CHANNEL = "cityops_changes"
-CHANGES_SRID = 4490
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
 
 log = logging.getLogger("cityops.changes")

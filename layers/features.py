@@ -18,7 +18,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 from pyproj import Transformer
 
 from gis.cql import Queryable, compile_filter, parse
@@ -240,11 +239,11 @@ async def count(conn: psycopg.AsyncConnection, selection: Selection) -> int:
     return (await (await conn.execute(count_query(selection), selection.params)).fetchone())["n"]
 
 
-async def _rows(pool: AsyncConnectionPool, selection: Selection, output: str, limit: int, offset: int,
+async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int,
                 with_count: bool) -> AsyncIterator[Any]:
     """The count (or None), then chunks of rows through a server-side cursor, in one read-only
     snapshot so that numberMatched and the page agree."""
-    async with pool.connection() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         # a cursor is planned for its first 10 % by default (fast-start plans); we read it all
         await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
@@ -255,11 +254,11 @@ async def _rows(pool: AsyncConnectionPool, selection: Selection, output: str, li
                 yield rows
 
 
-async def open_stream(pool: AsyncConnectionPool, selection: Selection, output: str, limit: int, offset: int, *,
+async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int, *,
                       with_count: bool) -> tuple[int | None, AsyncIterator[list[dict]]]:
     """(numberMatched or None, the chunks). The statement has run and its first chunk is in hand
     before this returns, so bad input fails here, as an HTTP error, not midway through a body."""
-    rows = _rows(pool, selection, output, limit, offset, with_count)
+    rows = _rows(conn, selection, output, limit, offset, with_count)
     matched = await anext(rows)
     first = await anext(rows, [])
 

@@ -9,11 +9,13 @@ from pydantic import ValidationError
 
 from layers.catalogue import Layer
 
-PUBLISHED_SQL = (
+_COLUMNS = (
     'SELECT id, title, description, "group", relation, key, geometry_type, properties, "where", source_tables, '
     "datetime_column, district_column, minzoom, maxzoom, lowzoom, linework_below, tile_feature_budget, editable, style, legend "
-    "FROM city.published_layer ORDER BY id"
+    "FROM city.published_layer "
 )
+PUBLISHED_SQL = _COLUMNS + "ORDER BY id"
+PUBLISHED_ONE_SQL = _COLUMNS + "WHERE id = %s"
 
 log = logging.getLogger("cityops.layers")
 

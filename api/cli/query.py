@@ -18,6 +18,7 @@ from gis import queries
 from gis.db import conninfo
 from gis.settings import get_settings
 from layers import planner
+from layers.live import LiveCatalogue
 
 app = typer.Typer(help="Spatial queries for planners: locate, within, nearest, density, gaps.", no_args_is_help=True)
 FilterOption = typer.Option(None, "--filter", help="CQL2 text filter on the layer")
@@ -40,6 +41,17 @@ def _run(query: Callable[[psycopg.AsyncConnection], Awaitable[object]], as_csv: 
     run_guarded(action)
 
 
+def _run_on(layer_id: str, query: Callable[..., Awaitable[object]], as_csv: bool = False) -> None:
+    """Run `query(conn, layer, queryables)` on the layer the live catalogue (published layers too) names."""
+    async def resolved(conn: psycopg.AsyncConnection) -> object:
+        catalogue = LiveCatalogue()
+        await catalogue.reload(conn)
+        layer = catalogue.get(layer_id)
+        return await query(conn, layer, catalogue.queryables(layer.id))
+
+    _run(resolved, as_csv)
+
+
 @app.command()
 def locate(lon: float = typer.Argument(None), lat: float = typer.Argument(None),
            points: Path = typer.Option(None, "--csv", exists=True, help="CSV of lon,lat (up to 100,000 lines)"),
@@ -56,13 +68,13 @@ def locate(lon: float = typer.Argument(None), lat: float = typer.Argument(None),
 def within(layer: str, lon: float, lat: float, distance_m: float = typer.Option(100, "--distance"),
            cql: str = FilterOption) -> None:
     """Features of LAYER within --distance metres of a point."""
-    _run(lambda conn: planner.within(conn, layer, queries.query_geometry(lon=lon, lat=lat), distance_m, cql=cql))
+    _run_on(layer, lambda conn, *target: planner.within(conn, *target, queries.query_geometry(lon=lon, lat=lat), distance_m, cql=cql))
 
 
 @app.command()
 def nearest(layer: str, lon: float, lat: float, n: int = typer.Option(5, "-n"), cql: str = FilterOption) -> None:
     """The N features of LAYER nearest a point, with distances in metres."""
-    _run(lambda conn: planner.nearest(conn, layer, queries.query_geometry(lon=lon, lat=lat), n, cql=cql))
+    _run_on(layer, lambda conn, *target: planner.nearest(conn, *target, queries.query_geometry(lon=lon, lat=lat), n, cql=cql))
 
 
 @app.command()
@@ -70,11 +82,11 @@ def density(layer: str, zone: str = typer.Option("community", help="grid | commu
             district: str = typer.Option(None), cql: str = FilterOption,
             as_csv: bool = typer.Option(True, "--csv/--geojson")) -> None:
     """Count and density (per km²) of LAYER's features per zone."""
-    _run(lambda conn: planner.density(conn, layer, zone, district=district, cql=cql), as_csv)
+    _run_on(layer, lambda conn, *target: planner.density(conn, *target, zone, district=district, cql=cql), as_csv)
 
 
 @app.command()
 def gaps(layer: str, distance_m: float = typer.Option(..., "--distance"), district: str = typer.Option(None),
          cql: str = FilterOption, as_csv: bool = typer.Option(True, "--csv/--geojson")) -> None:
     """Parts of each unit grid farther than --distance metres from every feature of LAYER."""
-    _run(lambda conn: planner.coverage_gaps(conn, layer, distance_m, district=district, cql=cql), as_csv)
+    _run_on(layer, lambda conn, *target: planner.coverage_gaps(conn, *target, distance_m, district=district, cql=cql), as_csv)

@@ -11,7 +11,7 @@ import typer
 from api.cli.common import console, run_guarded, table_progress
 from gis.db import connect
 from gis.settings import get_settings
-from layers.catalogue import get_layer
+from layers.live import resolve
 from layers.export import FORMATS, count_rows, export_to_file, make_request
 from layers.importer import ImportOptions, ImportReport, import_file
 from layers.importer.mapping import parse_field_maps
@@ -69,9 +69,9 @@ def export(
 ) -> None:
     """Export a layer to a file, streaming rows in batches."""
     def action() -> None:
-        request = make_request(get_layer(layer), format_, bbox, crs)
-        target = output or Path(f"{layer}{request.spec.extension}")
         with connect(get_settings()) as conn:
+            request = make_request(resolve(conn, layer), format_, bbox, crs)
+            target = output or Path(f"{layer}{request.spec.extension}")
             total = count_rows(conn, request)
             with table_progress(f"Exporting {layer} as {format_} …") as bar:
                 export_to_file(conn, request, target, lambda n: bar(layer, n, total))

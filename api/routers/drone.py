@@ -1,28 +1,22 @@
 """Orthophotos (upload, catalogue, titiler raster tiles), change-detection jobs and the review queue.
 
 The drone functions are synchronous (the CLI calls the same ones), so these routes are plain
-`def`s run in the threadpool over a small synchronous pool; the detection worker thread lives
-as long as the app.
+`def`s run in the threadpool over the app's small synchronous pool (`SyncConnection`), and the
+key is checked on that same connection; the detection worker is started with the app's services.
 """
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-import psycopg
-from anyio import to_thread
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
-from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
-from api.deps import require
+from api.deps import SyncConnection, get_sync_connection, require
 from api.extension import Extension
 from drone import jobs, review
 from drone.ingest import ORTHOPHOTO_COLUMNS, ingest_orthophoto, managed_dir
@@ -35,29 +29,9 @@ TILE_TEMPLATE = "/orthophotos/{id}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png"
 TILEJSON = "/orthophotos/{id}/WebMercatorQuad/tilejson.json"
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI):
-    pool = ConnectionPool(app.state.pool.conninfo, min_size=1, max_size=4, open=False,
-                          kwargs={"row_factory": dict_row, "autocommit": True})
-    await to_thread.run_sync(lambda: pool.open(wait=True, timeout=30))
-    worker = jobs.DetectionWorker(app.state.pool.conninfo, app.state.settings)
-    worker.start()
-    app.state.drone_pool, app.state.drone_worker = pool, worker
-    try:
-        yield
-    finally:
-        await to_thread.run_sync(worker.stop)
-        await to_thread.run_sync(pool.close)
-
-
-def _connection(request: Request) -> Iterator[psycopg.Connection]:
-    with request.app.state.drone_pool.connection() as conn:
-        yield conn
-
-
-Conn = Annotated[psycopg.Connection, Depends(_connection)]
-Enforcement = Annotated[Principal, Depends(require("enforcement"))]
-Reviewer = Annotated[Principal, Depends(require("reviewer"))]
+Conn = SyncConnection
+Enforcement = Annotated[Principal, Depends(require("enforcement", connection=get_sync_connection))]
+Reviewer = Annotated[Principal, Depends(require("reviewer", connection=get_sync_connection))]
 
 
 class NewDetection(BaseModel):
@@ -81,7 +55,7 @@ def _orthophoto_feature(request: Request, row: dict) -> dict:
 
 
 def drone_extension() -> Extension:
-    router = APIRouter(lifespan=_lifespan)
+    router = APIRouter()
     tiler = orthophoto_tiler(TILER_PREFIX)
 
     @router.get("/orthophotos", tags=["Orthophotos"], summary="Catalogue of orthophotos, DSMs and change maps")

@@ -1,30 +1,32 @@
-"""OGC API Features Parts 1–4 for every catalogue layer: routes are built from the catalogue, one
-set per collection, so a new layer is one declaration and the OpenAPI document lists each
-collection's own parameters (and write operations only where the layer is editable).
+"""OGC API Features Parts 1–4 for every layer of the live catalogue: one set of routes whose
+`{collectionId}` is resolved to a `Layer` by the `Collection` dependency, so a layer published at
+run time is served at once. The OpenAPI document still lists each collection's own paths and
+parameters (and write operations only where the layer is editable): `collections_openapi`
+expands the generic paths per layer of the catalogue.
 
-No `from __future__ import annotations` here: FastAPI must see the per-collection parameter
-models, which are local to the route factory, as real objects rather than strings.
+No `from __future__ import annotations` here: FastAPI must see the parameter types as objects.
 """
 
+import copy
 import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from psycopg_pool import AsyncConnectionPool
 
-from api.deps import Connection, get_pool, require
+from api import feature_responses as out
+from api.deps import Collection, Connection, LiveCatalogue, get_catalogue, require
 from api.extension import Extension
 from api.feature_params import (PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams, equality_filters,
-                                items_params_model)
-from api import feature_responses as out
+                                items_openapi_parameters, parse_items_params)
 from gis.crs import parse_crs
-from gis.errors import InvalidInput, NotFound
+from gis.errors import InvalidInput
 from gis.keys import Principal
 from layers import edits, features
-from layers.catalogue import CATALOGUE, Layer, get_layer
-from layers.collections import CollectionFacts
+from layers.catalogue import Layer
 
+TAG = "OGC API Features"
+COLLECTION_PATH = "/collections/{collectionId}"
 CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-common-2/1.0/conf/collections",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
@@ -52,80 +54,75 @@ CONFORMANCE = (
 )
 GEO_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
     out.GEOJSON: {}, "text/html": {}, "text/csv": {}, out.MEDIA_TYPES["jsonseq"]: {}}}}
-Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
+Catalogue = Annotated[LiveCatalogue, Depends(get_catalogue)]
 Editor = Annotated[Principal, Depends(require("editor"))]
 IfMatch = Annotated[str, Header(alias="If-Match", description="the ETag of the feature as last read")]
 ContentCrs = Annotated[str, Header(alias="Content-Crs", description="CRS of the body's geometry (default CRS84)")]
+Format = Annotated[str, Query(pattern="^(json|html)$")]
+FeatureBody = Annotated[dict, Body(media_type=out.GEOJSON, description="a GeoJSON Feature")]
+WRITE_METHODS = ("post", "put", "patch", "delete")
 
 
-def features_extension(catalogue: tuple[Layer, ...] = CATALOGUE) -> Extension:
-    router = APIRouter(tags=["OGC API Features"])
-    facts = CollectionFacts()
+def items_params(request: Request, layer: Collection) -> ItemsParams:
+    return parse_items_params(layer, request.query_params)
+
+
+def editable(layer: Collection) -> Layer:
+    if not layer.editable:
+        raise HTTPException(405, f"collection {layer.id!r} is read-only")
+    return layer
+
+
+EditableCollection = Annotated[Layer, Depends(editable)]
+
+
+def features_extension() -> Extension:
+    router = APIRouter(tags=[TAG])
 
     @router.get("/collections", summary="The collections (one per catalogue layer)")
-    async def collections(request: Request, conn: Connection, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
-        documents = [out.collection_document(request, layer, await facts.extent_of(conn, layer),
-                                             request.app.state.collection_link_providers) for layer in catalogue]
+    async def collections(request: Request, conn: Connection, catalogue: Catalogue, f: Format = None):
+        documents = [out.collection_document(request, layer, await catalogue.extent(conn, layer),
+                                             request.app.state.collection_link_providers) for layer in catalogue.layers]
         if out.output_format(request, f) == "html":
             return out.html(request, "collections.html", collections=documents)
         return {"links": out.self_links(request, "json", "Collections"), "collections": documents}
 
-    for layer in catalogue:
-        _collection_routes(router, layer, facts)
-        if layer.editable:
-            _write_routes(router, layer, facts)
-
-    @router.api_route("/collections/{collectionId}", methods=["GET", "POST"], include_in_schema=False)
-    @router.api_route("/collections/{collectionId}/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                      include_in_schema=False)
-    async def unknown_collection(request: Request, collectionId: str):
-        layer = get_layer(collectionId)  # raises NotFound naming the collections there are
-        if request.method != "GET":
-            raise HTTPException(405, f"collection {layer.id!r} is read-only" if not layer.editable
-                                else f"{request.method} is not allowed here")
-        raise NotFound(f"collection {collectionId!r} has no resource {request.url.path!r}")
-    return Extension(router=router, conformance=CONFORMANCE,
-                     links=({"rel": "data", "type": "application/json", "title": "Collections", "href": "/collections"},))
-
-
-def _collection_routes(router: APIRouter, layer: Layer, facts: CollectionFacts) -> None:
-    path = f"/collections/{layer.id}"
-    params_model = items_params_model(layer)
-
-    @router.get(path, summary=f"{layer.title}: collection", name=f"{layer.id}.collection")
-    async def collection(request: Request, conn: Connection, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
-        document = out.collection_document(request, layer, await facts.extent_of(conn, layer),
+    @router.get(COLLECTION_PATH, summary="collection", name="collection", operation_id="collection")
+    async def collection(request: Request, layer: Collection, conn: Connection, catalogue: Catalogue, f: Format = None):
+        document = out.collection_document(request, layer, await catalogue.extent(conn, layer),
                                            request.app.state.collection_link_providers)
         if out.output_format(request, f) == "html":
             return out.html(request, "collection.html", collection=document)
         return document
 
-    @router.get(f"{path}/queryables", summary=f"{layer.title}: queryable properties", name=f"{layer.id}.queryables",
+    @router.get(f"{COLLECTION_PATH}/queryables", summary="queryable properties", name="queryables", operation_id="queryables",
                 responses={200: {"content": {"application/schema+json": {}}}})
-    async def queryables(request: Request, conn: Connection, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
-        schema = features.queryables_schema(layer, await facts.queryables_of(conn, layer), str(request.url))
+    async def queryables(request: Request, layer: Collection, catalogue: Catalogue, f: Format = None):
+        schema = features.queryables_schema(layer, catalogue.queryables(layer.id), str(request.url))
         if out.output_format(request, f) == "html":
             return out.html(request, "queryables.html", layer=layer, schema=schema)
         return JSONResponse(schema, media_type="application/schema+json")
 
-    @router.get(f"{path}/items", summary=f"{layer.title}: features", name=f"{layer.id}.items",
-                response_class=Response, responses=GEO_RESPONSES)
-    async def items(request: Request, params: Annotated[params_model, Query()], conn: Connection, pool: Pool):
+    @router.get(f"{COLLECTION_PATH}/items", summary="features", name="items", operation_id="items", response_class=Response,
+                responses=GEO_RESPONSES)
+    async def items(request: Request, layer: Collection, params: Annotated[ItemsParams, Depends(items_params)],
+                    catalogue: Catalogue, conn: Connection):
         kind = out.output_format(request, params.f)
         maximum = STREAM_MAX_LIMIT if kind in ("csv", "jsonseq") else PAGE_MAX_LIMIT
         if params.limit > maximum:
             raise InvalidInput(f"limit {params.limit} is over the maximum {maximum:,} for f={kind}")
         selection = features.select(
-            layer, await facts.queryables_of(conn, layer), bbox=params.bbox, bbox_crs=params.bbox_crs,
+            layer, catalogue.queryables(layer.id), bbox=params.bbox, bbox_crs=params.bbox_crs,
             datetime_value=params.datetime, equals=equality_filters(params), cql=params.filter,
             filter_lang=params.filter_lang, filter_crs=params.filter_crs, sortby=params.sortby,
             properties=params.properties, crs=params.crs)
-        return await _items_response(request, layer, selection, kind, params, pool)
+        return await _items_response(request, layer, selection, kind, params, conn)
 
-    @router.get(f"{path}/items/{{featureId}}", summary=f"{layer.title}: one feature", name=f"{layer.id}.item",
+    @router.get(f"{COLLECTION_PATH}/items/{{featureId}}", summary="one feature", name="item", operation_id="item",
                 response_class=Response, responses={200: {"content": {out.GEOJSON: {}, "text/html": {}}}})
-    async def item(request: Request, featureId: str, params: Annotated[FeatureParams, Query()], conn: Connection):
-        feature, etag = await features.fetch_one(conn, layer, await facts.queryables_of(conn, layer), featureId, params.crs)
+    async def item(request: Request, layer: Collection, featureId: str, params: Annotated[FeatureParams, Query()],
+                   catalogue: Catalogue, conn: Connection):
+        feature, etag = await features.fetch_one(conn, layer, catalogue.queryables(layer.id), featureId, params.crs)
         headers = {"ETag": f'"{etag}"', **out.crs_header(parse_crs(params.crs))}
         if out.output_format(request, params.f) == "html":
             return out.html(request, "item.html", layer=layer, feature=feature)
@@ -134,11 +131,15 @@ def _collection_routes(router: APIRouter, layer: Layer, facts: CollectionFacts) 
                             out.link(f"{base}/collections/{layer.id}", "collection", "application/json", layer.title)]
         return Response(json.dumps(feature, ensure_ascii=False), media_type=out.GEOJSON, headers=headers)
 
+    _write_routes(router)
+    return Extension(router=router, conformance=CONFORMANCE,
+                     links=({"rel": "data", "type": "application/json", "title": "Collections", "href": "/collections"},))
+
 
 async def _items_response(request: Request, layer: Layer, selection: features.Selection, kind: str,
-                          params: ItemsParams, pool: AsyncConnectionPool) -> Response:
+                          params: ItemsParams, conn) -> Response:
     output = "csv" if kind == "csv" else "feature"
-    matched, chunks = await features.open_stream(pool, selection, output, params.limit, params.offset,
+    matched, chunks = await features.open_stream(conn, selection, output, params.limit, params.offset,
                                                  with_count=kind in ("json", "html"))
     headers = out.crs_header(selection.crs)
     if kind == "jsonseq":
@@ -156,39 +157,64 @@ async def _items_response(request: Request, layer: Layer, selection: features.Se
     return StreamingResponse(out.geojson_page(head, chunks), media_type=out.GEOJSON, headers=headers)
 
 
-def _write_routes(router: APIRouter, layer: Layer, facts: CollectionFacts) -> None:
-    path = f"/collections/{layer.id}/items"
-    body_doc = Body(media_type=out.GEOJSON, description="a GeoJSON Feature")
+def _write_routes(router: APIRouter) -> None:
+    path = f"{COLLECTION_PATH}/items"
 
-    async def queryables(conn) -> dict:
-        return await facts.queryables_of(conn, layer)
-
-    @router.post(path, status_code=201, summary=f"{layer.title}: add a feature", name=f"{layer.id}.create",
-                 response_class=Response)
-    async def create(request: Request, body: Annotated[dict, body_doc], conn: Connection, principal: Editor,
-                     content_crs: ContentCrs = None):
-        fid, etag = await edits.create(conn, principal, layer, await queryables(conn), body, content_crs)
+    @router.post(path, status_code=201, summary="add a feature", name="create", operation_id="create", response_class=Response)
+    async def create(request: Request, layer: EditableCollection, body: FeatureBody, catalogue: Catalogue,
+                     conn: Connection, principal: Editor, content_crs: ContentCrs = None):
+        fid, etag = await edits.create(conn, principal, layer, catalogue.queryables(layer.id), body, content_crs)
         location = f"{out.base_url(request)}/collections/{layer.id}/items/{fid}"
         return Response(status_code=201, headers={"Location": location, "ETag": f'"{etag}"'})
 
-    @router.put(f"{path}/{{featureId}}", status_code=204, summary=f"{layer.title}: replace a feature",
-                name=f"{layer.id}.replace", response_class=Response)
-    async def replace(featureId: str, body: Annotated[dict, body_doc], conn: Connection, principal: Editor,
-                      if_match: IfMatch = None, content_crs: ContentCrs = None):
-        etag = await edits.replace(conn, principal, layer, await queryables(conn), featureId, body, if_match, content_crs)
+    @router.put(f"{path}/{{featureId}}", status_code=204, summary="replace a feature", name="replace", operation_id="replace",
+                response_class=Response)
+    async def replace(layer: EditableCollection, featureId: str, body: FeatureBody, catalogue: Catalogue,
+                      conn: Connection, principal: Editor, if_match: IfMatch = None, content_crs: ContentCrs = None):
+        etag = await edits.replace(conn, principal, layer, catalogue.queryables(layer.id), featureId, body, if_match,
+                                   content_crs)
         return Response(status_code=204, headers={"ETag": f'"{etag}"'})
 
-    @router.patch(f"{path}/{{featureId}}", status_code=204, summary=f"{layer.title}: update part of a feature",
-                  name=f"{layer.id}.update", response_class=Response)
-    async def update(featureId: str, body: Annotated[dict, Body(media_type="application/merge-patch+json",
-                                                                description="JSON merge patch of the feature")],
-                     conn: Connection, principal: Editor, if_match: IfMatch = None, content_crs: ContentCrs = None):
-        etag = await edits.update(conn, principal, layer, await queryables(conn), featureId, body, if_match, content_crs)
+    @router.patch(f"{path}/{{featureId}}", status_code=204, summary="update part of a feature", name="update", operation_id="update",
+                  response_class=Response)
+    async def update(layer: EditableCollection, featureId: str,
+                     body: Annotated[dict, Body(media_type="application/merge-patch+json",
+                                                description="JSON merge patch of the feature")],
+                     catalogue: Catalogue, conn: Connection, principal: Editor, if_match: IfMatch = None,
+                     content_crs: ContentCrs = None):
+        etag = await edits.update(conn, principal, layer, catalogue.queryables(layer.id), featureId, body, if_match,
+                                  content_crs)
         return Response(status_code=204, headers={"ETag": f'"{etag}"'})
 
-    @router.delete(f"{path}/{{featureId}}", status_code=204, summary=f"{layer.title}: delete a feature",
-                   name=f"{layer.id}.delete", response_class=Response)
-    async def delete(featureId: str, conn: Connection, principal: Editor, if_match: IfMatch = None):
-        await edits.delete(conn, principal, layer, await queryables(conn), featureId, if_match)
+    @router.delete(f"{path}/{{featureId}}", status_code=204, summary="delete a feature", name="delete", operation_id="delete",
+                   response_class=Response)
+    async def delete(layer: EditableCollection, featureId: str, catalogue: Catalogue, conn: Connection,
+                     principal: Editor, if_match: IfMatch = None):
+        await edits.delete(conn, principal, layer, catalogue.queryables(layer.id), featureId, if_match)
         return Response(status_code=204)
 
+
+def collections_openapi(schema: dict, catalogue: LiveCatalogue) -> dict:
+    """The OpenAPI document with the generic Features paths expanded per collection: each layer's
+    own items parameters, and write operations only where the layer is editable."""
+    schema = copy.deepcopy(schema)
+    paths = schema["paths"]
+    generic = {path: paths.pop(path) for path in list(paths)
+               if path.startswith(COLLECTION_PATH) and any(TAG in op.get("tags", ()) for op in paths[path].values())}
+    for layer in catalogue.layers:
+        for path, operations in generic.items():
+            concrete = {}
+            for method, operation in operations.items():
+                if method in WRITE_METHODS and not layer.editable:
+                    continue
+                operation = copy.deepcopy(operation)
+                operation["operationId"] = f"{layer.id}.{operation['operationId']}"
+                operation["summary"] = f"{layer.title}: {operation['summary']}"
+                parameters = [p for p in operation.get("parameters", []) if p["name"] != "collectionId"]
+                if path.endswith("/items") and method == "get":
+                    parameters += items_openapi_parameters(layer)
+                operation["parameters"] = parameters
+                concrete[method] = operation
+            if concrete:
+                paths[path.replace("{collectionId}", layer.id)] = concrete
+    return schema

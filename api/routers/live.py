@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from api.deps import Connection
@@ -15,11 +15,6 @@ from api.live_hub import LiveHub
 from gis.live_alarms import open_alarms
 
 PING_S = 15
-
-
-async def start_live_hub(app: FastAPI) -> None:
-    hub = app.state.live_hub = LiveHub(app.state.pool)
-    app.state.changes.subscribe(hub.on_change)
 
 
 def live_extension() -> Extension:
@@ -46,4 +41,4 @@ def live_extension() -> Extension:
     async def live_alarms(conn: Connection):
         return await open_alarms(conn)
 
-    return Extension(router=router, startup=start_live_hub)
+    return Extension(router=router)

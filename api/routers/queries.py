@@ -6,11 +6,11 @@ import io
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api.deps import Connection
+from api.deps import Connection, LiveCatalogue, get_catalogue
 from api.extension import Extension
 from gis import queries
 from gis.errors import InvalidInput
@@ -20,6 +20,15 @@ Lon = Annotated[float, Query(ge=-180, le=180, description="longitude (CRS84)")]
 Lat = Annotated[float, Query(ge=-90, le=90, description="latitude (CRS84)")]
 Filter = Annotated[str, Query(description="CQL2 filter on the layer (see its /queryables)")]
 FilterLang = Annotated[Literal["cql2-text", "cql2-json"], Query(alias="filter-lang")]
+
+
+def query_layer(catalogue: Annotated[LiveCatalogue, Depends(get_catalogue)],
+                layer: Annotated[str, Path(description="a layer of the catalogue")]) -> tuple:
+    resolved = catalogue.get(layer)
+    return resolved, catalogue.queryables(resolved.id)
+
+
+QueryLayer = Annotated[tuple, Depends(query_layer)]
 
 
 class Points(BaseModel):
@@ -65,37 +74,37 @@ def queries_extension() -> Extension:
         return Response(orjson.dumps({"count": len(rows), "results": rows}), media_type="application/json")
 
     @router.get("/within/{layer}", summary="Features of a layer within a distance (m) of a point")
-    async def within_point(layer: str, lon: Lon, lat: Lat, conn: Connection,
+    async def within_point(target: QueryLayer, lon: Lon, lat: Lat, conn: Connection,
                            distance_m: Annotated[float, Query(ge=0, le=queries.MAX_DISTANCE_M)] = 100,
                            filter: Filter = None, filter_lang: FilterLang = None):
-        rows = await planner.within(conn, layer, queries.query_geometry(lon=lon, lat=lat), distance_m,
+        rows = await planner.within(conn, *target, queries.query_geometry(lon=lon, lat=lat), distance_m,
                                     cql=filter, filter_lang=filter_lang)
-        return {"layer": layer, "distance_m": distance_m, "count": len(rows), "features": rows}
+        return {"layer": target[0].id, "distance_m": distance_m, "count": len(rows), "features": rows}
 
     @router.post("/within/{layer}", summary="Features of a layer within a distance (m) of a line or inside a polygon")
-    async def within_geometry(layer: str, body: Around, conn: Connection):
-        rows = await planner.within(conn, layer, queries.query_geometry(body.geometry), body.distance_m, cql=body.filter)
-        return {"layer": layer, "distance_m": body.distance_m, "count": len(rows), "features": rows}
+    async def within_geometry(target: QueryLayer, body: Around, conn: Connection):
+        rows = await planner.within(conn, *target, queries.query_geometry(body.geometry), body.distance_m, cql=body.filter)
+        return {"layer": target[0].id, "distance_m": body.distance_m, "count": len(rows), "features": rows}
 
     @router.get("/nearest/{layer}", summary="The n features of a layer nearest a point, with distances in metres")
-    async def nearest(layer: str, lon: Lon, lat: Lat, conn: Connection, n: Annotated[int, Query(ge=1, le=1000)] = 5,
+    async def nearest(target: QueryLayer, lon: Lon, lat: Lat, conn: Connection, n: Annotated[int, Query(ge=1, le=1000)] = 5,
                       filter: Filter = None, filter_lang: FilterLang = None):
-        rows = await planner.nearest(conn, layer, queries.query_geometry(lon=lon, lat=lat), n, cql=filter, filter_lang=filter_lang)
-        return {"layer": layer, "features": rows}
+        rows = await planner.nearest(conn, *target, queries.query_geometry(lon=lon, lat=lat), n, cql=filter, filter_lang=filter_lang)
+        return {"layer": target[0].id, "features": rows}
 
     @router.get("/density/{layer}", summary="Count and density (per km²) of a layer's features per zone; "
                                             "GeoJSON choropleth with class breaks, or a CSV table")
-    async def density(layer: str, conn: Connection, zone: Literal["grid", "community", "street", "district"] = "community",
+    async def density(target: QueryLayer, conn: Connection, zone: Literal["grid", "community", "street", "district"] = "community",
                       district: Annotated[str, Query(pattern=r"^\d{6}$")] = None, filter: Filter = None,
                       filter_lang: FilterLang = None, f: Literal["geojson", "csv"] = "geojson"):
-        result = await planner.density(conn, layer, zone, district=district, cql=filter, filter_lang=filter_lang)
+        result = await planner.density(conn, *target, zone, district=district, cql=filter, filter_lang=filter_lang)
         if f == "csv":
             return _csv([feature["properties"] for feature in result["features"]])
         return result
 
     @router.get("/coverage-gaps/{layer}", summary="Parts of the gridded urban area farther than a distance from every "
                                                   "feature of a layer, per unit grid")
-    async def coverage_gaps(layer: str, conn: Connection,
+    async def coverage_gaps(target: QueryLayer, conn: Connection,
                             distance_m: Annotated[float, Query(gt=0, le=queries.MAX_DISTANCE_M)],
                             district: Annotated[str, Query(pattern=r"^\d{6}$")] = None,
                             bbox: Annotated[str, Query(description="minlon,minlat,maxlon,maxlat")] = None,
@@ -105,7 +114,7 @@ def queries_extension() -> Extension:
             box = [float(v) for v in bbox.split(",")] if bbox else None
         except ValueError:
             raise InvalidInput("bbox must be four comma-separated numbers") from None
-        result = await planner.coverage_gaps(conn, layer, distance_m, district=district, bbox=box, cql=filter,
+        result = await planner.coverage_gaps(conn, *target, distance_m, district=district, bbox=box, cql=filter,
                                              filter_lang=filter_lang)
         if f == "csv":
             return _csv([feature["properties"] for feature in result["features"]])

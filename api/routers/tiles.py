@@ -1,16 +1,16 @@
 """OGC API – Tiles (vector, MVT) for every layer and for the dataset, TileJSON, the MapLibre style
-and the tile matrix sets; tiles come from `tiles.service.VectorTiles` set up at startup."""
+and the tile matrix sets; tiles come from `tiles.service.VectorTiles`, started in the app's lifespan."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
+from api.deps import Collection
 from api.extension import Extension
-from gis.settings import Settings
 from layers.catalogue import Layer
-from tiles.cache import CachedTile, TileCache
+from tiles.cache import CachedTile
 from tiles.matrix_sets import TILE_MATRIX_SETS, get_tms
 from tiles.metadata import (MVT_MEDIA_TYPE, TILESETS_VECTOR_REL, WORLD, city_bounds, style, tilejson, tiles_path,
                             tileset, tileset_summary)
@@ -66,14 +66,6 @@ async def _bounds(service: VectorTiles) -> tuple[float, float, float, float]:
         return await city_bounds(conn) or WORLD
 
 
-async def start_tiles(app: FastAPI) -> None:
-    settings: Settings = app.state.settings
-    service = VectorTiles(app.state.pool, app.state.catalogue, TileCache(settings.tile_cache_mb * 2**20))
-    await service.start()
-    app.state.changes.subscribe(service.on_change)
-    app.state.tiles = service
-
-
 def tiles_extension() -> Extension:
     router = APIRouter(tags=["OGC API Tiles"])
 
@@ -119,21 +111,18 @@ def tiles_extension() -> Extension:
 
     # -- collection tiles ------------------------------------------------------------------------
     @router.get("/collections/{collectionId}/tiles", summary="Vector tilesets of a collection", operation_id="getCollectionTileSetsList")
-    async def collection_tilesets(request: Request, collectionId: str):
-        layer = _service(request).catalogue.get(collectionId)
+    async def collection_tilesets(request: Request, layer: Collection):
         return {"tilesets": [tileset_summary(_base(request), tms, layer.title, layer.id) for tms in TILE_MATRIX_SETS.values()]}
 
     @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}", summary="Collection tileset metadata", operation_id="getCollectionTileSet")
-    async def collection_tileset(request: Request, collectionId: str, tileMatrixSetId: str):
+    async def collection_tileset(request: Request, layer: Collection, tileMatrixSetId: str):
         service = _service(request)
-        layer = service.catalogue.get(collectionId)
         return tileset(_base(request), get_tms(tileMatrixSetId), layer.title, [layer], layer.id, _queryables(service))
 
     @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/tilejson.json", summary="TileJSON of a collection",
                 operation_id="getCollectionTileJSON")
-    async def collection_tilejson(request: Request, collectionId: str, tileMatrixSetId: str):
+    async def collection_tilejson(request: Request, layer: Collection, tileMatrixSetId: str):
         service = _service(request)
-        layer = service.catalogue.get(collectionId)
         return tilejson(_base(request), get_tms(tileMatrixSetId), layer.title, [layer], layer.id, _queryables(service),
                         await _bounds(service))
 
@@ -141,9 +130,9 @@ def tiles_extension() -> Extension:
                 summary="A vector tile of a collection", operation_id="getCollectionTile", response_class=Response,
                 responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"},
                            404: {"description": "no such tile matrix set, collection or tile"}})
-    async def collection_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: TileMatrix,
+    async def collection_tile(request: Request, layer: Collection, tileMatrixSetId: str, tileMatrix: TileMatrix,
                               tileRow: TileRow, tileCol: TileCol, filter_text: FilterParam = None, filter_lang: FilterLang = None):
-        tile = await _service(request).tile(tileMatrixSetId, tileMatrix, tileRow, tileCol, [collectionId], filter_text, filter_lang)
+        tile = await _service(request).tile(tileMatrixSetId, tileMatrix, tileRow, tileCol, [layer.id], filter_text, filter_lang)
         return _tile_response(request, tile)
 
     # -- style -------------------------------------------------------------------------------------
@@ -157,7 +146,7 @@ def tiles_extension() -> Extension:
         {"rel": TILESETS_VECTOR_REL, "type": "application/json", "title": "Vector tiles of the whole city", "href": "/tiles"},
         {"rel": "http://www.opengis.net/def/rel/ogc/1.0/styles", "type": "application/vnd.mapbox.style+json", "title": "MapLibre style", "href": "/styles/default/style.json"},
     )
-    return Extension(router=router, conformance=CONFORMANCE, links=links, collection_links=(tile_links,), startup=start_tiles)
+    return Extension(router=router, conformance=CONFORMANCE, links=links, collection_links=(tile_links,))
 
 
 def _queryables(service: VectorTiles) -> dict:

@@ -6,7 +6,6 @@ import re
 import shutil
 import tempfile
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,7 +19,6 @@ from api.extension import Extension
 from gis.db import open_connection
 from gis.errors import Forbidden, InvalidInput, NotFound
 from gis.keys import Principal
-from layers.catalogue import get_layer
 from layers.export import FORMATS, csv_chunks, export_to_file, geojson_chunks, make_request
 from layers.importer import ImportOptions
 from layers.importer.jobs import CREATE_SQL, JOB_SQL, options_json, run_job
@@ -46,7 +44,6 @@ def _job_body(row: dict) -> dict:
 
 def transfer_extension() -> Extension:
     router = APIRouter(tags=["Import and export"])
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cityops-import")
 
     @router.post("/imports", status_code=202, summary="Upload a GIS file to import into a layer (background job)")
     async def post_import(
@@ -66,7 +63,7 @@ def transfer_extension() -> Extension:
         options = ImportOptions(layer=layer, crs=crs, field_map=parse_field_maps(map), mode=mode, key=key, mapping=mapping,
                                 district=district, class_code=class_code, where=where, max_rejects=max_rejects, dry_run=dry_run)
         if layer:
-            get_layer(layer)
+            request.app.state.catalogue.get(layer)
         uploads = request.app.state.settings.state_dir / "imports"
         uploads.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=uploads))
@@ -77,7 +74,7 @@ def transfer_extension() -> Extension:
             await run_in_threadpool(shutil.rmtree, folder, True)
             raise
         row = await (await conn.execute(CREATE_SQL, [path.name, options_json(options), principal.key_id])).fetchone()
-        worker.submit(run_job, request.app.state.pool.conninfo, row["id"], path, options)
+        request.app.state.import_worker.submit(run_job, request.app.state.pool.conninfo, row["id"], path, options)
         job = await (await conn.execute(JOB_SQL, [row["id"]])).fetchone()
         return JSONResponse(_job_body(job) | {"created_at": job["created_at"].isoformat()}, status_code=202,
                             headers={"Location": f"/imports/{row['id']}"})
@@ -91,7 +88,7 @@ def transfer_extension() -> Extension:
 
     @router.get("/exports/{layer_id}.{ext}", summary="Download a layer (gpkg, shp, fgb, geojson, csv), streamed")
     async def get_export(request: Request, layer_id: str, ext: str, bbox: str | None = None, crs: str | None = None):
-        export = make_request(get_layer(layer_id), ext, bbox, crs)
+        export = make_request(request.app.state.catalogue.get(layer_id), ext, bbox, crs)
         info = request.app.state.pool.conninfo
         filename = f"{layer_id}{export.spec.extension}"
         headers = {"Content-Disposition": f'attachment; filename="{filename}"'}

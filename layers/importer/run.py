@@ -15,7 +15,7 @@ import psycopg
 
 from gis.source_crs import SourceCrs, parse_crs
 from gis.errors import InvalidInput
-from layers.catalogue import get_layer
+from layers.live import resolve
 from layers.importer import checks, validate
 from layers.importer.load import allocate_objcodes, check_values, check_visible, clear_layer, plan_columns, write_rows
 from layers.importer.mapping import load_mapping
@@ -74,11 +74,11 @@ def _source_crs(source: Source, layer: SourceLayer, declared: str | None) -> Sou
                        "e.g. --crs EPSG:4490 (CGCS2000), EPSG:4548 / EPSG:4549 (Gauss-Krüger CM 117E / 120E), gcj02 or bd09")
 
 
-def _check_options(options: ImportOptions, has_rules: bool) -> None:
+def _check_options(conn: psycopg.Connection, options: ImportOptions, has_rules: bool) -> None:
     if options.layer is None and not has_rules:
         raise InvalidInput("say where the rows go: --layer ID, or a --mapping file with rules")
     if options.layer:
-        get_layer(options.layer)
+        resolve(conn, options.layer)
     if options.mode == "upsert" and not options.key:
         raise InvalidInput("--mode upsert needs --key COLUMN (the column that identifies a feature)")
     if options.district and not (options.district.isdigit() and len(options.district) == 6):
@@ -89,7 +89,7 @@ def import_file(conn: psycopg.Connection, path: Path, options: ImportOptions, pr
     """Import `path` in the caller's transaction; the caller commits (or rolls back a dry run)."""
     tell = progress or (lambda *_: None)
     mapping = load_mapping(options.mapping).restricted_to(options.layer).with_columns(options.field_map)
-    _check_options(options, bool(mapping.rules))
+    _check_options(conn, options, bool(mapping.rules))
     source = open_source(path, mapping.source_layers, options.where)
     crs_of = {layer.name: _source_crs(source, layer, options.crs) for layer in source.layers}
     report = ImportReport(file=source.label, source_layers=[layer.name for layer in source.layers], dry_run=options.dry_run)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import psycopg
 
 from gis.errors import InvalidInput
-from layers.catalogue import Layer, get_layer
+from layers.catalogue import Layer
+from layers.live import resolve
 
 COMPONENT_TABLE = "city.component"
 # A component layer whose view shows one class needs no class in the source.
@@ -84,7 +85,7 @@ def _table(conn: psycopg.Connection, name: str) -> Table:
 
 
 def describe_target(conn: psycopg.Connection, layer_id: str) -> Target:
-    layer = get_layer(layer_id)
+    layer = resolve(conn, layer_id)
     kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", [layer.relation]).fetchone()["relkind"]
     if kind == "r":
         base, extensions = layer.relation, ()

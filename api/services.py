@@ -1,0 +1,77 @@
+"""Every background service of the app, started and stopped in one place (the app's lifespan):
+the async pool the routes share, the synchronous pool of the drone routes, the change feed, the
+live catalogue, the grid index, the vector tile service, the wall's live hub and the job workers.
+
+Order matters only here: the change feed listens before the catalogue is read, so a layer
+published in between is not missed; everything that subscribes to the feed does so after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from api.live_hub import LiveHub
+from gis.changes import ChangeFeed
+from gis.db import create_pool
+from gis.grid_index import GridIndexHolder
+from concurrent.futures import ThreadPoolExecutor
+
+from drone.jobs import DetectionWorker
+from gis.settings import Settings
+from layers.live import LiveCatalogue
+from tiles.cache import TileCache
+from tiles.service import VectorTiles
+
+SYNC_POOL_MAX = 4  # drone routes: uploads and reviews, a few at a time
+
+
+class Services:
+    """What the routes reach through `app.state`; built with the app, opened by `lifespan`."""
+
+    def __init__(self, settings: Settings, conninfo: str):
+        self.settings = settings
+        self.conninfo = conninfo
+        self.pool = create_pool(settings, conninfo)
+        self.sync_pool = ConnectionPool(conninfo, min_size=1, max_size=SYNC_POOL_MAX, open=False,
+                                        kwargs={"row_factory": dict_row, "autocommit": True})
+        self.changes = ChangeFeed(conninfo)
+        self.catalogue = LiveCatalogue()
+        self.grid_index = GridIndexHolder()
+        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings.tile_cache_mb * 2**20))
+        self.live_hub = LiveHub(self.pool)
+        self.drone_worker = DetectionWorker(conninfo, settings)
+        self.import_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='cityops-import')
+
+    def expose(self, app: FastAPI) -> None:
+        state = app.state
+        state.settings, state.pool, state.sync_pool, state.changes = self.settings, self.pool, self.sync_pool, self.changes
+        state.catalogue, state.grid_index, state.tiles, state.live_hub = self.catalogue, self.grid_index, self.tiles, self.live_hub
+        state.drone_worker, state.import_worker = self.drone_worker, self.import_worker
+
+    @asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        await self.pool.open(wait=True, timeout=30)
+        await to_thread.run_sync(lambda: self.sync_pool.open(wait=True, timeout=30))
+        try:
+            await self.changes.start()
+            async with self.pool.connection() as conn:
+                await self.catalogue.reload(conn)
+            self.changes.subscribe(self.catalogue.change_subscriber(self.pool))
+            self.changes.subscribe(self.grid_index.change_subscriber())
+            await self.tiles.start()
+            self.changes.subscribe(self.tiles.on_change)
+            self.changes.subscribe(self.live_hub.on_change)
+            self.drone_worker.start()
+            yield
+        finally:
+            await to_thread.run_sync(self.drone_worker.stop)
+            self.import_worker.shutdown(wait=False, cancel_futures=True)
+            await self.changes.stop()
+            await to_thread.run_sync(self.sync_pool.close)
+            await self.pool.close()
