@@ -4,7 +4,7 @@ For each size: write the pair once (kept under bench/out/), then in a fresh chil
 plain block-wise read of the inputs, run detection with DSMs and RGB-only, and report object F1
 (IoU >= 0.5), registration residual (reported and true), peak RSS and detection/read time.
 
-    python -m bench.bench_drone --sizes 1000 5000 20000
+    .venv/bin/python bench/bench_drone.py --sizes 1000 5000 20000
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform, transform_bounds
-from rasterio.windows import Window
 
 from drone.errors import NoOverlapError, NotGeoreferencedError
 
@@ -98,9 +97,3 @@ def warped(src: rasterio.DatasetReader, grid: Grid, correction: Affine = Affine.
     # RGB: an alpha band marks pixels outside the source footprint
     return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                      src_transform=correction @ src.transform, resampling=resampling, add_alpha=True)
-
-
-def read_rgb(vrt: WarpedVRT, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    """(3, h, w) float32 RGB and a validity mask (the VRT's alpha band); outside the source is invalid."""
-    data = vrt.read(window=window)
-    return data[:3].astype(np.float32), data[-1] > 0

@@ -34,6 +34,7 @@ from shapely.geometry import box, mapping
 from drone.errors import InvalidRasterError, NotGeoreferencedError
 from drone.grid import require_georeferenced
 from gis.settings import Settings
+from gis.crs import STORAGE_SRID
 
 KINDS = ("rgb", "dsm", "change")
 BAND_COUNTS = {"rgb": (3, 4), "dsm": (1,), "change": (1, 2)}  # rgb may carry an alpha band
@@ -41,7 +42,7 @@ MIN_GSD_M = 0.01
 MAX_GSD_M = 10.0  # drone imagery is 1 cm - 1 m; up to 10 m lets real satellite test scenes through
 DISPLAY_PERCENTILES = (2, 98)
 DISPLAY_SAMPLE_PX = 1024
-CATALOGUE_CRS = "EPSG:4490"
+CATALOGUE_CRS = f"EPSG:{STORAGE_SRID}"
 
 ORTHOPHOTO_COLUMNS = ("id, name, kind, captured_on, gsd_m, width, height, band_count, source_crs, file_path, "
                       "file_bytes, display_min, display_max, created_at, ST_AsGeoJSON(geom)::json AS footprint")
@@ -102,7 +103,7 @@ class StagedCog:
         row = conn.execute(
             f"INSERT INTO city.orthophoto (name, kind, captured_on, gsd_m, width, height, band_count, source_crs, "
             f"file_path, file_bytes, display_min, display_max, geom) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            f"%s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4490)) RETURNING {ORTHOPHOTO_COLUMNS}",
+            f"%s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), {STORAGE_SRID})) RETURNING {ORTHOPHOTO_COLUMNS}",
             [name, self.kind, captured_on, f.gsd_m, f.width, f.height, f.band_count, f.source_crs, str(self.final),
              self.partial.stat().st_size, *display, json.dumps(f.footprint_4490)],
         ).fetchone()

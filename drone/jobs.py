@@ -19,7 +19,7 @@ from rasterio.warp import transform_geom
 from shapely.geometry import mapping
 
 from drone.errors import CancelledError, NoOverlapError
-from drone.ingest import managed_dir, staged_cog
+from drone.ingest import CATALOGUE_CRS, managed_dir, staged_cog
 from drone.pipeline import detect_changes
 from drone.review import queue_candidates
 from gis.db import open_connection
@@ -120,7 +120,7 @@ def run(conn: psycopg.Connection, settings: Settings, job_id: int, *, stop: thre
                                 files.get(job["after_dsm_id"]), change_map_path=raw_change_map,
                                 progress=beat.blocks_done, cancel=cancel)
         beat.report(BLOCKS_END, force=True)
-        candidates = [{"geometry": transform_geom(result.crs, "EPSG:4490", mapping(c.geometry)), "score": c.score,
+        candidates = [{"geometry": transform_geom(result.crs, CATALOGUE_CRS, mapping(c.geometry)), "score": c.score,
                        "height_gain_m": c.mean_height_gain_m} for c in result.candidates]
         with staged_cog(settings, raw_change_map, "change") as cog, conn.transaction():
             change_map = cog.catalogue(conn, name=f"change map of detection {job_id}",

@@ -15,7 +15,6 @@ import numpy as np
 import rasterio
 from rasterio.crs import CRS
 from rasterio.windows import Window
-from shapely.geometry import mapping
 
 from drone.change import candidate_mask, change_score, halo_px
 from drone.errors import CancelledError, DroneError
@@ -24,11 +23,11 @@ from drone.ongrid import open_on_grid
 from drone.params import ChangeParams
 from drone.radiometry import LinearRadiometry, fit_linear_radiometry
 from drone.register import RegistrationReport, register_pair
+from drone.settings import get_drone_settings
 from drone.vectorize import Candidate, block_parts, finish, merge_seams
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
-SHARE_HANDLES = os.environ.get('DRONE_SHARE_HANDLES', '1') == '1'
 
 
 @dataclass
@@ -40,13 +39,6 @@ class ChangeResult:
     change_map_path: Path  # GeoTIFF: band 1 change score 0-1 (0.5 = decision), band 2 height gain m (DSM only)
     used_dsm: bool
     dsm_bias_m: float | None  # after - before median over the sample windows, removed before differencing
-
-    def to_geojson(self) -> dict:
-        return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": self.crs.to_string()}},
-                "features": [{"type": "Feature", "geometry": mapping(c.geometry),
-                              "properties": {"score": c.score, "area_m2": c.area_m2,
-                                             "mean_height_gain_m": c.mean_height_gain_m,
-                                             "rectangularity": c.rectangularity}} for c in self.candidates]}
 
 
 @dataclass(frozen=True)
@@ -81,7 +73,7 @@ class _Views:
                 with self.lock:
                     self.opened += [views[name], src]
             self.local.views = views
-            if SHARE_HANDLES and all(v.thread_safe for v in views.values()):
+            if get_drone_settings().share_handles and all(v.thread_safe for v in views.values()):
                 # plain windowed readers serialise their reads: one handle per file lets every thread
                 # reuse tiles another one decoded (GDAL's block cache is per handle), e.g. the halos
                 self.shared = views

@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from gis.errors import Conflict, InvalidInput, NotFound
+from gis.crs import STORAGE_SRID
 from gis.keys import Principal
 
 MIN_COVERED = 0.5
@@ -59,14 +60,14 @@ def _matches(table: str, condition: str) -> sql.Composed:
 
 CLASSIFY_SQL = sql.SQL("""
 WITH c AS (
-    SELECT ord, ST_Multi(ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON(g), 4490))) AS geom, score, gain
+    SELECT ord, ST_Multi(ST_MakeValid(ST_SetSRID(ST_GeomFromGeoJSON(g), {srid}))) AS geom, score, gain
     FROM unnest(%(geoms)s::text[], %(scores)s::real[], %(gains)s::real[]) WITH ORDINALITY AS t(g, score, gain, ord)
 )
 SELECT ord, ST_AsGeoJSON(geom) AS geom, score, gain,
     (SELECT d.code FROM city.district d WHERE ST_Contains(d.geom, ST_PointOnSurface(c.geom)) LIMIT 1) AS district_code,
     {reasons}
 FROM c ORDER BY ord
-""").format(reasons=sql.SQL(", ").join(
+""").format(srid=sql.Literal(STORAGE_SRID), reasons=sql.SQL(", ").join(
     sql.SQL("{} AS {}").format(_matches(table, condition), sql.Identifier(reason)) for reason, table, condition in REASONS))
 
 
@@ -92,7 +93,7 @@ def queue_candidates(conn: psycopg.Connection, detection: dict, candidates: list
             continue
         conn.execute(
             "INSERT INTO city.change_candidate (detection_id, district_code, score, height_gain_m, before_id, after_id, "
-            "geom) VALUES (%s, %s, %s, %s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4490))",
+            "geom) VALUES (%s, %s, %s, %s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), " f"{STORAGE_SRID}))",
             [detection["id"], row["district_code"], row["score"], row["gain"], detection["before_id"],
              detection["after_id"], row["geom"]])
         counts.candidates_queued += 1

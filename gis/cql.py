@@ -18,9 +18,9 @@ import cql2
 from psycopg import sql
 
 from gis.errors import InvalidInput
+from gis.crs import STORAGE_SRID
 
 QueryableType = Literal["string", "number", "integer", "boolean", "datetime", "date", "geometry"]
-STORAGE_SRID = 4490
 CRS84_SRID = 4326
 
 COMPARISONS = {"=": "=", "<>": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}

@@ -22,6 +22,7 @@ import shapely
 from psycopg import sql
 
 from gis.errors import InvalidInput
+from gis.crs import STORAGE_SRID
 from gis.grid_index import GridIndex
 
 METRIC_SRID = 4548
@@ -118,25 +119,26 @@ def query_geometry(geojson: dict | None = None, *, lon: float | None = None, lat
 
 def within_query(relation: sql.Composable, key: str, where: sql.Composable) -> sql.Composable:
     return sql.SQL("""
-WITH q AS (SELECT ST_SetSRID(ST_GeomFromWKB(%(wkb)s), 4490) AS g)
+WITH q AS (SELECT ST_SetSRID(ST_GeomFromWKB(%(wkb)s), {storage}) AS g)
 SELECT t.{key}::text AS id, ST_Distance(t.geom::geography, q.g::geography) AS distance_m
 FROM {rel} t, q
 WHERE t.geom && ST_Expand(q.g, %(margin)s) AND ST_DWithin(t.geom::geography, q.g::geography, %(metres)s) AND {where}
 ORDER BY distance_m, t.{key}
-LIMIT %(limit)s""").format(key=sql.Identifier(key), rel=relation, where=where)
+LIMIT %(limit)s""").format(key=sql.Identifier(key), rel=relation, where=where, storage=sql.Literal(STORAGE_SRID))
 
 
 def nearest_query(relation: sql.Composable, key: str, where: sql.Composable) -> sql.Composable:
     """KNN on the Web Mercator index (conformal, so its order is the true order nearby), with
     candidates to spare; then exact geodesic metres decide."""
     return sql.SQL("""
-WITH q AS (SELECT ST_SetSRID(ST_GeomFromWKB(%(wkb)s), 4490) AS g),
+WITH q AS (SELECT ST_SetSRID(ST_GeomFromWKB(%(wkb)s), {storage}) AS g),
 candidates AS (
     SELECT t.{key} AS fid, t.geom FROM {rel} t, q WHERE {where}
     ORDER BY t.geom_3857 <-> ST_Transform(q.g, 3857) LIMIT %(candidates)s
 )
 SELECT c.fid::text AS id, ST_Distance(c.geom::geography, q.g::geography) AS distance_m
-FROM candidates c, q ORDER BY distance_m, c.fid LIMIT %(n)s""").format(key=sql.Identifier(key), rel=relation, where=where)
+FROM candidates c, q ORDER BY distance_m, c.fid LIMIT %(n)s""").format(key=sql.Identifier(key), rel=relation, where=where,
+                                                                     storage=sql.Literal(STORAGE_SRID))
 
 
 # -- counts and densities per zone ------------------------------------------------------------
@@ -171,7 +173,7 @@ def gaps_query(relation: sql.Composable, where: sql.Composable, *, district: boo
 WITH grids AS (
     SELECT bgcode, geom, ST_Transform(geom, {srid}) AS g FROM city.unit_grid
     WHERE {district_filter} AND (%(bbox)s::float8[] IS NULL OR geom && ST_MakeEnvelope(
-        (%(bbox)s::float8[])[1], (%(bbox)s::float8[])[2], (%(bbox)s::float8[])[3], (%(bbox)s::float8[])[4], 4490))
+        (%(bbox)s::float8[])[1], (%(bbox)s::float8[])[2], (%(bbox)s::float8[])[3], (%(bbox)s::float8[])[4], {storage}))
 ), gaps AS MATERIALIZED (  -- once per grid, not once per use; one buffer of the collected points beats a union of buffers
     SELECT bgcode, ST_Area(g) AS area_m2, ST_Difference(g, coalesce((
         SELECT ST_Buffer(ST_Collect(f), %(metres)s, 8) FROM (
@@ -182,9 +184,9 @@ WITH grids AS (
     FROM grids
 )
 SELECT bgcode, area_m2, ST_Area(gap) AS uncovered_m2, 100 * ST_Area(gap) / area_m2 AS uncovered_pct,
-       CASE WHEN ST_IsEmpty(gap) THEN NULL ELSE ST_AsGeoJSON(ST_Transform(gap, 4490), 7, 0) END AS geometry
+       CASE WHEN ST_IsEmpty(gap) THEN NULL ELSE ST_AsGeoJSON(ST_Transform(gap, {storage}), 7, 0) END AS geometry
 FROM gaps ORDER BY bgcode""").format(
-        srid=sql.Literal(METRIC_SRID), rel=relation, where=where,
+        srid=sql.Literal(METRIC_SRID), storage=sql.Literal(STORAGE_SRID), rel=relation, where=where,
         district_filter=sql.SQL("district_code = %(district)s") if district else sql.SQL("TRUE"))
 
 

@@ -17,9 +17,10 @@ import numpy as np
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
+from gis.crs import STORAGE_SRID
 from gis.errors import InvalidInput
 
-CGCS2000 = CRS.from_epsg(4490)
+CGCS2000 = CRS.from_epsg(STORAGE_SRID)
 OFFSET_SYSTEMS = ("gcj02", "bd09")
 
 _A = 6378245.0  # Krasovsky 1940 semi-major axis, as the GCJ-02 formula uses it

@@ -22,6 +22,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from gis.errors import InvalidInput
+from gis.crs import STORAGE_SRID
 from layers.catalogue import Layer
 
 BATCH_ROWS = 50_000
@@ -49,7 +50,7 @@ class ExportRequest:
     layer: Layer
     format: str
     bbox: tuple[float, float, float, float] | None = None  # in EPSG:4490 lon/lat
-    srid: int = 4490
+    srid: int = STORAGE_SRID
 
     @property
     def spec(self) -> Format:
@@ -67,7 +68,7 @@ def make_request(layer: Layer, fmt: str, bbox: str | None = None, crs: str | Non
             box = ()
         if len(box) != 4 or box[0] > box[2] or box[1] > box[3]:
             raise InvalidInput(f"bbox wants minlon,minlat,maxlon,maxlat, got {bbox!r}")
-    srid = 4490
+    srid = STORAGE_SRID
     if crs:
         try:
             srid = CRS.from_user_input(crs).to_epsg()
@@ -87,7 +88,7 @@ def _select(request: ExportRequest, geometry: sql.Composable) -> sql.Composed:
     layer = request.layer
     conditions = [sql.SQL(layer.where)] if layer.where else []
     if request.bbox:
-        conditions.append(sql.SQL("geom && ST_MakeEnvelope({}, {}, {}, {}, 4490)").format(*map(sql.Literal, request.bbox)))
+        conditions.append(sql.SQL("geom && ST_MakeEnvelope({}, {}, {}, {}, {})").format(*map(sql.Literal, (*request.bbox, STORAGE_SRID))))
     where = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
     return sql.SQL("SELECT {cols}, {geom} FROM {rel}{where} ORDER BY {key}").format(
         cols=sql.SQL(", ").join(map(sql.Identifier, _columns(layer))),
@@ -140,7 +141,7 @@ def _write_gdal(conn: psycopg.Connection, request: ExportRequest, path: Path, pr
 
 
 def geojson_chunks(conn: psycopg.Connection, request: ExportRequest, progress: Progress) -> Iterator[bytes]:
-    crs = "" if request.srid in (4326, 4490) else \
+    crs = "" if request.srid in (4326, STORAGE_SRID) else \
         ', "crs": ' + json.dumps({"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{request.srid}"}})
     yield f'{{"type": "FeatureCollection", "name": "{request.layer.id}"{crs}, "features": [\n'.encode()
     query = sql.SQL("SELECT ST_AsGeoJSON(t.*, 'geom', 9)::text AS feature FROM ({}) t").format(

@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.types.numeric import Int4
 
 from gis.cql import CompiledFilter
+from gis.crs import STORAGE_SRID
 from gis.errors import InvalidInput
 from layers.catalogue import Layer
 from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD
@@ -61,13 +62,13 @@ class Grid:
         }
 
 
-_MAKE_ENVELOPE = sql.SQL("ST_MakeEnvelope(%(west)s, %(south)s, %(east)s, %(north)s, 4490)")
+_MAKE_ENVELOPE = sql.SQL("ST_MakeEnvelope(%(west)s, %(south)s, %(east)s, %(north)s, {})").format(sql.Literal(STORAGE_SRID))
 
 
 def _geographic_grid(tms: TileMatrixSet) -> Grid:
     # CGCS2000 and WGS 84 (CRS84) coordinates differ by centimetres: geographic tiles of either
     # datum read the stored CGCS2000 geometry.
-    return Grid(tms, 4490, "geom", _MAKE_ENVELOPE, sql.SQL("ST_Expand({}, %(pad)s)").format(_MAKE_ENVELOPE))
+    return Grid(tms, STORAGE_SRID, "geom", _MAKE_ENVELOPE, sql.SQL("ST_Expand({}, %(pad)s)").format(_MAKE_ENVELOPE))
 
 
 GRIDS = {

@@ -10,16 +10,17 @@ import numpy as np
 import psycopg
 
 from gis.source_crs import bd09_to_wgs84, gcj02_to_wgs84
+from gis.crs import STORAGE_SRID
 
 SAMPLE = 300
 # The median distance to the nearest existing feature, as read and if the coordinates were GCJ-02/BD-09.
-NEAREST_SQL = """
+NEAREST_SQL = f"""
 SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) AS median FROM (
     SELECT (SELECT min(ST_Distance(p.geom::geography, n.geom::geography)) FROM (
         (SELECT c.geom FROM city.component c ORDER BY c.geom <-> p.geom LIMIT 1)
         UNION ALL (SELECT b.geom FROM city.building b ORDER BY b.geom <-> p.geom LIMIT 1)
         UNION ALL (SELECT r.geom FROM city.road r ORDER BY r.geom <-> p.geom LIMIT 1)) n) AS d
-    FROM (SELECT ST_SetSRID(ST_MakePoint(x, y), 4490) AS geom FROM unnest(%s::float8[], %s::float8[]) AS u(x, y)) p
+    FROM (SELECT ST_SetSRID(ST_MakePoint(x, y), {STORAGE_SRID}) AS geom FROM unnest(%s::float8[], %s::float8[]) AS u(x, y)) p
 ) nearest WHERE d IS NOT NULL
 """
 
@@ -29,8 +30,8 @@ def outside_city(conn: psycopg.Connection) -> str | None:
     # rows in its box (through the stage's GiST index when there is one), not one district index
     # probe per row. A row on a shared border counts once (distinct). Only rows outside the extent
     # box can be any distance from it, so the distance looks at those alone (the first 1,000).
-    row = conn.execute("""
-        WITH e AS (SELECT ST_SetSRID(ST_Extent(geom)::geometry, 4490) AS box, count(*) AS districts FROM city.district)
+    row = conn.execute(f"""
+        WITH e AS (SELECT ST_SetSRID(ST_Extent(geom)::geometry, {STORAGE_SRID}) AS box, count(*) AS districts FROM city.district)
         SELECT (SELECT count(*) FROM import_stage WHERE reason IS NULL) AS total,
                (SELECT count(*) FROM import_stage WHERE reason IS NULL)
                - (SELECT count(DISTINCT s.ctid) FROM city.district d JOIN import_stage s ON ST_Intersects(d.geom, s.geom)
@@ -54,7 +55,7 @@ def web_offset(conn: psycopg.Connection) -> str | None:
     # Only features near the city can be compared with it (a GCJ-02 shift is about 0.005°).
     rows = conn.execute(
         "SELECT ST_X(p) AS x, ST_Y(p) AS y FROM (SELECT ST_PointOnSurface(s.geom) AS p FROM import_stage s, "
-        "(SELECT ST_Expand(ST_SetSRID(ST_Extent(geom)::geometry, 4490), 0.05) AS box FROM city.district) e "
+        f"(SELECT ST_Expand(ST_SetSRID(ST_Extent(geom)::geometry, {STORAGE_SRID}), 0.05) AS box FROM city.district) e "
         "WHERE s.reason IS NULL AND s.geom && e.box ORDER BY s.src_layer, s.row_no LIMIT %s) s", [SAMPLE]).fetchall()
     if not rows:
         return None

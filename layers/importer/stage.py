@@ -13,6 +13,7 @@ import pyarrow as pa
 import shapely
 
 from gis.source_crs import SourceCrs
+from gis.crs import STORAGE_SRID
 from layers.importer.source import Source, SourceLayer, record_batches
 
 STAGE_DDL = """
@@ -64,7 +65,7 @@ def _to_cgcs2000(wkb: np.ndarray, source_crs: SourceCrs) -> tuple[np.ndarray, np
     moved = shapely.transform(geoms, lambda xy: np.column_stack(transform(xy[:, 0], xy[:, 1])))
     outside_crs = ~np.isfinite(shapely.bounds(moved)).all(axis=1) & ~shapely.is_empty(moved) & ~shapely.is_missing(moved)
     moved[outside_crs] = None
-    ewkb = shapely.to_wkb(shapely.set_srid(moved, 4490), hex=True, include_srid=True)
+    ewkb = shapely.to_wkb(shapely.set_srid(moved, STORAGE_SRID), hex=True, include_srid=True)
     reasons = np.where(unreadable, "unreadable geometry (GEOS rejects it, e.g. a ring of fewer than 4 points)",
                        np.where(outside_crs, "coordinates lie outside the declared coordinate system's range", None))
     return ewkb, reasons
