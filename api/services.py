@@ -20,10 +20,10 @@ from api.live_hub import LiveHub
 from gis.changes import ChangeFeed
 from gis.db import create_pool
 from gis.grid_index import GridIndexHolder
-from concurrent.futures import ThreadPoolExecutor
-
-from drone.jobs import DetectionWorker
+from drone.jobs import DETECTION
+from gis.jobs import WorkerPool
 from gis.settings import Settings
+from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
 from tiles.service import VectorTiles
@@ -45,14 +45,14 @@ class Services:
         self.grid_index = GridIndexHolder()
         self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings.tile_cache_mb * 2**20))
         self.live_hub = LiveHub(self.pool)
-        self.drone_worker = DetectionWorker(conninfo, settings)
-        self.import_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='cityops-import')
+        self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=settings.job_workers,
+                                  stale_after_s=settings.job_stale_s)
 
     def expose(self, app: FastAPI) -> None:
         state = app.state
         state.settings, state.pool, state.sync_pool, state.changes = self.settings, self.pool, self.sync_pool, self.changes
         state.catalogue, state.grid_index, state.tiles, state.live_hub = self.catalogue, self.grid_index, self.tiles, self.live_hub
-        state.drone_worker, state.import_worker = self.drone_worker, self.import_worker
+        state.workers = self.workers
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -67,11 +67,10 @@ class Services:
             await self.tiles.start()
             self.changes.subscribe(self.tiles.on_change)
             self.changes.subscribe(self.live_hub.on_change)
-            self.drone_worker.start()
+            await to_thread.run_sync(self.workers.start)
             yield
         finally:
-            await to_thread.run_sync(self.drone_worker.stop)
-            self.import_worker.shutdown(wait=False, cancel_futures=True)
+            await to_thread.run_sync(self.workers.stop)
             await self.changes.stop()
             await to_thread.run_sync(self.sync_pool.close)
             await self.pool.close()

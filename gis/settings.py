@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     pool_min_size: int = 2
     pool_max_size: int = 16
     tile_cache_mb: int = Field(default=256, ge=0)
+    job_workers: int = Field(default=2, ge=1, description="threads running background jobs (imports, detections) "
+                                                         "per server process; at most one job of each kind at a time")
+    job_stale_s: float = Field(default=30, gt=0, description="a running job whose worker has not beaten for this "
+                                                             "long is queued again (its worker died)")
 
     @property
     def uses_own_cluster(self) -> bool:

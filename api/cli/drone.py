@@ -54,20 +54,14 @@ def detect(
 ) -> None:
     """Run change detection now, in this process, and queue the candidates for review."""
     def action() -> None:
-        with _connect() as conn:
-            with conn.transaction():  # submitted and claimed at once: a server's worker never sees it queued
-                job = jobs.submit(conn, before_id=before, after_id=after, before_dsm_id=before_dsm,
-                                  after_dsm_id=after_dsm, created_by=f"cli:{getpass.getuser()}")
-                jobs.claim(conn, job["id"])
-            with Progress(TextColumn(f"detection job {job['id']}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                          TimeElapsedColumn(), console=console) as bar:
-                task = bar.add_task("detect", total=1.0)
-                try:
-                    result = jobs.run(conn, get_settings(), job["id"],
-                                      on_progress=lambda p: bar.update(task, completed=p))
-                except KeyboardInterrupt:
-                    jobs.cancel(conn, job["id"])
-                    raise
+        # Run here as a server's worker would (heartbeat included): if this process dies, a worker
+        # picks the job up again; Ctrl-C cancels it.
+        with Progress(TextColumn("detection job"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("detect", total=1.0)
+            result = jobs.detect_here(conninfo(get_settings()), get_settings(), created_by=f"cli:{getpass.getuser()}",
+                                      on_progress=lambda p: bar.update(task, completed=p), before_id=before,
+                                      after_id=after, before_dsm_id=before_dsm, after_dsm_id=after_dsm)
         if result["state"] != "succeeded":
             fail(f"job {result['id']} {result['state']}: {result['error']}")
         console.print(f"job {result['id']}: {result['candidates_found']} candidates, {result['candidates_queued']} "

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from api.cli.common import console, run_guarded, table_progress
-from gis.db import connect
+from api.cli.common import console, fail, run_guarded, table_progress
+from gis.db import connect, conninfo
 from gis.settings import get_settings
-from layers.live import resolve
 from layers.export import FORMATS, count_rows, export_to_file, make_request
-from layers.importer import ImportOptions, ImportReport, import_file
+from layers.importer import ImportOptions, ImportReport
+from layers.importer.jobs import import_here
+from layers.live import resolve
 from layers.importer.mapping import parse_field_maps
 
 
@@ -51,9 +53,12 @@ def import_(
             raise typer.BadParameter("--mode is append, replace or upsert")
         options = ImportOptions(layer=layer, crs=crs, field_map=parse_field_maps(map_), mode=mode, key=key, mapping=mapping,
                                 district=district, class_code=class_code, where=where, max_rejects=max_rejects, dry_run=dry_run)
-        with connect(get_settings()) as conn, table_progress(f"Importing {path.name} …") as bar:
-            report = import_file(conn, path, options, bar)
-            conn.rollback() if dry_run else conn.commit()
+        # A job like an upload's, run here: if this process dies, a server's worker imports the file.
+        with table_progress(f"Importing {path.name} …") as bar:
+            job, report = import_here(conninfo(get_settings()), get_settings(), path.resolve(), options,
+                                      f"cli:{getpass.getuser()}", bar)
+        if job["state"] != "succeeded":
+            fail(f"import job {job['id']} {job['state']}: {job['error']}")
         if report_file:
             report_file.write_text(json.dumps(report.as_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
         _print_report(report, show_rejects=10)

@@ -98,7 +98,7 @@ def drone_extension() -> Extension:
                  summary="Start a change-detection job between two flights")
     def start_detection(request: Request, response: Response, conn: Conn, principal: Enforcement, body: NewDetection):
         job = jobs.submit(conn, **body.model_dump(), created_by=principal.name)
-        request.app.state.drone_worker.wake()
+        request.app.state.workers.wake()
         response.headers["Location"] = str(request.url_for("get_detection", job_id=job["id"]))
         return job
 

@@ -14,14 +14,15 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Connection, require
+from api.deps import Connection, SyncConnection, get_sync_connection, require
 from api.extension import Extension
 from gis.db import open_connection
 from gis.errors import Forbidden, InvalidInput, NotFound
 from gis.keys import Principal
 from layers.export import FORMATS, csv_chunks, export_to_file, geojson_chunks, make_request
 from layers.importer import ImportOptions
-from layers.importer.jobs import CREATE_SQL, JOB_SQL, options_json, run_job
+from gis import jobs
+from layers.importer.jobs import JOB_SQL, KIND, payload
 from layers.importer.mapping import SHIPPED, parse_field_maps
 from layers.importer.source import open_source
 
@@ -73,8 +74,9 @@ def transfer_extension() -> Extension:
         except InvalidInput:
             await run_in_threadpool(shutil.rmtree, folder, True)
             raise
-        row = await (await conn.execute(CREATE_SQL, [path.name, options_json(options), principal.key_id])).fetchone()
-        request.app.state.import_worker.submit(run_job, request.app.state.pool.conninfo, row["id"], path, options)
+        row = await (await conn.execute(jobs.SUBMIT_SQL, jobs.submit_params(
+            KIND, payload(path, options, owned=True, api_key_id=principal.key_id), principal.name))).fetchone()
+        request.app.state.workers.wake()
         job = await (await conn.execute(JOB_SQL, [row["id"]])).fetchone()
         return JSONResponse(_job_body(job) | {"created_at": job["created_at"].isoformat()}, status_code=202,
                             headers={"Location": f"/imports/{row['id']}"})
@@ -85,6 +87,12 @@ def transfer_extension() -> Extension:
         if job is None:
             raise NotFound(f"no import job {job_id}")
         return _job_body(job)
+
+    @router.post("/imports/{job_id}/cancel", summary="Cancel an import job (a running one rolls back)")
+    def cancel_import(job_id: int, conn: SyncConnection,
+                      _: Annotated[Principal, Depends(require("editor", connection=get_sync_connection))]):
+        jobs.cancel(conn, job_id, KIND, what="import job")
+        return _job_body(conn.execute(JOB_SQL, [job_id]).fetchone())
 
     @router.get("/exports/{layer_id}.{ext}", summary="Download a layer (gpkg, shp, fgb, geojson, csv), streamed")
     async def get_export(request: Request, layer_id: str, ext: str, bbox: str | None = None, crs: str | None = None):
