@@ -1,0 +1,158 @@
+"""The one job system: a job whose worker is killed (kill -9, mid-run) is picked up again by the
+next worker and finishes once, for every job kind; a queued job can be cancelled; the CLI and the
+API see the same rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from drone.ingest import managed_dir
+from gis.db import open_connection
+from tests.conftest import bearer
+
+CITYOPS = [sys.executable, "-m", "api.cli"]
+MARK = "job kill test"
+
+
+def _job(conn, kind: str, worker_pid: int) -> dict | None:
+    return conn.execute("SELECT * FROM city.job WHERE kind = %s AND worker LIKE %s ORDER BY id DESC LIMIT 1",
+                        [kind, f"%:{worker_pid}"]).fetchone()
+
+
+def _kill_when_under_way(city_db: str, kind: str, process: subprocess.Popen, under_way) -> dict:
+    """Wait until the process runs a job of `kind` that `under_way(row)` says has started its work, then kill -9."""
+    deadline = time.monotonic() + 120
+    with open_connection(city_db, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = _job(conn, kind, process.pid)
+            if row is not None and under_way(row):
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(10)
+                return row
+            assert process.poll() is None, f"the worker ended before it could be killed: {process.stdout.read()}"
+            time.sleep(0.05)
+    raise AssertionError(f"no {kind} job got under way")
+
+
+def _wait_until_ended(city_db: str, job_id: int, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    with open_connection(city_db, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT * FROM city.job WHERE id = %s", [job_id]).fetchone()
+            if row["state"] not in ("queued", "running"):
+                return row
+            time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not end: {row}")
+
+
+@pytest.fixture()
+def many_benches(tmp_path) -> tuple[Path, int]:
+    rng = np.random.default_rng(13)
+    n = 30_000
+    xs, ys = 118.20 + 0.04 * rng.random(n), 33.90 + 0.03 * rng.random(n)
+    path = tmp_path / "benches.geojsonl"
+    path.write_text("".join(json.dumps({"type": "Feature", "properties": {"objname": MARK},
+                                        "geometry": {"type": "Point", "coordinates": [x, y]}}) + "\n"
+                            for x, y in zip(xs.tolist(), ys.tolist())))
+    return path, n
+
+
+def test_an_import_whose_worker_is_killed_is_run_again_by_the_next_worker(client, city_db, many_benches):
+    path, n = many_benches
+    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db}
+    process = subprocess.Popen([*CITYOPS, "import", str(path), "--layer", "city_furniture", "--class", "0690",
+                                "--crs", "EPSG:4490"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = _kill_when_under_way(city_db, "import", process, lambda row: row["done"] > 0)
+    try:
+        # the app's worker pool (the `client` fixture's app) sees the dead process and runs the job again
+        ended = _wait_until_ended(city_db, killed["id"])
+        assert ended["state"] == "succeeded", ended["error"]
+        assert ended["attempts"] == 2 and ended["worker"] is None
+        assert ended["result"]["report"]["inserted"] == {"city_furniture": n}
+        assert path.exists()  # the CLI's file is the user's, never removed
+        view = client.get(f"/imports/{killed['id']}", headers=bearer(_viewer_key(city_db))).json()
+        assert view["state"] == "succeeded" and view["rows_done"] == n
+    finally:
+        with open_connection(city_db) as conn:
+            landed = conn.execute("DELETE FROM city.component WHERE objname = %s", [MARK]).rowcount
+            conn.commit()
+    assert landed == n  # once, not twice
+
+
+def _viewer_key(city_db: str) -> str:
+    from gis.keys import create_key
+    with open_connection(city_db) as conn:
+        key, _ = create_key(conn, "viewer", [], "job test viewer")
+        conn.commit()
+    return key
+
+
+def test_a_detection_whose_worker_is_killed_is_run_again_by_the_next_worker(client, city_db, settings, drone_flights):
+    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db}
+    process = subprocess.Popen([*CITYOPS, "drone", "detect", "--before", str(drone_flights["before_rgb"]),
+                                "--after", str(drone_flights["after_rgb"])],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = _kill_when_under_way(city_db, "detection", process, lambda row: row["progress"] > 0.1)
+    staging = managed_dir(settings) / ".staging"
+    try:
+        ended = _wait_until_ended(city_db, killed["id"])
+        assert ended["state"] == "succeeded", ended["error"]
+        assert ended["attempts"] == 2 and ended["result"]["candidates_found"] > 0
+        assert not list(staging.glob(f"detection-{killed['id']}-*"))  # the dead run's partial change map is gone
+        with open_connection(city_db) as conn:
+            maps = conn.execute("SELECT count(*) AS n FROM city.orthophoto WHERE name = %s",
+                                [f"change map of detection {killed['id']}"]).fetchone()["n"]
+        assert maps == 1  # one catalogued change map: the killed run committed nothing
+        assert client.get(f"/drone/detections/{killed['id']}").json()["state"] == "succeeded"
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("DELETE FROM city.change_candidate WHERE detection_id = %s", [killed["id"]])
+            for row in conn.execute("DELETE FROM city.orthophoto WHERE name = %s RETURNING file_path",
+                                    [f"change map of detection {killed['id']}"]).fetchall():
+                Path(row["file_path"]).unlink(missing_ok=True)
+            conn.commit()
+
+
+def test_a_cancelled_job_whose_worker_died_ends_cancelled(client, city_db, keys):
+    from gis import jobs
+    with open_connection(city_db, autocommit=True) as conn:
+        with conn.transaction():  # taken at once by a worker on another machine
+            job = jobs.submit(conn, "import", {"file_name": "x.geojson", "path": "/nonexistent/x.geojson",
+                                               "owned": False, "options": {}}, "test")
+            conn.execute("UPDATE city.job SET state = 'running', worker = 'elsewhere:1', attempts = 1, "
+                         "started_at = now(), heartbeat_at = now() WHERE id = %s", [job["id"]])
+        answer = client.post(f"/imports/{job['id']}/cancel", headers=bearer(keys["editor"]))
+        assert answer.status_code == 200 and answer.json()["state"] == "running"  # it stops at its next report
+        conn.execute("UPDATE city.job SET heartbeat_at = now() - interval '1 hour' WHERE id = %s", [job["id"]])
+    ended = _wait_until_ended(city_db, job["id"], timeout=30)  # the app's workers sweep for dead ones
+    assert ended["state"] == "cancelled" and "elsewhere:1 stopped" in ended["error"]
+    again = client.post(f"/imports/{job['id']}/cancel", headers=bearer(keys["editor"]))
+    assert again.status_code == 409 and "nothing to cancel" in again.json()["description"]
+    assert client.post("/imports/987654321/cancel", headers=bearer(keys["editor"])).status_code == 404
+    assert client.post(f"/imports/{job['id']}/cancel", headers=bearer(keys["viewer"])).status_code == 403
+
+
+def test_claims_are_fair_between_kinds_and_never_take_a_locked_job(databases):
+    """On a database no worker polls: a running import puts a queued detection before an older
+    queued import; two workers claiming at once never get the same job."""
+    from gis import jobs
+    info = databases.create("jobs")
+    with open_connection(info, autocommit=True) as conn, open_connection(info, autocommit=True) as other:
+        first, second = (jobs.submit(conn, "import", {"n": i}, "test") for i in (1, 2))
+        detection = jobs.submit(conn, "detection", {}, "test")
+        assert jobs.claim(conn, ["import", "detection"], "w1")["id"] == first["id"]  # oldest first
+        assert jobs.claim(conn, ["import", "detection"], "w1")["id"] == detection["id"]  # the kind with none running
+        assert jobs.claim(conn, ["detection"], "w1") is None
+        with other.transaction():  # a worker in the middle of claiming holds the row: the next one skips it
+            held = other.execute("SELECT id FROM city.job WHERE id = %s FOR UPDATE", [second["id"]]).fetchone()
+            assert held and jobs.claim(conn, ["import"], "w2") is None
+        assert jobs.claim(conn, ["import"], "w2")["id"] == second["id"]
