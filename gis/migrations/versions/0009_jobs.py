@@ -57,7 +57,7 @@ SELECT id, 'detection', state,
        progress, cancel_requested, error, CASE WHEN state = 'running' THEN 'migrated' END, created_by,
        created_at, coalesce(heartbeat_at, created_at), started_at, heartbeat_at, finished_at
 FROM city.drone_detection;
-SELECT setval('city.job_id_seq', greatest((SELECT max(id) FROM city.job), 1));
+SELECT setval('city.job_id_seq', coalesce((SELECT max(id) FROM city.job), 0) + 1, false);
 INSERT INTO city.job (kind, state, payload, result, done, total, phase, error, worker, created_by, created_at,
                       updated_at, finished_at)
 SELECT 'import', CASE state WHEN 'running' THEN 'failed' WHEN 'queued' THEN 'failed' ELSE state END,
@@ -168,7 +168,7 @@ SELECT id, state, (payload->>'before_id')::bigint, (payload->>'after_id')::bigin
        (result->>'dropped_outside_city')::integer, (result->>'change_map_id')::bigint, created_by, created_at,
        started_at, heartbeat_at, finished_at
 FROM city.job WHERE kind = 'detection';
-SELECT setval('city.drone_detection_id_seq', greatest((SELECT max(id) FROM city.drone_detection), 1));
+SELECT setval('city.drone_detection_id_seq', coalesce((SELECT max(id) FROM city.drone_detection), 0) + 1, false);
 ALTER TABLE city.change_candidate DROP CONSTRAINT change_candidate_detection_id_fkey,
     ADD CONSTRAINT change_candidate_detection_id_fkey FOREIGN KEY (detection_id) REFERENCES city.drone_detection ON DELETE CASCADE;
 DROP TABLE city.job;
