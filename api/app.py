@@ -22,7 +22,8 @@ from api.routers.transfer import transfer_extension
 from api.routers.web_map import web_map_extension
 from gis.changes import ChangeFeed
 from gis.db import conninfo as conninfo_of
-from gis.db import create_pool
+from gis.db import create_pool, create_read_pool
+from gis.replication import ReadRouter
 from gis.grid_index import GridIndexHolder
 from gis.settings import Settings, get_settings
 from layers.live import LiveCatalogue
@@ -39,6 +40,7 @@ def extensions(settings: Settings) -> list[Extension]:
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
     settings = settings or get_settings()
     pool = create_pool(settings, conninfo)
+    read_pool = create_read_pool(settings)
     changes = ChangeFeed(conninfo or conninfo_of(settings))
     catalogue = LiveCatalogue()
     installed = extensions(settings)
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await pool.open(wait=True, timeout=30)
+        if read_pool is not None:
+            await read_pool.open(wait=False)
         try:
             # Listen before reading the catalogue, so a layer published in between is not missed.
             await changes.start()
@@ -59,6 +63,8 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
             yield
         finally:
             await changes.stop()
+            if read_pool is not None:
+                await read_pool.close()
             await pool.close()
 
     app = FastAPI(
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     )
     app.state.settings = settings
     app.state.pool = pool
+    app.state.reads = ReadRouter(pool, read_pool, wait_s=settings.replica_wait_ms / 1000)
     app.state.changes = changes
     app.state.catalogue = catalogue
     app.state.conformance = set()

@@ -67,3 +67,17 @@ def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionP
         kwargs={"row_factory": dict_row, "autocommit": True},
         open=False,
     )
+
+
+def create_read_pool(settings: Settings) -> AsyncConnectionPool | None:
+    """A pool on the read replica when one is configured (CITYOPS_READ_DATABASE_URL), else None.
+    It starts empty and is not waited for, so a replica that is down delays nothing at start-up."""
+    if not settings.read_database_url:
+        return None
+    return AsyncConnectionPool(
+        settings.read_database_url,
+        min_size=0,
+        max_size=settings.pool_max_size,
+        kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 2},
+        open=False,
+    )

@@ -68,7 +68,8 @@ async def _bounds(service: VectorTiles) -> tuple[float, float, float, float]:
 
 async def start_tiles(app: FastAPI) -> None:
     settings: Settings = app.state.settings
-    service = VectorTiles(app.state.pool, app.state.catalogue, TileCache(settings.tile_cache_mb * 2**20))
+    service = VectorTiles(app.state.pool, app.state.catalogue, TileCache(settings.tile_cache_mb * 2**20),
+                          reads=app.state.reads)
     await service.start()
     app.state.changes.subscribe(service.on_change)
     app.state.tiles = service
