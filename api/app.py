@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     settings = settings or get_settings()
     pool = create_pool(settings, conninfo)
     read_pool = create_read_pool(settings)
-    changes = ChangeFeed(conninfo or conninfo_of(settings))
+    changes = ChangeFeed(settings.listen_database_url or conninfo or conninfo_of(settings))
     catalogue = LiveCatalogue()
     installed = extensions(settings)
 

@@ -64,9 +64,16 @@ def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionP
         info or conninfo(settings),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        kwargs=_connection_options(settings),
         open=False,
     )
+
+
+def _connection_options(settings: Settings) -> dict:
+    options = {"row_factory": dict_row, "autocommit": True}
+    if settings.pgbouncer:
+        options["prepare_threshold"] = None
+    return options
 
 
 def create_read_pool(settings: Settings) -> AsyncConnectionPool | None:
@@ -78,6 +85,6 @@ def create_read_pool(settings: Settings) -> AsyncConnectionPool | None:
         settings.read_database_url,
         min_size=0,
         max_size=settings.pool_max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 2},
+        kwargs={**_connection_options(settings), "connect_timeout": 2},
         open=False,
     )
