@@ -13,15 +13,15 @@ from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI
-from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from api.live_hub import LiveHub
 from gis.changes import ChangeFeed
-from gis.db import create_pool
+from gis.db import connection_options, create_pool, create_read_pool
 from gis.grid_index import GridIndexHolder
 from drone.jobs import DETECTION
 from gis.jobs import WorkerPool
+from gis.replication import ReadRouter
 from gis.settings import Settings
 from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
@@ -38,12 +38,15 @@ class Services:
         self.settings = settings
         self.conninfo = conninfo
         self.pool = create_pool(settings, conninfo)
+        self.read_pool = create_read_pool(settings)
+        self.reads = ReadRouter(self.pool, self.read_pool, wait_s=settings.replica_wait_ms / 1000)
         self.sync_pool = ConnectionPool(conninfo, min_size=1, max_size=SYNC_POOL_MAX, open=False,
-                                        kwargs={"row_factory": dict_row, "autocommit": True})
-        self.changes = ChangeFeed(conninfo)
+                                        kwargs=connection_options(settings))
+        # A transaction-mode pooler cannot hold a LISTEN: the feed may go straight to the primary.
+        self.changes = ChangeFeed(settings.listen_database_url or conninfo)
         self.catalogue = LiveCatalogue()
         self.grid_index = GridIndexHolder()
-        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings.tile_cache_mb * 2**20))
+        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings.tile_cache_mb * 2**20), reads=self.reads)
         self.live_hub = LiveHub(self.pool)
         self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=settings.job_workers,
                                   stale_after_s=settings.job_stale_s)
@@ -52,12 +55,14 @@ class Services:
         state = app.state
         state.settings, state.pool, state.sync_pool, state.changes = self.settings, self.pool, self.sync_pool, self.changes
         state.catalogue, state.grid_index, state.tiles, state.live_hub = self.catalogue, self.grid_index, self.tiles, self.live_hub
-        state.workers = self.workers
+        state.workers, state.reads = self.workers, self.reads
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         await self.pool.open(wait=True, timeout=30)
         await to_thread.run_sync(lambda: self.sync_pool.open(wait=True, timeout=30))
+        if self.read_pool is not None:
+            await self.read_pool.open(wait=False)  # a replica that is down must not delay the start
         try:
             await self.changes.start()
             async with self.pool.connection() as conn:
@@ -73,4 +78,6 @@ class Services:
             await to_thread.run_sync(self.workers.stop)
             await self.changes.stop()
             await to_thread.run_sync(self.sync_pool.close)
+            if self.read_pool is not None:
+                await self.read_pool.close()
             await self.pool.close()

@@ -1,8 +1,9 @@
 """The self-managed PostgreSQL 15 + PostGIS 3 cluster used when no CITYOPS_DATABASE_URL is set.
 
 It lives in a project-local, git-ignored folder and listens only on a Unix socket, so it can
-never clash with another server's TCP port. As root, the server runs as the `postgres` system
-user, because PostgreSQL refuses to run as root.
+never clash with another server's TCP port. Streaming replicas of it (hot standbys made by
+`pg_basebackup -R`) live beside it in `replicas/<name>/`, each on its own socket. As root, the
+server runs as the `postgres` system user, because PostgreSQL refuses to run as root.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from gis.errors import DatabaseUnavailable
+from gis.errors import DatabaseUnavailable, InvalidInput, NotFound
 from gis.settings import Settings
 
 SUPERUSER = "cityops"
 SOCKET_PORT = 5432
 # The kernel limits a Unix socket path to 107 bytes.
 MAX_SOCKET_PATH = 100
+REPLICA_NAME = re.compile(r"[A-Za-z0-9_]{1,32}")
 
 SERVER_SETTINGS = {
     "listen_addresses": "''",
@@ -152,6 +155,52 @@ class Cluster:
             "pg_ctl stop",
         )
 
+    # -- streaming replicas ------------------------------------------------------------------
+    @property
+    def replicas_dir(self) -> Path:
+        return self.data_dir.parent / "replicas"
+
+    def replica(self, name: str) -> Cluster:
+        """The streaming replica called `name` (it may not exist yet): its own data folder and socket."""
+        if not REPLICA_NAME.fullmatch(name):
+            raise InvalidInput(f"a replica name is 1-32 letters, digits or '_', not {name!r}")
+        base = self.replicas_dir / name
+        return Cluster(data_dir=base / "pgdata", socket_dir=_socket_dir_for(base))
+
+    def replica_names(self) -> list[str]:
+        if not self.replicas_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.replicas_dir.iterdir() if (p / "pgdata" / "standby.signal").exists())
+
+    def add_replica(self, name: str, *, apply_delay_ms: int = 0) -> Cluster:
+        """A hot standby streaming from this cluster: a base backup (`pg_basebackup -R`, WAL streamed
+        alongside) in its own folder, listening on its own socket, started. `apply_delay_ms` holds
+        replay back (`recovery_min_apply_delay`), which is how tests make a lagging replica."""
+        if not self.is_running():
+            raise DatabaseUnavailable("start the primary first (cityops db start)")
+        replica = self.replica(name)
+        if replica.is_initialised():
+            raise InvalidInput(f"replica {name!r} exists already ({replica.data_dir})")
+        self._make_dir(replica.data_dir.parent, mode=0o755)
+        self._make_dir(replica.socket_dir, mode=0o755)
+        self._run([str(_postgres_bin_dir() / "pg_basebackup"), "-D", str(replica.data_dir), "-R", "-X", "stream",
+                   "-c", "fast", "-h", str(self.socket_dir), "-p", str(SOCKET_PORT), "-U", SUPERUSER,
+                   "--no-password"], "pg_basebackup")
+        # postgresql.auto.conf came with the backup and names the primary's socket; later lines win.
+        with open(replica.data_dir / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
+            conf.write(f"unix_socket_directories = '{replica.socket_dir}'\n")
+            conf.write("hot_standby_feedback = on\n")
+            conf.write(f"recovery_min_apply_delay = '{int(apply_delay_ms)}ms'\n")
+        replica.start()
+        return replica
+
+    def remove_replica(self, name: str) -> None:
+        replica = self.replica(name)
+        if not replica.data_dir.parent.exists():
+            raise NotFound(f"no replica {name!r}; replicas: {', '.join(self.replica_names()) or 'none'}")
+        replica.stop()
+        shutil.rmtree(replica.data_dir.parent)
+
     # -- helpers ---------------------------------------------------------------------------
     def _make_dir(self, path: Path, mode: int) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=mode)
@@ -181,8 +230,12 @@ def cluster_for(settings: Settings) -> Cluster:
     if not _reachable_by_server_user(base):
         digest = hashlib.sha1(str(base).encode()).hexdigest()[:12]
         base = Path("/var/lib/cityops") / digest
+    return Cluster(data_dir=base / "pgdata", socket_dir=_socket_dir_for(base))
+
+
+def _socket_dir_for(base: Path) -> Path:
     socket_dir = base / "run"
     if len(str(socket_dir)) + len(f"/.s.PGSQL.{SOCKET_PORT}") > MAX_SOCKET_PATH:
         digest = hashlib.sha1(str(base).encode()).hexdigest()[:12]
         socket_dir = Path("/tmp") / f"cityops-{digest}"
-    return Cluster(data_dir=base / "pgdata", socket_dir=socket_dir)
+    return socket_dir

@@ -34,7 +34,10 @@ def describe(info: str) -> str:
 
 def open_connection(info: str, *, autocommit: bool = False) -> psycopg.Connection:
     try:
-        return psycopg.connect(info, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, row_factory=dict_row)
+        # No server-side prepared statements: these connections (CLI, imports, job workers) run few repeated
+        # statements, and they may go through a transaction-mode pgbouncer, which cannot carry them.
+        return psycopg.connect(info, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_S, row_factory=dict_row,
+                               prepare_threshold=None)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise DatabaseUnavailable(f"cannot connect to the database ({describe(info)}): {reason}") from exc
@@ -64,6 +67,29 @@ def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionP
         info or conninfo(settings),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        kwargs=connection_options(settings),
+        open=False,
+    )
+
+
+def connection_options(settings: Settings) -> dict:
+    """What every pooled connection of the app is opened with (rows as dicts, autocommit; no server-side
+    prepared statements behind a transaction-mode pgbouncer)."""
+    options = {"row_factory": dict_row, "autocommit": True}
+    if settings.pgbouncer:
+        options["prepare_threshold"] = None
+    return options
+
+
+def create_read_pool(settings: Settings) -> AsyncConnectionPool | None:
+    """A pool on the read replica when one is configured (CITYOPS_READ_DATABASE_URL), else None.
+    It starts empty and is not waited for, so a replica that is down delays nothing at start-up."""
+    if not settings.read_database_url:
+        return None
+    return AsyncConnectionPool(
+        settings.read_database_url,
+        min_size=0,
+        max_size=settings.pool_max_size,
+        kwargs={**connection_options(settings), "connect_timeout": 2},
         open=False,
     )

@@ -22,6 +22,25 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / ".cityops",
         description="git-ignored folder for the self-managed cluster, orthophotos and caches",
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description="libpq URL of a streaming replica (or a multi-host URL with target_session_attrs=prefer-standby) "
+                    "that serves reads (vector tiles); writes and the change feed stay on the primary; unset = all on the primary",
+    )
+    replica_wait_ms: int = Field(
+        default=500, ge=0, le=10_000,
+        description="how long a read waits for the replica to replay a change it was told of before it goes to the primary",
+    )
+    pgbouncer: bool = Field(
+        default=False,
+        description="the database URL goes through pgbouncer in transaction mode: no server-side prepared statements "
+                    "(pgbouncer 1.18 cannot carry them across transactions); set CITYOPS_LISTEN_DATABASE_URL too",
+    )
+    listen_database_url: str | None = Field(
+        default=None,
+        description="direct libpq URL of the primary for the change feed's LISTEN (a transaction-mode pooler cannot "
+                    "hold one); unset = the database URL",
+    )
     database_name: str = "cityops"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

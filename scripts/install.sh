@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 postgresql-client-15 gdal-bin python3-venv python3-dev
+APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 postgresql-client-15 gdal-bin nginx python3-venv python3-dev
               build-essential nodejs npm chromium fonts-noto-cjk wrk curl ca-certificates)
 
 missing=()

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from gis.changes import Change
 from gis.cql import CompiledFilter, compile_filter
 from gis.errors import InvalidInput
+from gis.replication import ReadRouter
 from layers.catalogue import Layer
 from layers.live import PUBLISHED_TABLE, LiveCatalogue
 from tiles.aggregates import register_grid_counts
@@ -22,10 +23,12 @@ log = logging.getLogger("cityops.tiles")
 
 
 class VectorTiles:
-    def __init__(self, pool: AsyncConnectionPool, catalogue: LiveCatalogue, cache: TileCache):
+    def __init__(self, pool: AsyncConnectionPool, catalogue: LiveCatalogue, cache: TileCache,
+                 reads: ReadRouter | None = None):
         self.pool = pool
         self.catalogue = catalogue
         self.cache = cache
+        self.reads = reads or ReadRouter(pool, None)
 
     async def start(self) -> None:
         """Register the count layers now and after every catalogue reload."""
@@ -53,7 +56,7 @@ class VectorTiles:
         if cached is not None:
             return cached
         epoch = self.cache.epoch
-        async with self.pool.connection() as conn:
+        async with self.reads.connection() as conn:
             built = CachedTile.of(await build_tile(conn, tms, tile, layers, filters))
         self.cache.put(key, built, epoch)
         return built
@@ -71,6 +74,9 @@ class VectorTiles:
         return filters
 
     async def on_change(self, change: Change) -> None:
+        # The watermark rises before any tile is forgotten, so no rebuild can read a replica that
+        # has not replayed this change yet.
+        await self.reads.note_change()
         if change.everything or change.table == PUBLISHED_TABLE:
             self.cache.clear()
             return

@@ -99,3 +99,59 @@ def psql() -> None:
         info = conninfo(get_settings())
         os.execvp("psql", ["psql", info])
     run_guarded(action)
+
+
+replica_app = typer.Typer(help="Streaming replicas of the self-managed cluster (hot standbys for reads).",
+                          no_args_is_help=True)
+app.add_typer(replica_app, name="replica")
+
+
+def _own_cluster():
+    settings = get_settings()
+    if not settings.uses_own_cluster:
+        fail("CITYOPS_DATABASE_URL is set: make replicas of that server with its own tools (pg_basebackup -R)")
+    return settings, cluster_for(settings)
+
+
+@replica_app.command("add")
+def replica_add(name: str = typer.Argument("r1", help="the replica's name (its folder under replicas/)"),
+                apply_delay_ms: int = typer.Option(0, min=0, help="hold replay back this long (testing lag)")) -> None:
+    """Make a streaming replica of the running cluster (pg_basebackup -R) and start it."""
+    def action() -> None:
+        settings, cluster = _own_cluster()
+        replica = cluster.add_replica(name, apply_delay_ms=apply_delay_ms)
+        console.print(f"replica {name} streaming; socket in {replica.socket_dir}")
+        console.print(f"route reads to it: CITYOPS_READ_DATABASE_URL='{replica.conninfo(settings.database_name)}'",
+                      soft_wrap=True)
+    run_guarded(action)
+
+
+@replica_app.command("list")
+def replica_list() -> None:
+    """The replicas, whether they run, and how far behind the primary they replay."""
+    def action() -> None:
+        _, cluster = _own_cluster()
+        names = cluster.replica_names()
+        if not names:
+            console.print("no replicas (cityops db replica add)")
+        for name in names:
+            replica = cluster.replica(name)
+            if not replica.is_running():
+                console.print(f"{name}: stopped ({replica.data_dir})")
+                continue
+            with open_connection(replica.conninfo("postgres")) as conn:
+                row = conn.execute("SELECT pg_last_wal_replay_lsn()::text AS lsn, "
+                                   "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) AS behind_s").fetchone()
+            behind = f"{row['behind_s']:.1f} s since its last replayed commit" if row["behind_s"] is not None else "nothing replayed yet"
+            console.print(f"{name}: running, replayed to {row['lsn']}, {behind}; socket {replica.socket_dir}", soft_wrap=True)
+    run_guarded(action)
+
+
+@replica_app.command("remove")
+def replica_remove(name: str = typer.Argument(..., help="the replica's name")) -> None:
+    """Stop a replica and delete its folder."""
+    def action() -> None:
+        _, cluster = _own_cluster()
+        cluster.remove_replica(name)
+        console.print(f"replica {name} removed")
+    run_guarded(action)

@@ -3,6 +3,7 @@ and the tile matrix sets; tiles come from `tiles.service.VectorTiles`, started i
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -53,7 +54,10 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _tile_response(request: Request, tile: CachedTile) -> Response:
-    headers = {"ETag": tile.etag, "Cache-Control": CACHE_CONTROL}
+    # X-Accel-Expires '@<this second>': a proxy cache in front (deploy/nginx) keeps the tile to the end of
+    # the current second at most, then revalidates by ETag; nginx's own shortest lifetime (1 s, counted
+    # from a whole second) could serve a tile up to 2 s after a write. nginx strips the header.
+    headers = {"ETag": tile.etag, "Cache-Control": CACHE_CONTROL, "X-Accel-Expires": f"@{int(time.time())}"}
     if _matches(request.headers.get("if-none-match"), tile.etag):
         return Response(status_code=304, headers=headers)
     if not tile.data:
