@@ -45,7 +45,16 @@ def get_sync_connection(request: Request) -> Iterator[psycopg.Connection]:
         yield conn
 
 
+async def get_read_connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
+    """The request's one connection for read-only routes (Features pages, planners' queries): from the
+    read replica when one is configured and has replayed every change this server was told of, else
+    from the primary (gis.replication)."""
+    async with request.app.state.reads.connection() as conn:
+        yield conn
+
+
 Connection = Annotated[psycopg.AsyncConnection, Depends(get_connection)]
+ReadConnection = Annotated[psycopg.AsyncConnection, Depends(get_read_connection)]
 SyncConnection = Annotated[psycopg.Connection, Depends(get_sync_connection)]
 
 

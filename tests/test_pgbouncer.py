@@ -77,6 +77,7 @@ def _server_connections(city_db: str) -> int:
     with open_connection(city_db) as conn:
         return conn.execute(
             "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend' "
             "AND query NOT LIKE 'LISTEN%%'").fetchone()["n"]
 
 

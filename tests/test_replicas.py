@@ -1,4 +1,4 @@
-"""A streaming replica behind the tiles: reads go to it, a change is never served stale from it
+"""A streaming replica behind tiles, Features pages and planners' queries: reads go to it, a change is never served stale from it
 (the replica replays 1.5 s late here), and a replica that goes away costs no errors."""
 
 from __future__ import annotations
@@ -70,6 +70,12 @@ def test_the_replica_lists_and_serves_tiles(replica_client: TestClient, city_db:
     before = reads.served["replica"]
     assert site["code"] in _codes_in_tile(replica_client, tile)
     assert reads.served["replica"] == before + 1
+    page = replica_client.get("/collections/stall_sites/items", params={"limit": 5, "bbox": ",".join(
+        str(v) for v in (site["lon"] - 1e-4, site["lat"] - 1e-4, site["lon"] + 1e-4, site["lat"] + 1e-4))})
+    assert page.status_code == 200 and site["code"] in page.text
+    nearest = replica_client.get("/queries/nearest/stall_sites", params={"lon": site["lon"], "lat": site["lat"], "n": 1})
+    assert nearest.status_code == 200 and nearest.json()["features"][0]["distance_m"] == 0.0, nearest.text
+    assert reads.served["replica"] == before + 3, "Features pages and planners' queries read the replica too"
 
 
 def test_a_moved_feature_never_comes_back_from_a_lagging_replica(replica_client: TestClient, city_db: str):

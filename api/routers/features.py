@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import feature_responses as out
-from api.deps import Collection, Connection, LiveCatalogue, get_catalogue, require
+from api.deps import Collection, Connection, LiveCatalogue, ReadConnection, get_catalogue, require
 from api.extension import Extension
 from api.feature_params import (PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams, equality_filters,
                                 items_openapi_parameters, parse_items_params)
@@ -106,7 +106,7 @@ def features_extension() -> Extension:
     @router.get(f"{COLLECTION_PATH}/items", summary="features", name="items", operation_id="items", response_class=Response,
                 responses=GEO_RESPONSES)
     async def items(request: Request, layer: Collection, params: Annotated[ItemsParams, Depends(items_params)],
-                    catalogue: Catalogue, conn: Connection):
+                    catalogue: Catalogue, conn: ReadConnection):
         kind = out.output_format(request, params.f)
         maximum = STREAM_MAX_LIMIT if kind in ("csv", "jsonseq") else PAGE_MAX_LIMIT
         if params.limit > maximum:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api.deps import Connection, LiveCatalogue, get_catalogue
+from api.deps import Connection, LiveCatalogue, ReadConnection, get_catalogue
 from api.extension import Extension
 from gis import queries
 from gis.errors import InvalidInput
@@ -74,7 +74,7 @@ def queries_extension() -> Extension:
         return Response(orjson.dumps({"count": len(rows), "results": rows}), media_type="application/json")
 
     @router.get("/within/{layer}", summary="Features of a layer within a distance (m) of a point")
-    async def within_point(target: QueryLayer, lon: Lon, lat: Lat, conn: Connection,
+    async def within_point(target: QueryLayer, lon: Lon, lat: Lat, conn: ReadConnection,
                            distance_m: Annotated[float, Query(ge=0, le=queries.MAX_DISTANCE_M)] = 100,
                            filter: Filter = None, filter_lang: FilterLang = None):
         rows = await planner.within(conn, *target, queries.query_geometry(lon=lon, lat=lat), distance_m,
@@ -82,19 +82,19 @@ def queries_extension() -> Extension:
         return {"layer": target[0].id, "distance_m": distance_m, "count": len(rows), "features": rows}
 
     @router.post("/within/{layer}", summary="Features of a layer within a distance (m) of a line or inside a polygon")
-    async def within_geometry(target: QueryLayer, body: Around, conn: Connection):
+    async def within_geometry(target: QueryLayer, body: Around, conn: ReadConnection):
         rows = await planner.within(conn, *target, queries.query_geometry(body.geometry), body.distance_m, cql=body.filter)
         return {"layer": target[0].id, "distance_m": body.distance_m, "count": len(rows), "features": rows}
 
     @router.get("/nearest/{layer}", summary="The n features of a layer nearest a point, with distances in metres")
-    async def nearest(target: QueryLayer, lon: Lon, lat: Lat, conn: Connection, n: Annotated[int, Query(ge=1, le=1000)] = 5,
+    async def nearest(target: QueryLayer, lon: Lon, lat: Lat, conn: ReadConnection, n: Annotated[int, Query(ge=1, le=1000)] = 5,
                       filter: Filter = None, filter_lang: FilterLang = None):
         rows = await planner.nearest(conn, *target, queries.query_geometry(lon=lon, lat=lat), n, cql=filter, filter_lang=filter_lang)
         return {"layer": target[0].id, "features": rows}
 
     @router.get("/density/{layer}", summary="Count and density (per km²) of a layer's features per zone; "
                                             "GeoJSON choropleth with class breaks, or a CSV table")
-    async def density(target: QueryLayer, conn: Connection, zone: Literal["grid", "community", "street", "district"] = "community",
+    async def density(target: QueryLayer, conn: ReadConnection, zone: Literal["grid", "community", "street", "district"] = "community",
                       district: Annotated[str, Query(pattern=r"^\d{6}$")] = None, filter: Filter = None,
                       filter_lang: FilterLang = None, f: Literal["geojson", "csv"] = "geojson"):
         result = await planner.density(conn, *target, zone, district=district, cql=filter, filter_lang=filter_lang)
@@ -104,7 +104,7 @@ def queries_extension() -> Extension:
 
     @router.get("/coverage-gaps/{layer}", summary="Parts of the gridded urban area farther than a distance from every "
                                                   "feature of a layer, per unit grid")
-    async def coverage_gaps(target: QueryLayer, conn: Connection,
+    async def coverage_gaps(target: QueryLayer, conn: ReadConnection,
                             distance_m: Annotated[float, Query(gt=0, le=queries.MAX_DISTANCE_M)],
                             district: Annotated[str, Query(pattern=r"^\d{6}$")] = None,
                             bbox: Annotated[str, Query(description="minlon,minlat,maxlon,maxlat")] = None,
