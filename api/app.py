@@ -14,6 +14,7 @@ from api.routers.drone import drone_extension
 from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.live import live_extension
+from api.routers.open311 import open311_extension
 from api.routers.operations import operations_extension
 from api.routers.queries import queries_extension
 from api.routers.search import search_extension
@@ -33,7 +34,7 @@ def extensions(settings: Settings) -> list[Extension]:
     # would otherwise answer 404 for /collections/{id}/tiles/...
     return [landing_extension(), operations_extension(), tiles_extension(), features_extension(), queries_extension(),
             transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
-            web_map_extension()]
+            web_map_extension(), open311_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
