@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import ipaddress
 import math
 import random
 import re
@@ -210,9 +211,13 @@ def mask_private(text: str | None, names: list[str | None] = ()) -> str | None:
         return text
     for pattern in _PRIVATE_PATTERNS:
         text = pattern.sub("***", text)
-    for name in names:
-        if name and len(name.strip()) >= 2:
-            text = text.replace(name.strip(), "***")
+    variants = set()
+    for name in filter(None, names):
+        parts = name.split()
+        variants.update({name.strip(), "".join(parts), *parts})
+    for variant in sorted(variants, key=len, reverse=True):
+        if len(variant) >= 2:  # a one-character part (a surname) would mask ordinary words
+            text = text.replace(variant, "***")
     return text
 
 
@@ -415,6 +420,13 @@ RETURNING id, compound_id
 """
 
 
+def _inet(address: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None
+
+
 def _check_text(submission: Submission) -> None:
     if submission.lat is None or submission.lon is None:
         raise Open311Error(400, "lat and long are required (this server does not geocode address_string)")
@@ -462,7 +474,7 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
             "case_id": case["id"], "description": submission.description, "attributes": psycopg.types.json.Jsonb(attributes),
             "address_string": None if submission.anonymous else submission.address_string,
             "device_id": None if submission.anonymous else submission.device_id,
-            "client_ip": None if submission.anonymous else submission.client_ip, "declared_crs": declared,
+            "client_ip": None if submission.anonymous else _inet(submission.client_ip), "declared_crs": declared,
             "lon": lon, "lat": lat, "bgcode": where["bgcode"], "district_code": where["district_code"],
             "unit": where["responsible_unit_id"], **identity})).fetchone()
         report_id = report["id"]

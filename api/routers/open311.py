@@ -4,11 +4,13 @@ under /reports (the platform's usual errors)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -62,6 +64,10 @@ class Open311Route(APIRoute):
             except CityOpsError as exc:
                 status = next((STATUS[k] for k in type(exc).__mro__ if k in STATUS), 400)
                 return _errors(status, str(exc), xml)
+            except psycopg.errors.DataError as exc:
+                return _errors(400, f"{exc.diag.message_primary or 'invalid value'}; nothing was written", xml)
+            except psycopg.errors.IntegrityError as exc:
+                return _errors(409, f"rejected by {exc.diag.constraint_name or 'a database constraint'}; nothing was written", xml)
 
         return handle
 
@@ -102,6 +108,15 @@ def _answer(fmt: Format, root: str, data: list | dict) -> Response:
 def _check_jurisdiction(jurisdiction_id: str | None, settings: ReportSettings) -> None:
     if jurisdiction_id and jurisdiction_id != settings.jurisdiction_id:
         raise Open311Error(404, f"unknown jurisdiction_id {jurisdiction_id!r}; this server answers for {settings.jurisdiction_id!r}")
+
+
+def _client_ip(request: Request) -> str | None:
+    """The peer's address (behind a proxy, the proxy's: put the real one in the connection, not a header)."""
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return host  # a test client's name: still a rate-limit key
 
 
 def _float(form, name: str) -> float | None:
@@ -186,7 +201,7 @@ def open311_extension() -> Extension:
     async def post_request(fmt: Format, request: Request, conn: Connection, settings: Settings):
         async with request.form(max_files=MAX_PHOTOS + 1) as form:
             _check_jurisdiction(_text(form, "jurisdiction_id"), settings)
-            client_ip = request.client.host if request.client else None
+            client_ip = _client_ip(request)
             await reports.check_rate(conn, settings, device_id=_text(form, "device_id"), client_ip=client_ip)
             media_names = []
             for url in form.getlist("media_url"):
@@ -211,7 +226,7 @@ def open311_extension() -> Extension:
     @router.post("/media.{fmt}", summary="Store a photo before its report; answers the media_url to send")
     async def post_media(fmt: Format, request: Request, conn: Connection, settings: Settings):
         async with request.form(max_files=1) as form:
-            client_ip = request.client.host if request.client else None
+            client_ip = _client_ip(request)
             await reports.check_rate(conn, settings, device_id=_text(form, "device_id"), client_ip=client_ip)
             uploads = form.getlist("media")
             if not uploads:
