@@ -85,10 +85,12 @@ def prepare_photo(data: bytes, settings: ReportSettings) -> Photo:
                 raise Open311Error(413, f"the photo has {image.width}×{image.height} pixels; at most "
                                         f"{settings.max_photo_pixels:,} are accepted")
             lon, lat = _exif_location(image)
+            scale = min(1.0, settings.photo_max_side / max(image.size))
+            # JPEG: decode at a reduced DCT scale (½, ¼, ⅛) no smaller than the stored size: several times faster
+            image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
             side = settings.photo_max_side
-            image.draft("RGB", (side, side))  # JPEG: decode at a reduced scale, much faster than full size
             upright = ImageOps.exif_transpose(image).convert("RGB")
-            upright.thumbnail((side, side))
+            upright.thumbnail((side, side), Image.Resampling.BILINEAR)  # bicubic costs 3× for no visible gain at this size
             out = io.BytesIO()
             upright.save(out, "JPEG", quality=85)  # no exif= argument: nothing of the original EXIF is written
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
