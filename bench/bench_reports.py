@@ -47,7 +47,7 @@ WITH g AS (SELECT array_agg(bgcode ORDER BY bgcode) AS code, array_agg(district_
                   array_agg(ST_X(ST_PointOnSurface(geom)) ORDER BY bgcode) AS x,
                   array_agg(ST_Y(ST_PointOnSurface(geom)) ORDER BY bgcode) AS y, count(*)::int AS n
            FROM city.unit_grid),
-s AS (SELECT i, 1 + (i * 7919) %% g.n AS k, now() - make_interval(hours => (i %% 8760)) AS at FROM g, generate_series(1, %(count)s) AS i)
+s AS (SELECT i, 1 + ((i::bigint * 7919) %% g.n)::int AS k, now() - make_interval(hours => (i %% 8760)) AS at FROM g, generate_series(1, %(count)s) AS i)
 INSERT INTO city.case_file (case_no, kind, event_class_code, district_code, bgcode, source, state, reported_at,
                             filed_at, closed_at, deadline_at, geom)
 SELECT 'BENCH' || lpad(s.i::text, 10, '0'), 'event', (%(classes)s::text[])[1 + s.i %% 15], g.district[s.k], g.code[s.k],

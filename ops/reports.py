@@ -145,13 +145,8 @@ def check_undeclared_offset(lon: float, lat: float, photos: list[Photo], setting
                                         f"once read as {name}; send crs={name} with the report")
 
 
-async def locate(conn: psycopg.AsyncConnection, lon: float, lat: float, declared: str) -> dict:
-    """The route of a CGCS2000 point; outside the city a 400 that says when the point would lie
-    inside once read as GCJ-02/BD-09."""
-    try:
-        return await route(conn, lon, lat)
-    except InvalidInput:
-        pass
+async def refuse_outside(conn: psycopg.AsyncConnection, lon: float, lat: float, declared: str) -> None:
+    """A point in no unit grid: a 400 that says when it would lie inside once read as GCJ-02/BD-09."""
     if declared not in ("gcj02", "bd09"):
         for name, x, y in _offset_candidates(lon, lat):
             try:
@@ -184,10 +179,10 @@ async def check_rate(conn: psycopg.AsyncConnection, settings: ReportSettings, *,
         limits["ip:" + client_ip] = settings.ip_limit
     if not limits:
         return
-    async with conn.transaction():
-        rows = await (await conn.execute(RATE_SQL, {"window": settings.rate_window_s, "keys": list(limits)})).fetchall()
-        if random.random() < 0.01:  # forget old windows now and then
-            await conn.execute("DELETE FROM city.report_rate WHERE window_start < now() - interval '1 day'")
+    # one statement on the pool's autocommit connection: committed at once, whatever follows
+    rows = await (await conn.execute(RATE_SQL, {"window": settings.rate_window_s, "keys": list(limits)})).fetchall()
+    if random.random() < 0.01:  # forget old windows now and then
+        await conn.execute("DELETE FROM city.report_rate WHERE window_start < now() - interval '1 day'")
     over = [row for row in rows if row["hits"] > limits[row["key"]]]
     if over:
         retry = max(1, max(row["retry_s"] for row in over))
@@ -420,6 +415,12 @@ LEFT JOIN LATERAL (SELECT id, public_point FROM city.residential_compound c
                    WHERE ST_Intersects(c.geom, p.geom) ORDER BY c.id LIMIT 1) c ON true
 RETURNING id, compound_id
 """
+SUBMIT_SQL = f"""
+WITH r AS ({INSERT_REPORT_SQL.strip()}),
+     linked AS (INSERT INTO city.report_case (report_id, case_id) SELECT r.id, %(case_id)s FROM r),
+     noted AS (INSERT INTO city.report_update (report_id, kind, note) SELECT r.id, 'submitted', %(note)s FROM r)
+SELECT id, compound_id FROM r
+"""
 
 
 def _inet(address: str | None) -> str | None:
@@ -459,7 +460,6 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
                     "reporter_name": name, "phone": submission.phone, "email": submission.email}
     token = secrets.token_urlsafe(18)
     async with conn.transaction():
-        where = await locate(conn, lon, lat, declared)
         attached = []
         if submission.media_names:
             attached = await (await conn.execute(
@@ -467,20 +467,23 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
                 [submission.media_names])).fetchall()
             if len(attached) != len(set(submission.media_names)):
                 raise Open311Error(400, "media_url must name a photo uploaded to POST media and not yet used by a report")
-        case = await open_case(conn, source="public", lon=lon, lat=lat, event_class_code=service.event_class_code,
-                               description=mask_private(submission.description, [name]),
-                               address=None if submission.anonymous else submission.address_string,
-                               actor="市民城管通 citizen report")
-        report = await (await conn.execute(INSERT_REPORT_SQL, {
+        try:
+            case = await open_case(conn, source="public", lon=lon, lat=lat, event_class_code=service.event_class_code,
+                                   description=mask_private(submission.description, [name]),
+                                   address=None if submission.anonymous else submission.address_string,
+                                   actor="市民城管通 citizen report")
+        except InvalidInput:
+            await refuse_outside(conn, lon, lat, declared)
+        report = await (await conn.execute(SUBMIT_SQL, {
             "token": token, "service_code": service.code, "event_class_code": service.event_class_code,
             "case_id": case["id"], "description": submission.description, "attributes": psycopg.types.json.Jsonb(attributes),
             "address_string": None if submission.anonymous else submission.address_string,
             "device_id": None if submission.anonymous else submission.device_id,
             "client_ip": None if submission.anonymous else _inet(submission.client_ip), "declared_crs": declared,
-            "lon": lon, "lat": lat, "bgcode": where["bgcode"], "district_code": where["district_code"],
-            "unit": where["responsible_unit_id"], **identity})).fetchone()
+            "lon": lon, "lat": lat, "bgcode": case["bgcode"], "district_code": case["district_code"],
+            "unit": case["responsible_unit_id"], "note": f"已提交，案卷 {case['case_no']} submitted as case {case['case_no']}",
+            **identity})).fetchone()
         report_id = report["id"]
-        await conn.execute("INSERT INTO city.report_case (report_id, case_id) VALUES (%s, %s)", [report_id, case["id"]])
         if photos:
             async with conn.cursor() as cursor:
                 await cursor.executemany(
@@ -490,7 +493,6 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
         if attached:
             await conn.execute("UPDATE city.report_media SET report_id = %s WHERE id = ANY(%s)",
                                [report_id, [row["id"] for row in attached]])
-        await _note(conn, report_id, "submitted", f"已提交，案卷 {case['case_no']} submitted as case {case['case_no']}")
     notice = f"预计处理时限 expected by {_iso(case['deadline_at'])}"
     if report["compound_id"]:
         notice += "; 位置在小区内，公开显示为小区位置 shown publicly at the residential compound"

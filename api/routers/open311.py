@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import Connection, require
-from api.errors import problem
+from api.errors import STATUS, problem
 from api.extension import Extension
 from gis.errors import CityOpsError
 from gis.keys import Principal
@@ -48,7 +48,6 @@ class Open311Route(APIRoute):
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
-        from api.errors import STATUS  # the platform's one map of domain errors to statuses
 
         async def handle(request: Request) -> Response:
             xml = request.url.path.endswith(".xml")
@@ -92,6 +91,7 @@ def report_settings(request: Request) -> ReportSettings:
 
 
 Settings = Annotated[ReportSettings, Depends(report_settings)]
+# Declared before the connection in each route: the key is checked, and its connection returned, first.
 Reviewer = Annotated[Principal, Depends(require("reviewer"))]
 
 
@@ -303,23 +303,23 @@ def open311_extension() -> Extension:
         return await report_figures(conn)
 
     @operators.post("/{report_id}/accept", summary="Accept a report (立案): its case is filed, the reporter rewarded once")
-    async def post_accept(report_id: int, conn: Connection, operator: Reviewer, settings: Settings):
+    async def post_accept(report_id: int, operator: Reviewer, conn: Connection, settings: Settings):
         return await reports.accept_report(conn, report_id, operator, settings)
 
     @operators.post("/{report_id}/reject", summary="Do not accept a report; the reporter is told why")
-    async def post_reject(report_id: int, body: Decision, conn: Connection, operator: Reviewer):
+    async def post_reject(report_id: int, body: Decision, operator: Reviewer, conn: Connection):
         return await reports.reject_report(conn, report_id, operator, body.reason)
 
     @operators.post("/{report_id}/moderate", summary="Change a report's public text; the original is kept")
-    async def post_moderate(report_id: int, body: Moderation, conn: Connection, operator: Reviewer):
+    async def post_moderate(report_id: int, body: Moderation, operator: Reviewer, conn: Connection):
         return await reports.moderate_report(conn, report_id, operator, body.description, body.reason)
 
     @operators.post("/{report_id}/merge", summary="Merge a duplicate into an open report (me too)")
-    async def post_merge(report_id: int, body: Merge, conn: Connection, operator: Reviewer):
+    async def post_merge(report_id: int, body: Merge, operator: Reviewer, conn: Connection):
         return await reports.merge_report(conn, report_id, body.into, operator)
 
     @operators.post("/{report_id}/close", summary="Close a report's case as fixed (核查结案)")
-    async def post_close(report_id: int, body: Closing, conn: Connection, operator: Reviewer):
+    async def post_close(report_id: int, body: Closing, operator: Reviewer, conn: Connection):
         return await reports.close_report_case(conn, report_id, operator, body.note)
 
     combined = APIRouter()
