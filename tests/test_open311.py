@@ -381,3 +381,49 @@ def test_the_georeport_client_lists_services_and_reads_requests(live_server, rep
         listed = client.get_service_requests(service_code="PT01", status="open")
         listed = listed if isinstance(listed, list) else [listed]
         assert request_id in [r["service_request_id"] for r in listed]
+
+
+def test_moderation_keeps_the_original_and_tells_the_reporter_why(client, reports_db, keys):
+    point = _free_points(reports_db, 1, offset=90)[0]
+    operator = bearer(keys["reviewer"])
+    answer = _submit(client, point, "SR04", description="楼道小广告，物业张经理不管，垃圾物业")
+    request_id = answer["service_request_id"]
+    moderated = client.post(f"/reports/{request_id}/moderate", headers=operator,
+                            json={"description": "楼道小广告", "reason": "去除对个人的评论 personal remarks removed"})
+    assert moderated.status_code == 200, moderated.text
+    public = _get(client, request_id)
+    assert public["description"] == "楼道小广告" and "personal remarks removed" in public["status_notes"]
+    steps = client.get(f"{API}/requests/{request_id}/updates.json").json()
+    assert any(s.get("kind") == "moderated" and "personal remarks removed" in s["description"] for s in steps)
+    client.post(f"/reports/{request_id}/moderate", headers=operator, json={"description": "小广告", "reason": "shorter"})
+    kept = _rows(reports_db, "SELECT original_description FROM city.citizen_report WHERE id = %s", [int(request_id)])[0]
+    assert kept["original_description"] == "楼道小广告，物业张经理不管，垃圾物业"  # the citizen's own words, not the first edit
+
+    rejected = _submit(client, _shifted(point, 0, 200), "SR04", description="邻居家里装修吵")
+    assert client.post(f"/reports/{rejected['service_request_id']}/reject", headers=operator, json={"reason": ""}).status_code == 400
+    client.post(f"/reports/{rejected['service_request_id']}/reject", headers=operator,
+                json={"reason": "不属于城市管理范围 not a city-management matter"})
+    public = _get(client, rejected["service_request_id"])
+    assert (public["status"], public["detailed_status"]) == ("closed", "NO_FURTHER_ACTION")
+    assert "not a city-management matter" in public["status_notes"]
+    state = _rows(reports_db, "SELECT f.state FROM city.citizen_report r JOIN city.case_file f ON f.id = r.case_id "
+                              "WHERE r.id = %s", [int(rejected["service_request_id"])])[0]["state"]
+    assert state == "voided"
+
+
+def test_operators_act_only_in_their_districts(client, reports_db, keys):
+    from gis.db import open_connection
+    from gis.keys import create_key
+
+    point = _free_points(reports_db, 1, offset=100)[0]
+    answer = _submit(client, point, "SR01")
+    district = point["bgcode"][:6]
+    other = next(code for code in ("321302", "321311", "321322") if code != district)
+    with open_connection(reports_db) as conn:
+        elsewhere, _ = create_key(conn, "reviewer", [other], "reviewer elsewhere")
+        here, _ = create_key(conn, "reviewer", [district], "reviewer here")
+        conn.commit()
+    refused = client.post(f"/reports/{answer['service_request_id']}/accept", headers=bearer(elsewhere))
+    assert refused.status_code == 403 and _get(client, answer["service_request_id"])["detailed_status"] == "OPEN"
+    assert client.post(f"/reports/{answer['service_request_id']}/accept", headers=bearer(keys["viewer"])).status_code == 403
+    assert client.post(f"/reports/{answer['service_request_id']}/accept", headers=bearer(here)).status_code == 200
