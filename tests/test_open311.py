@@ -427,3 +427,16 @@ def test_operators_act_only_in_their_districts(client, reports_db, keys):
     assert refused.status_code == 403 and _get(client, answer["service_request_id"])["detailed_status"] == "OPEN"
     assert client.post(f"/reports/{answer['service_request_id']}/accept", headers=bearer(keys["viewer"])).status_code == 403
     assert client.post(f"/reports/{answer['service_request_id']}/accept", headers=bearer(here)).status_code == 200
+
+
+def test_demo_compounds_from_the_command_line_are_added_once(reports_db):
+    import os
+    import subprocess
+    import sys
+
+    compounds = _rows(reports_db, "SELECT count(*) AS n, count(DISTINCT community_code) AS communities, "
+                                  "bool_and(ST_Within(public_point, geom)) AS inside FROM city.residential_compound")[0]
+    assert compounds["n"] > 300 and compounds["communities"] > 50 and compounds["inside"]
+    result = subprocess.run([sys.executable, "-m", "api.cli", "reports", "compounds", "--count", "20"], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "CITYOPS_DATABASE_URL": reports_db})
+    assert result.returncode == 0 and "0 residential compounds added" in result.stdout + result.stderr, result.stderr
