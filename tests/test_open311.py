@@ -136,7 +136,7 @@ def test_a_report_from_submission_to_reopen(client, reports_db, keys):
     stored = client.get(public["media_url"].replace("http://testserver", ""))
     assert stored.status_code == 200 and stored.headers["content-type"] == "image/jpeg"
     image = Image.open(io.BytesIO(stored.content))
-    assert max(image.size) <= 1600 and dict(image.getexif()) == {}
+    assert max(image.size) == 1000 and dict(image.getexif()) == {}
     assert b"Zhang San" not in stored.content and b"TestPhone" not in stored.content
 
     # the same problem 20 m away: suggested before submitting; not for another item, nor 80 m away
