@@ -146,16 +146,18 @@ def check_undeclared_offset(lon: float, lat: float, photos: list[Photo], setting
 
 
 async def refuse_outside(conn: psycopg.AsyncConnection, lon: float, lat: float, declared: str) -> None:
-    """A point in no unit grid: a 400 that says when it would lie inside once read as GCJ-02/BD-09."""
+    """A point in no unit grid: a 400 that says whether it would lie inside once read as GCJ-02/BD-09."""
     if declared not in ("gcj02", "bd09"):
         for name, x, y in _offset_candidates(lon, lat):
             try:
                 await route(conn, x, y)
             except InvalidInput:
                 continue
-            raise Open311Error(400, f"the location {lat:.6f}, {lon:.6f} lies outside the city, but inside it once read "
-                                    f"as {name.upper()}: send crs={name} with the report")
-    raise Open311Error(400, f"the location {lat:.6f}, {lon:.6f} lies outside the city's unit grids")
+            # a point in the canal is near grids too: say what would fit, not that it is GCJ-02
+            raise Open311Error(400, f"the location {lat:.6f}, {lon:.6f} lies in no unit grid of the city (outside it, or "
+                                    f"on water); read as {name.upper()} (a Chinese phone map's offset coordinates) it "
+                                    f"would lie inside: if it came from such a map, send crs={name} with the report")
+    raise Open311Error(400, f"the location {lat:.6f}, {lon:.6f} lies in no unit grid of the city (outside it, or on water)")
 
 
 # ---------------------------------------------------------------- rate limits

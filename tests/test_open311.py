@@ -298,7 +298,7 @@ def _count(info: str) -> int:
 @pytest.mark.parametrize("fields, photo, status, reason", [
     ({"service_code": ""}, None, 400, "service_code is required"),
     ({"service_code": "XX99"}, None, 400, "unknown service_code"),
-    ({"lon": 100.0, "lat": 30.0}, None, 400, "outside the city"),
+    ({"lon": 100.0, "lat": 30.0}, None, 400, "in no unit grid of the city"),
     ({"description": "脏" * 4001}, None, 400, "at most 4,000"),
     ({"lat": None}, None, 400, "lat and long are required"),
     ({"lat": "north"}, None, 400, "lat must be a number"),
