@@ -440,3 +440,24 @@ def test_demo_compounds_from_the_command_line_are_added_once(reports_db):
     result = subprocess.run([sys.executable, "-m", "api.cli", "reports", "compounds", "--count", "20"], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "CITYOPS_DATABASE_URL": reports_db})
     assert result.returncode == 0 and "0 residential compounds added" in result.stdout + result.stderr, result.stderr
+
+
+def test_a_gcj02_point_that_falls_off_the_grid_is_explained_and_accepted_once_declared(client, reports_db):
+    grids = _rows(reports_db, "SELECT ST_X(ST_PointOnSurface(geom)) AS lon, ST_Y(ST_PointOnSurface(geom)) AS lat "
+                              "FROM city.unit_grid g WHERE NOT EXISTS (SELECT 1 FROM city.residential_compound c "
+                              "WHERE ST_Intersects(c.geom, g.geom)) ORDER BY md5(bgcode || 'gcj') LIMIT 3000")
+    lon, lat = np.array([g["lon"] for g in grids]), np.array([g["lat"] for g in grids])
+    glon, glat = wgs84_to_gcj02(lon, lat)
+    off_grid = _rows(reports_db, """
+        SELECT i FROM unnest(%s::float8[], %s::float8[]) WITH ORDINALITY AS u(x, y, i)
+        WHERE NOT EXISTS (SELECT 1 FROM city.unit_grid g WHERE ST_Intersects(g.geom, ST_SetSRID(ST_MakePoint(u.x, u.y), 4490)))
+        LIMIT 1""", [glon.tolist(), glat.tolist()])
+    assert off_grid, "no grid point of the demo city falls off the grid once shifted to GCJ-02"
+    i = off_grid[0]["i"] - 1
+    before = _count(reports_db)
+    refused = _post(client, "SR02", float(glon[i]), float(glat[i]))
+    assert refused.status_code == 400 and "send crs=gcj02" in refused.json()[0]["description"]
+    assert _count(reports_db) == before
+    accepted = _submit(client, (float(glon[i]), float(glat[i])), "SR02", crs="gcj02")
+    public = _get(client, accepted["service_request_id"])
+    assert abs(public["long"] - lon[i]) < 2e-5 and abs(public["lat"] - lat[i]) < 2e-5
