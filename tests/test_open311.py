@@ -461,3 +461,13 @@ def test_a_gcj02_point_that_falls_off_the_grid_is_explained_and_accepted_once_de
     accepted = _submit(client, (float(glon[i]), float(glat[i])), "SR02", crs="gcj02")
     public = _get(client, accepted["service_request_id"])
     assert abs(public["long"] - lon[i]) < 2e-5 and abs(public["lat"] - lat[i]) < 2e-5
+
+
+def test_posting_to_requests_xml_answers_in_xml_errors_too(client, reports_db):
+    point = _free_points(reports_db, 1, offset=110)[0]
+    answer = ET.fromstring(_post(client, "SR01", point["lon"], point["lat"], fmt="xml").content)
+    assert answer.tag == "service_requests" and answer.find("request/service_request_id").text.isdigit()
+    assert len(answer.find("request/token").text) >= 20
+    refused = _post(client, "NOPE", point["lon"], point["lat"], fmt="xml")
+    assert refused.status_code == 400 and refused.headers["content-type"].startswith("text/xml")
+    assert ET.fromstring(refused.content).find("error/code").text == "400"
