@@ -130,19 +130,20 @@ def to_cgcs2000(lon: float, lat: float, crs: str | None) -> tuple[float, float, 
     return float(x), float(y), source.name
 
 
-def check_undeclared_offset(lon: float, lat: float, photos: list[Photo], settings: ReportSettings) -> None:
-    """A location sent as WGS84 that matches the photo's GPS only once read as GCJ-02/BD-09 came
-    from a Chinese phone map without saying so."""
+def check_undeclared_offset(lon: float, lat: float, photo_positions: list[tuple[float | None, float | None]],
+                            settings: ReportSettings) -> None:
+    """A location sent as WGS84 that matches a photo's GPS (WGS84) only once read as GCJ-02/BD-09
+    came from a Chinese phone map without saying so."""
     tolerance = settings.exif_gcj02_tolerance_m
-    for photo in photos:
-        if photo.exif_lon is None or _metres(lon, lat, photo.exif_lon, photo.exif_lat) <= tolerance:
+    for gps_lon, gps_lat in photo_positions:
+        if gps_lon is None or _metres(lon, lat, gps_lon, gps_lat) <= tolerance:
             continue
         for name, x, y in _offset_candidates(lon, lat):
-            if _metres(x, y, photo.exif_lon, photo.exif_lat) <= tolerance:
+            if _metres(x, y, gps_lon, gps_lat) <= tolerance:
                 raise Open311Error(400, f"the location looks like {name.upper()} (a phone map's offset coordinates): "
-                                        f"it lies {_metres(lon, lat, photo.exif_lon, photo.exif_lat):,.0f} m from the "
-                                        f"photo's GPS position, {_metres(x, y, photo.exif_lon, photo.exif_lat):,.0f} m "
-                                        f"once read as {name}; send crs={name} with the report")
+                                        f"it lies {_metres(lon, lat, gps_lon, gps_lat):,.0f} m from the photo's GPS "
+                                        f"position, {_metres(x, y, gps_lon, gps_lat):,.0f} m once read as {name}; "
+                                        f"send crs={name} with the report")
 
 
 async def refuse_outside(conn: psycopg.AsyncConnection, lon: float, lat: float, declared: str) -> None:
@@ -453,8 +454,6 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
     attributes = check_attributes(service, submission.attributes)
     _check_text(submission)
     lon, lat, declared = to_cgcs2000(submission.lon, submission.lat, submission.crs)
-    if declared not in ("gcj02", "bd09"):
-        check_undeclared_offset(lon, lat, photos, settings)
     name = " ".join(part for part in (submission.first_name, submission.last_name) if part) or None
     identity = {"reporter_key": None, "reporter_name": None, "phone": None, "email": None}
     if not submission.anonymous:
@@ -465,10 +464,13 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
         attached = []
         if submission.media_names:
             attached = await (await conn.execute(
-                "SELECT id FROM city.report_media WHERE name = ANY(%s) AND report_id IS NULL FOR UPDATE",
+                "SELECT id, exif_lon, exif_lat FROM city.report_media WHERE name = ANY(%s) AND report_id IS NULL FOR UPDATE",
                 [submission.media_names])).fetchall()
             if len(attached) != len(set(submission.media_names)):
                 raise Open311Error(400, "media_url must name a photo uploaded to POST media and not yet used by a report")
+        if declared not in ("gcj02", "bd09"):
+            check_undeclared_offset(lon, lat, [(p.exif_lon, p.exif_lat) for p in photos]
+                                    + [(row["exif_lon"], row["exif_lat"]) for row in attached], settings)
         try:
             case = await open_case(conn, source="public", lon=lon, lat=lat, event_class_code=service.event_class_code,
                                    description=mask_private(submission.description, [name]),
