@@ -129,7 +129,7 @@ def check_attributes(service: Service, given: dict[str, str]) -> dict[str, str]:
 
 # XML: the element names the spec uses for each list and its items.
 _XML_ITEM = {"services": "service", "service_requests": "request", "errors": "error", "attributes": "attribute",
-             "values": "value", "updates": "update", "nearby": "request"}
+             "values": "value", "updates": "update", "media_urls": "media_url"}
 
 
 def _append(parent: ET.Element, name: str, value: Any) -> None:

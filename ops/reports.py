@@ -506,6 +506,8 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
 async def store_upload(conn: psycopg.AsyncConnection, photo: Photo) -> str:
     """POST media: a photo stored before its report (then named by the report's media_url)."""
     name = secrets.token_hex(12)
+    if random.random() < 0.01:  # now and then, forget uploads no report named within a day
+        await conn.execute("DELETE FROM city.report_media WHERE report_id IS NULL AND created_at < now() - interval '1 day'")
     await conn.execute("INSERT INTO city.report_media (name, content, width, height, exif_lon, exif_lat) "
                        "VALUES (%s, %s, %s, %s, %s, %s)", [name, photo.content, photo.width, photo.height,
                                                           photo.exif_lon, photo.exif_lat])
