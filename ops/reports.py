@@ -236,7 +236,7 @@ PUBLIC_SQL = """
 SELECT r.id, r.service_code, r.description, r.review, r.review_reason, r.moderation_reason, r.duplicate_of,
        r.me_too, r.requested_at, r.reporter_name, r.case_id, r.reopened_count,
        greatest(r.updated_at, (SELECT max(e.at) FROM city.case_event e WHERE e.case_id = r.case_id)) AS updated_at,
-       f.state AS case_state, f.case_no, f.deadline_at, u.name AS agency,
+       f.state AS case_state, f.case_no, f.deadline_at, f.deadline_at < now() AS past_deadline, u.name AS agency,
        round(ST_X(r.public_geom)::numeric, 6)::float8 AS lon, round(ST_Y(r.public_geom)::numeric, 6)::float8 AS lat,
        coalesce(c.name, cm.name || '附近') AS public_address,
        (SELECT array_agg(m.name ORDER BY m.id) FROM city.report_media m WHERE m.report_id = r.id) AS media
@@ -281,6 +281,7 @@ def public_request(row: dict, media_base: str) -> dict:
         "requested_datetime": _iso(row["requested_at"]), "updated_datetime": _iso(row["updated_at"]),
         "expected_datetime": _iso(expected), "address": row["public_address"], "address_id": None, "zipcode": None,
         "lat": row["lat"], "long": row["lon"], "media_url": media[0] if media else None, "media_urls": media,
+        "overdue": status == "open" and bool(row["past_deadline"]),
         "me_too": row["me_too"], "duplicate_of": str(row["duplicate_of"]) if row["duplicate_of"] else None,
         "case_no": row["case_no"],
     }

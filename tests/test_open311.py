@@ -129,7 +129,7 @@ def test_a_report_from_submission_to_reopen(client, reports_db, keys):
     assert case["source"] == "public" and case["bgcode"] == first_point["bgcode"] and case["event_class_code"] == "0402"
     assert public["agency_responsible"] == case["unit"] and public["agency_responsible"]
     assert public["expected_datetime"] == case["deadline_at"].isoformat(timespec="seconds")
-    assert (public["status"], public["detailed_status"]) == ("open", "OPEN")
+    assert (public["status"], public["detailed_status"], public["overdue"]) == ("open", "OPEN", False)
     assert abs(public["lat"] - first_point["lat"]) < 1e-5 and abs(public["long"] - first_point["lon"]) < 1e-5
 
     # the photo: stored, resized, upright, its EXIF (GPS, maker, artist) gone
@@ -253,6 +253,10 @@ def test_anonymous_reports_keep_nobody_and_earn_nothing(client, reports_db, keys
     assert set(stored.values()) == {None}
     accepted = client.post(f"/reports/{answer['service_request_id']}/accept", headers=bearer(keys["reviewer"])).json()
     assert accepted["reward_fen"] == 0 and "anonymous" in accepted["no_reward_reason"]
+    with psycopg.connect(reports_db) as conn:  # its time limit has passed
+        conn.execute("UPDATE city.case_file SET deadline_at = now() - interval '1 minute' "
+                     "WHERE id = (SELECT case_id FROM city.citizen_report WHERE id = %s)", [int(answer["service_request_id"])])
+    assert _get(client, answer["service_request_id"])["overdue"] is True
 
 
 def test_rewards_once_per_reporter_place_item_and_day_never_for_duplicates(client, reports_db, keys):
