@@ -18,6 +18,7 @@ from api.routers.drone import drone_extension
 from api.routers.features import collections_openapi, features_extension
 from api.routers.landing import landing_extension
 from api.routers.live import live_extension
+from api.routers.open311 import open311_extension
 from api.routers.operations import operations_extension
 from api.routers.queries import queries_extension
 from api.routers.search import search_extension
@@ -32,7 +33,7 @@ from gis.settings import Settings, get_settings
 def extensions() -> list[Extension]:
     return [landing_extension(), features_extension(), tiles_extension(), queries_extension(), transfer_extension(),
             drone_extension(), catalogue_extension(), search_extension(), live_extension(), operations_extension(),
-            web_map_extension()]
+            web_map_extension(), open311_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:

@@ -12,6 +12,7 @@ import { addOrthophotos } from './orthophotos.js';
 import { addAnswerLayers, Planner } from './planner.js';
 import { ReviewDesk } from './review_desk.js';
 import { warmUpShaders } from './shader_warmup.js';
+import { startCitizenReports } from './citizen_reports.js';
 
 const RECENT_ALARMS = 6;
 // The union of all components repeats what the class layers show; it starts hidden (unless the
@@ -108,6 +109,7 @@ map.on('load', async () => {
   }
   buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN, onToggle);
   await refreshAlarms();
+  startCitizenReports(map, paths);
   await warmUpShaders(map);
   map.once('idle', () => { wall.idle = true; });
 });
