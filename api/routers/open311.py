@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -326,8 +326,4 @@ def open311_extension() -> Extension:
     combined.include_router(router)
     combined.include_router(operators)
 
-    async def startup(app: FastAPI) -> None:
-        if not hasattr(app.state, "report_settings"):
-            app.state.report_settings = get_report_settings()
-
-    return Extension(router=combined, startup=startup)
+    return Extension(router=combined)
