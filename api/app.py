@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from api import errors
+from api import errors, openapi
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
@@ -84,4 +84,5 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
         app.state.collection_link_providers.extend(extension.collection_links)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)
+    openapi.install(app)
     return app

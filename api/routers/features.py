@@ -15,8 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.deps import Connection, get_pool, require
 from api.extension import Extension
-from api.feature_params import (PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams, equality_filters,
-                                items_params_model)
+from api.feature_params import (DEFAULT_LIMIT, PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams,
+                                equality_filters, items_params_model)
 from api import feature_responses as out
 from gis.crs import parse_crs
 from gis.errors import InvalidInput, NotFound
@@ -152,7 +152,8 @@ async def _items_response(request: Request, layer: Layer, selection: features.Se
         return out.html(request, "items.html", layer=layer, features=page, matched=matched, properties=selection.properties,
                         links=out.page_links(request, layer, matched, returned, params.limit, params.offset))
     head = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": returned, "timeStamp": out.now(),
-            "links": out.page_links(request, layer, matched, returned, params.limit, params.offset)}
+            "links": out.page_links(request, layer, matched, returned, params.limit, params.offset,
+                                    next_limit=max(params.limit, DEFAULT_LIMIT))}
     return StreamingResponse(out.geojson_page(head, chunks), media_type=out.GEOJSON, headers=headers)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api.deps import Connection
+from api import openapi
 from api.extension import Extension
 
 CORE = (
@@ -23,7 +24,7 @@ def landing_extension() -> Extension:
         base = str(request.base_url).rstrip("/")
         links = [
             {"rel": "self", "type": "application/json", "title": "This document", "href": f"{base}/"},
-            {"rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.0", "title": "OpenAPI definition", "href": f"{base}/api"},
+            {"rel": "service-desc", "type": openapi.MEDIA_TYPE, "title": "OpenAPI definition", "href": f"{base}/api"},
             {"rel": "service-doc", "type": "text/html", "title": "API documentation", "href": f"{base}/docs"},
             {"rel": "conformance", "type": "application/json", "title": "Conformance classes", "href": f"{base}/conformance"},
         ]
