@@ -79,6 +79,11 @@ def tileset(base: str, tms: TileMatrixSet, title: str, layers: Sequence[Layer], 
     return document
 
 
+def _zoom_range(layers: Sequence[Layer], tms: TileMatrixSet) -> tuple[int, int]:
+    zooms = [layer_zooms(layer) for layer in layers] or [(0, 0)]
+    return min(z[0] for z in zooms), min(max(z[1] for z in zooms), tms.maxzoom)
+
+
 def _schema_type(kind: str) -> str:
     return {"datetime": "string", "date": "string"}.get(kind, kind)
 
@@ -90,8 +95,7 @@ def _field_type(kind: str) -> str:
 
 def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], collection_id: str | None,
              queryables: Mapping[str, Mapping[str, Queryable]], bounds: Bounds) -> dict[str, Any]:
-    zooms = [layer_zooms(layer) for layer in layers] or [(0, 0)]
-    minzoom, maxzoom = min(z[0] for z in zooms), min(max(z[1] for z in zooms), tms.maxzoom)
+    minzoom, maxzoom = _zoom_range(layers, tms)
     return {
         "tilejson": "3.0.0",
         "name": name,
@@ -116,20 +120,12 @@ def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], 
 
 def style(base: str, tms: TileMatrixSet, layers: Sequence[Layer], bounds: Bounds) -> dict[str, Any]:
     """A MapLibre style (spec v8) drawing every layer with its catalogue style; layers with a
-    `lowzoom` get a second style layer sizing their count circles below minzoom."""
+    `lowzoom` get their count circles below minzoom (`Layer.count_styles`)."""
+    minzoom, maxzoom = _zoom_range(layers, tms)
     style_layers: list[dict[str, Any]] = [{"id": "background", "type": "background", "paint": {"background-color": "#0b1726"}}]
     for layer in layers:
         common = {"source": SOURCE_ID, "source-layer": layer.id, "metadata": {"cityops:group": layer.group, "cityops:legend": layer.legend}}
-        if layer.lowzoom and layer.minzoom > 0:
-            style_layers.append({
-                "id": f"{layer.id}-counts", "type": "circle", **common, "maxzoom": layer.minzoom,
-                "filter": ["has", "count"],
-                "paint": {
-                    "circle-color": _first_colour(layer), "circle-opacity": 0.6,
-                    "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "count"]], 1, 3, 100, 24],
-                    "circle-stroke-color": "#ffffff", "circle-stroke-width": 0.5,
-                },
-            })
+        style_layers += [{**count_style, **common} for count_style in layer.count_styles()]
         entry = {"id": layer.id, **common, **layer.style}
         if layer.minzoom > 0:
             entry["minzoom"] = layer.minzoom
@@ -140,18 +136,9 @@ def style(base: str, tms: TileMatrixSet, layers: Sequence[Layer], bounds: Bounds
         "metadata": {"cityops:tileMatrixSet": tms.id},
         "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2],
         "zoom": 10,
-        "sources": {SOURCE_ID: {"type": "vector", "url": f"{base}/tiles/{tms.id}/tilejson.json"}},
+        # The tile URL itself, not a TileJSON `url`: QGIS 3.22 cannot follow one.
+        "sources": {SOURCE_ID: {"type": "vector", "tiles": [f"{base}{tiles_path(None)}/{tms.id}/{{z}}/{{y}}/{{x}}"],
+                                "minzoom": minzoom, "maxzoom": maxzoom, "bounds": list(bounds)}},
         "layers": style_layers,
     }
 
-
-def _first_colour(layer: Layer) -> Any:
-    """The layer's own colour for its count circles (a plain colour, not a data expression)."""
-    paint = layer.style.get("paint", {})
-    for prop in ("circle-color", "fill-color", "line-color"):
-        colour = paint.get(prop)
-        if isinstance(colour, str):
-            return colour
-        if isinstance(colour, list) and colour and isinstance(colour[-1], str):
-            return colour[-1]
-    return "#90a4ae"
