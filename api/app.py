@@ -16,6 +16,7 @@ from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.operations import operations_extension
 from api.routers.queries import queries_extension
+from api.routers.schemas import schemas_extension
 from api.routers.search import search_extension
 from api.routers.tiles import tiles_extension
 from api.routers.transfer import transfer_extension
@@ -31,8 +32,8 @@ from layers.live import LiveCatalogue
 def extensions(settings: Settings) -> list[Extension]:
     # Tiles before Features: the Features router ends with a catch-all /collections/{id}/{rest} that
     # would otherwise answer 404 for /collections/{id}/tiles/...
-    return [landing_extension(), operations_extension(), tiles_extension(), features_extension(), queries_extension(),
-            transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
+    return [landing_extension(), operations_extension(), tiles_extension(), schemas_extension(), features_extension(),
+            queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
             web_map_extension()]
 
 

@@ -10,6 +10,7 @@ import psycopg
 from morecantile import TileMatrixSet
 
 from gis.cql import Queryable
+from gis.errors import NotFound
 from layers.catalogue import Layer
 from tiles.matrix_sets import OGC_REGISTERED
 
@@ -18,6 +19,7 @@ TILING_SCHEME_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 TILESETS_VECTOR_REL = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILE_TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
 SOURCE_ID = "cityops"
+TILEJSON_TMS = "WebMercatorQuad"
 
 Bounds = tuple[float, float, float, float]
 WORLD: Bounds = (-180.0, -85.05, 180.0, 85.05)
@@ -59,10 +61,10 @@ def tileset(base: str, tms: TileMatrixSet, title: str, layers: Sequence[Layer], 
             queryables: Mapping[str, Mapping[str, Queryable]]) -> dict[str, Any]:
     document = tileset_summary(base, tms, title, collection_id)
     href = f"{base}{tiles_path(collection_id)}/{tms.id}"
-    document["links"] += [
-        {"rel": "item", "type": MVT_MEDIA_TYPE, "title": "Tiles (Mapbox Vector Tile)", "templated": True, "href": f"{href}/{TILE_TEMPLATE}"},
-        {"rel": "describedby", "type": "application/json", "title": "TileJSON", "href": f"{href}/tilejson.json"},
-    ]
+    document["links"].append(
+        {"rel": "item", "type": MVT_MEDIA_TYPE, "title": "Tiles (Mapbox Vector Tile)", "templated": True, "href": f"{href}/{TILE_TEMPLATE}"})
+    if tms.id == TILEJSON_TMS:
+        document["links"].append({"rel": "describedby", "type": "application/json", "title": "TileJSON", "href": f"{href}/tilejson.json"})
     document["layers"] = [
         {
             "id": layer.id, "title": layer.title, "description": layer.description or layer.legend, "dataType": "vector",
@@ -95,6 +97,10 @@ def _field_type(kind: str) -> str:
 
 def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], collection_id: str | None,
              queryables: Mapping[str, Mapping[str, Queryable]], bounds: Bounds) -> dict[str, Any]:
+    if tms.id != TILEJSON_TMS:
+        # TileJSON has no CRS: every client reads its tiles as Web Mercator ones
+        raise NotFound(f"TileJSON describes {TILEJSON_TMS} tiles only; {tms.id} tiles are described by their "
+                       f"tileset metadata at {base}{tiles_path(collection_id)}/{tms.id}")
     minzoom, maxzoom = _zoom_range(layers, tms)
     return {
         "tilejson": "3.0.0",
