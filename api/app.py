@@ -16,6 +16,7 @@ from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.operations import operations_extension
 from api.routers.pages import pages_extension
+from api.routers.qgis import qgis_extension
 from api.routers.queries import queries_extension
 from api.routers.schemas import schemas_extension
 from api.routers.search import search_extension
@@ -35,7 +36,7 @@ def extensions(settings: Settings) -> list[Extension]:
     # would otherwise answer 404 for /collections/{id}/tiles/...
     return [landing_extension(), operations_extension(), tiles_extension(), schemas_extension(), features_extension(),
             queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
-            web_map_extension(), pages_extension()]
+            web_map_extension(), pages_extension(), qgis_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
