@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors, openapi
+from api.cql_search import CqlSearchByPost
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
         app.state.collection_link_providers.extend(extension.collection_links)
+    app.add_middleware(CqlSearchByPost)  # OWSLib's collection_items(cql=…) POSTs a CQL2-JSON search to …/items
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)
     openapi.install(app)

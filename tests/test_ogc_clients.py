@@ -176,3 +176,12 @@ def test_owslib_sends_cql2_json_as_a_query_parameter(live_server, city_db):
         expected = conn.execute("SELECT count(*) AS n FROM city.stall_site WHERE capacity > 30 "
                                 "AND district_code = '321302'").fetchone()["n"]
     assert page["numberMatched"] == expected == len(page["features"]) and expected > 0
+    # OWSLib's cql= POSTs the expression to /items (also create-feature): answered as the same search
+    posted = Features(live_server).collection_items("stall_sites", cql=expression, limit=1000)
+    assert sorted(f["id"] for f in posted["features"]) == sorted(f["id"] for f in page["features"])
+    read_only = Features(live_server).collection_items("districts", cql={"op": "=", "args": [{"property": "code"}, "321302"]})
+    assert [f["id"] for f in read_only["features"]] == ["321302"]
+    # a feature posted without a key is still a create: refused for want of a key, not searched
+    created = httpx.post(f"{live_server}/collections/stall_sites/items", json={"type": "Feature", "geometry": None,
+                                                                             "properties": {"code": "T16"}})
+    assert created.status_code == 401
