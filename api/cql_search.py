@@ -28,6 +28,20 @@ def cql2_expression(body: bytes) -> dict | None:
     return None
 
 
+def _first_then(message: Message, receive: Receive) -> Receive:
+    """`message` once, then the client's own messages (a streamed response waits on them for a disconnect)."""
+    given = False
+
+    async def next_message() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return message
+
+    return next_message
+
+
 class CqlSearchByPost:
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -49,30 +63,12 @@ class CqlSearchByPost:
         body = b"".join(chunks)
         expression = cql2_expression(body) if size <= MAX_SEARCH_BYTES else None
         if expression is None:
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": size > MAX_SEARCH_BYTES}
-
-            return await self.app(scope, replay, send)
+            read = {"type": "http.request", "body": body, "more_body": size > MAX_SEARCH_BYTES}
+            return await self.app(scope, _first_then(read, receive), send)
 
         query = scope.get("query_string", b"").decode("latin-1")
         search = urlencode({"filter": json.dumps(expression, ensure_ascii=False), "filter-lang": "cql2-json"})
         scope = {**scope, "method": "GET", "query_string": (f"{query}&{search}" if query else search).encode("latin-1"),
                  "headers": [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]}
 
-        sent = False
-
-        async def empty() -> Message:
-            # the body once, then the client's own messages (a streamed response waits on them for a disconnect)
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        await self.app(scope, empty, send)
+        await self.app(scope, _first_then({"type": "http.request", "body": b"", "more_body": False}, receive), send)

@@ -24,10 +24,8 @@ def install(app: FastAPI) -> None:
     generate = app.openapi
 
     def document() -> dict[str, Any]:
-        if not getattr(app.state, "openapi_rewritten", False):
-            app.openapi_schema = None
+        if app.openapi_schema is None:  # FastAPI's generator caches its own document there; ours replaces it
             app.openapi_schema = as_ogc_document(generate())
-            app.state.openapi_rewritten = True
         return app.openapi_schema
 
     app.openapi = document
