@@ -82,6 +82,7 @@ def test_html_pages_for_people(client):
 
 # -- real clients against the live server --------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ogr2ogr") is None, reason="Debian gdal-bin is not installed")
 def test_debian_gdal_36_copies_the_largest_collection_with_no_options(live_server, tmp_path):
     matched = httpx.get(f"{live_server}/collections/{LARGEST}/items?limit=1").json()["numberMatched"]
@@ -103,6 +104,7 @@ def test_debian_gdal_36_copies_the_largest_collection_with_no_options(live_serve
     assert "objcode: String" in info
 
 
+@pytest.mark.slow
 def test_newer_gdal_reads_collection_tiles_with_typed_attributes(live_server):
     # GDAL's OGCAPI driver samples a few tiles for the fields unless the collection links its schema;
     # stall sites are sparse, so every sampled tile is empty and the layer used to have no fields
@@ -116,6 +118,7 @@ def test_newer_gdal_reads_collection_tiles_with_typed_attributes(live_server):
     assert len(frame) > 0 and str(frame["battery_pct"].dtype).startswith("int") and frame["sensor_state"].notna().all()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_pyqgis(), reason="Debian python3-qgis is not installed")
 def test_qgis_loads_every_collection_the_tiles_and_the_project(live_server):
     ARTIFACTS.mkdir(exist_ok=True)
@@ -150,6 +153,7 @@ def test_qgis_loads_every_collection_the_tiles_and_the_project(live_server):
 
 @pytest.mark.skipif(not OPENLAYERS.exists() or not Path("/usr/bin/chromium").exists(),
                     reason="web_map npm packages (ol, ol-mapbox-style) or Debian chromium are not installed")
+@pytest.mark.slow
 def test_openlayers_and_the_html_map_render_in_chromium(live_server):
     ARTIFACTS.mkdir(exist_ok=True)
     run = subprocess.run(["node", str(OPENLAYERS_SCRIPT), live_server, str(ARTIFACTS / "openlayers_style.png")],
@@ -163,7 +167,8 @@ def test_openlayers_and_the_html_map_render_in_chromium(live_server):
     assert report["htmlMap"]["ready"] and report["htmlMap"]["drawn"] > 0, report["htmlMap"]
 
 
-def test_owslib_sends_cql2_json_as_a_query_parameter(live_server, city_db):
+@pytest.mark.slow
+def test_owslib_searches_with_cql2_json_by_get_and_by_post(live_server, city_db):
     from owslib.ogcapi.features import Features
 
     from gis.db import open_connection
