@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from api import errors
+from api import errors, openapi
+from api.cql_search import CqlSearchByPost
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
@@ -20,7 +21,10 @@ from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.open311 import open311_extension
 from api.routers.operations import operations_extension
+from api.routers.pages import pages_extension
+from api.routers.qgis import qgis_extension
 from api.routers.queries import queries_extension
+from api.routers.schemas import schemas_extension
 from api.routers.search import search_extension
 from api.routers.tiles import tiles_extension
 from api.routers.transfer import transfer_extension
@@ -31,9 +35,9 @@ from gis.settings import Settings, get_settings
 
 
 def extensions() -> list[Extension]:
-    return [landing_extension(), features_extension(), tiles_extension(), queries_extension(), transfer_extension(),
-            drone_extension(), catalogue_extension(), search_extension(), live_extension(), operations_extension(),
-            web_map_extension(), open311_extension()]
+    return [landing_extension(), features_extension(), schemas_extension(), tiles_extension(), queries_extension(),
+            transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
+            operations_extension(), web_map_extension(), open311_extension(), pages_extension(), qgis_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
         app.state.collection_link_providers.extend(extension.collection_links)
+    app.add_middleware(CqlSearchByPost)  # OWSLib's collection_items(cql=…) POSTs a CQL2-JSON search to …/items
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)
     _document_collections(app, services)
@@ -63,15 +68,16 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
 
 
 def _document_collections(app: FastAPI, services: Services) -> None:
-    """The OpenAPI document lists each collection of the live catalogue (rebuilt when it reloads)."""
+    """The OpenAPI document lists each collection of the live catalogue (rebuilt when it reloads), in
+    the OpenAPI 3.0 form OGC clients read (api.openapi)."""
     built: dict[int, dict] = {}
 
-    def openapi() -> dict:
+    def document() -> dict:
         version = services.catalogue.version
         if version not in built:
             generic = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             built.clear()
-            built[version] = collections_openapi(generic, services.catalogue)
+            built[version] = openapi.as_ogc_document(collections_openapi(generic, services.catalogue))
         return built[version]
 
-    app.openapi = openapi
+    app.openapi = document

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from titiler.core.errors import DEFAULT_STATUS_CODES as TILER_STATUS
 
 from gis.errors import (CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound,
-                        PreconditionFailed, PreconditionRequired, Unauthorized)
+                        PreconditionFailed, PreconditionRequired, ServiceUnavailable, Unauthorized)
 
 log = logging.getLogger("cityops.api")
 
@@ -26,6 +26,7 @@ STATUS = {
     Unauthorized: 401,
     Forbidden: 403,
     DatabaseUnavailable: 503,
+    ServiceUnavailable: 503,
 }
 
 

@@ -44,8 +44,9 @@ DISPLAY_PERCENTILES = (2, 98)
 DISPLAY_SAMPLE_PX = 1024
 CATALOGUE_CRS = f"EPSG:{STORAGE_SRID}"
 
+# ST_AsGeoJSON's options 0: no "crs" member inside the geometry (RFC 7946 has none).
 ORTHOPHOTO_COLUMNS = ("id, name, kind, captured_on, gsd_m, width, height, band_count, source_crs, file_path, "
-                      "file_bytes, display_min, display_max, created_at, ST_AsGeoJSON(geom)::json AS footprint")
+                      "file_bytes, display_min, display_max, created_at, ST_AsGeoJSON(geom, 9, 0)::json AS footprint")
 
 
 @dataclass(frozen=True)

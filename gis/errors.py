@@ -35,3 +35,7 @@ class Forbidden(CityOpsError):
 
 class DatabaseUnavailable(CityOpsError):
     pass
+
+
+class ServiceUnavailable(CityOpsError):
+    """A program the request needs (e.g. QGIS writing a project) is missing or failed; try later."""

@@ -19,6 +19,11 @@ GeometryType = Literal["Point", "LineString", "Polygon", "MultiPolygon", "Geomet
 LowZoom = Literal["count_per_grid", "cluster"]
 
 
+# Per-grid count classes (from, below, circle radius in px at z14): 1–4, 5–19, 20–99, 100 and more
+# components in a unit grid of ≈10,000 m².
+COUNT_CLASSES: tuple[tuple[int, int | None, float], ...] = ((1, 5, 3.0), (5, 20, 4.5), (20, 100, 6.5), (100, None, 9.0))
+
+
 class Layer(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -91,6 +96,38 @@ class Layer(BaseModel):
 
         walk(self.style)
         return frozenset(found)
+
+    def count_styles(self) -> list[dict[str, Any]]:
+        """MapLibre style layers (without source) drawing the per-grid count circles below minzoom:
+        one per class of count, each sized by zoom. A filter and a zoom interpolation are what
+        every converter reads (QGIS 3.22 reads no step, interpolation or sqrt on a property)."""
+        if not self.lowzoom or self.minzoom == 0:
+            return []
+        styles = []
+        for low, high, radius in COUNT_CLASSES:
+            bounds: list[Any] = [[">=", ["get", "count"], low]] + ([["<", ["get", "count"], high]] if high else [])
+            styles.append({
+                "id": f"{self.id}-counts-{low}", "type": "circle", "maxzoom": self.minzoom,
+                "filter": ["all", ["has", "count"], *bounds],
+                "paint": {
+                    "circle-color": self.colour, "circle-opacity": 0.5,
+                    "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, radius / 2, 14, radius],
+                    "circle-stroke-color": "#ffffff", "circle-stroke-width": 0.5,
+                },
+            })
+        return styles
+
+    @property
+    def colour(self) -> str:
+        """The layer's own colour as a plain colour (a data expression's fallback), e.g. for its counts."""
+        paint = self.style.get("paint", {})
+        for prop in ("circle-color", "fill-color", "line-color"):
+            colour = paint.get(prop)
+            if isinstance(colour, str):
+                return colour
+            if isinstance(colour, list) and colour and isinstance(colour[-1], str):
+                return colour[-1]
+        return "#90a4ae"
 
     def tile_properties(self, z: int) -> tuple[str, ...]:
         """The columns a tile at zoom z carries besides the geometry: the key first, then the
@@ -244,7 +281,8 @@ CATALOGUE: tuple[Layer, ...] = (
         style={
             "type": "circle",
             "paint": {
-                "circle-color": ["case", [">", ["coalesce", ["get", "occupied"], 0], 0], "#ffab40", "#69f0ae"],
+                # a match, not a case: QGIS 3.22's style converter reads match but not case
+                "circle-color": ["match", ["get", "occupied"], 0, "#69f0ae", "#ffab40"],
                 "circle-radius": ["interpolate", ["linear"], ["zoom"], 11, 2, 18, 8],
                 "circle-stroke-color": "#0b1726", "circle-stroke-width": 0.5,
             },

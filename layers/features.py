@@ -225,8 +225,11 @@ def page_query(selection: Selection, output: str) -> sql.Composable:
         ])
     else:
         columns = sql.SQL("{} AS feature").format(feature_json(selection))
-    return sql.SQL("SELECT {} FROM {} t WHERE {} ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s").format(
-        columns, relation(selection.layer), selection.where, selection.order)
+    # The page is cut in a subquery and only its rows are written out: with the JSON in the same
+    # SELECT, PostgreSQL built it for every skipped row too (offset 98,000 of the components: 1 s).
+    return sql.SQL("SELECT {} FROM (SELECT * FROM {} t WHERE {} ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s) t "
+                   "ORDER BY {}").format(columns, relation(selection.layer), selection.where, selection.order,
+                                         selection.order)
 
 
 def one_query(selection: Selection) -> sql.Composable:

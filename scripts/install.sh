@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 postgresql-client-15 gdal-bin nginx python3-venv python3-dev
-              build-essential nodejs npm chromium fonts-noto-cjk wrk curl ca-certificates)
+APT_PACKAGES=(postgresql-15 postgresql-15-postgis-3 postgresql-client-15 gdal-bin nginx pgbouncer python3-venv python3-dev
+              build-essential nodejs npm chromium fonts-noto-cjk wrk curl ca-certificates
+              python3-qgis qgis-providers)  # PyQGIS writes /qgis/project.qgs; QGIS in the client tests
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from pyproj import Transformer
@@ -118,13 +119,32 @@ def test_queryables_and_html(client):
 def test_conformance_and_openapi_document_what_is_served(client):
     conformance = client.get("/conformance").json()["conformsTo"]
     assert "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs" in conformance
-    paths = client.get("/api").json()["paths"]
+    document = client.get("/api").json()
+    assert document["openapi"].startswith("3.0.")  # what the oas30 classes and the service-desc type say
+    paths = document["paths"]
     items = paths["/collections/stall_sites/items"]
-    names = {p["name"] for p in items["get"]["parameters"]}
+    shared = document["components"]["parameters"]
+    names = {shared[p["$ref"].rsplit("/", 1)[1]]["name"] if "$ref" in p else p["name"] for p in items["get"]["parameters"]}
     assert {"limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang", "filter-crs",
             "sortby", "properties", "f", "district_code", "capacity"} <= names
     assert "post" in items and "post" not in paths["/collections/districts/items"]
     assert {"put", "patch", "delete", "get"} <= set(paths["/collections/stall_sites/items/{featureId}"])
+    # one shared page-size parameter (QGIS reads its maximum there), referenced by every items operation
+    assert shared["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 1_000}
+    assert all({"$ref": "#/components/parameters/limit"} in operations["get"]["parameters"]
+               for path, operations in paths.items() if path.endswith("/items"))
+    assert client.get("/collections/stall_sites/items").json()["numberReturned"] == 950  # the default page is 1,000
+
+
+def test_next_links_ask_for_a_full_page_after_a_small_first_one(client):
+    # GDAL 3.6 always asks for limit=10 and then follows next links
+    page = client.get("/collections/unit_grids/items?limit=10").json()
+    assert page["numberReturned"] == 10
+    following = client.get(next(l["href"] for l in page["links"] if l["rel"] == "next")).json()
+    assert following["numberReturned"] == 1_000 and following["features"][0]["id"] > page["features"][-1]["id"]
+    html_page = client.get("/collections/unit_grids/items?limit=10&f=html").text
+    next_html = re.search(r'href="([^"]*offset=10[^"]*)"', html_page).group(1)
+    assert "limit=10&" in next_html or next_html.endswith("limit=10")  # people keep the page size they chose
 
 
 @pytest.mark.parametrize("url, status, reason", [

@@ -10,6 +10,7 @@ import psycopg
 from morecantile import TileMatrixSet
 
 from gis.cql import Queryable
+from gis.errors import NotFound
 from layers.catalogue import Layer
 from tiles.matrix_sets import OGC_REGISTERED
 
@@ -18,6 +19,7 @@ TILING_SCHEME_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 TILESETS_VECTOR_REL = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
 TILE_TEMPLATE = "{tileMatrix}/{tileRow}/{tileCol}"
 SOURCE_ID = "cityops"
+TILEJSON_TMS = "WebMercatorQuad"
 
 Bounds = tuple[float, float, float, float]
 WORLD: Bounds = (-180.0, -85.05, 180.0, 85.05)
@@ -59,10 +61,10 @@ def tileset(base: str, tms: TileMatrixSet, title: str, layers: Sequence[Layer], 
             queryables: Mapping[str, Mapping[str, Queryable]]) -> dict[str, Any]:
     document = tileset_summary(base, tms, title, collection_id)
     href = f"{base}{tiles_path(collection_id)}/{tms.id}"
-    document["links"] += [
-        {"rel": "item", "type": MVT_MEDIA_TYPE, "title": "Tiles (Mapbox Vector Tile)", "templated": True, "href": f"{href}/{TILE_TEMPLATE}"},
-        {"rel": "describedby", "type": "application/json", "title": "TileJSON", "href": f"{href}/tilejson.json"},
-    ]
+    document["links"].append(
+        {"rel": "item", "type": MVT_MEDIA_TYPE, "title": "Tiles (Mapbox Vector Tile)", "templated": True, "href": f"{href}/{TILE_TEMPLATE}"})
+    if tms.id == TILEJSON_TMS:
+        document["links"].append({"rel": "describedby", "type": "application/json", "title": "TileJSON", "href": f"{href}/tilejson.json"})
     document["layers"] = [
         {
             "id": layer.id, "title": layer.title, "description": layer.description or layer.legend, "dataType": "vector",
@@ -79,6 +81,11 @@ def tileset(base: str, tms: TileMatrixSet, title: str, layers: Sequence[Layer], 
     return document
 
 
+def _zoom_range(layers: Sequence[Layer], tms: TileMatrixSet) -> tuple[int, int]:
+    zooms = [layer_zooms(layer) for layer in layers] or [(0, 0)]
+    return min(z[0] for z in zooms), min(max(z[1] for z in zooms), tms.maxzoom)
+
+
 def _schema_type(kind: str) -> str:
     return {"datetime": "string", "date": "string"}.get(kind, kind)
 
@@ -90,8 +97,11 @@ def _field_type(kind: str) -> str:
 
 def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], collection_id: str | None,
              queryables: Mapping[str, Mapping[str, Queryable]], bounds: Bounds) -> dict[str, Any]:
-    zooms = [layer_zooms(layer) for layer in layers] or [(0, 0)]
-    minzoom, maxzoom = min(z[0] for z in zooms), min(max(z[1] for z in zooms), tms.maxzoom)
+    if tms.id != TILEJSON_TMS:
+        # TileJSON has no CRS: every client reads its tiles as Web Mercator ones
+        raise NotFound(f"TileJSON describes {TILEJSON_TMS} tiles only; {tms.id} tiles are described by their "
+                       f"tileset metadata at {base}{tiles_path(collection_id)}/{tms.id}")
+    minzoom, maxzoom = _zoom_range(layers, tms)
     return {
         "tilejson": "3.0.0",
         "name": name,
@@ -116,20 +126,12 @@ def tilejson(base: str, tms: TileMatrixSet, name: str, layers: Sequence[Layer], 
 
 def style(base: str, tms: TileMatrixSet, layers: Sequence[Layer], bounds: Bounds) -> dict[str, Any]:
     """A MapLibre style (spec v8) drawing every layer with its catalogue style; layers with a
-    `lowzoom` get a second style layer sizing their count circles below minzoom."""
+    `lowzoom` get their count circles below minzoom (`Layer.count_styles`)."""
+    minzoom, maxzoom = _zoom_range(layers, tms)
     style_layers: list[dict[str, Any]] = [{"id": "background", "type": "background", "paint": {"background-color": "#0b1726"}}]
     for layer in layers:
         common = {"source": SOURCE_ID, "source-layer": layer.id, "metadata": {"cityops:group": layer.group, "cityops:legend": layer.legend}}
-        if layer.lowzoom and layer.minzoom > 0:
-            style_layers.append({
-                "id": f"{layer.id}-counts", "type": "circle", **common, "maxzoom": layer.minzoom,
-                "filter": ["has", "count"],
-                "paint": {
-                    "circle-color": _first_colour(layer), "circle-opacity": 0.6,
-                    "circle-radius": ["interpolate", ["linear"], ["sqrt", ["get", "count"]], 1, 3, 100, 24],
-                    "circle-stroke-color": "#ffffff", "circle-stroke-width": 0.5,
-                },
-            })
+        style_layers += [{**count_style, **common} for count_style in layer.count_styles()]
         entry = {"id": layer.id, **common, **layer.style}
         if layer.minzoom > 0:
             entry["minzoom"] = layer.minzoom
@@ -140,18 +142,9 @@ def style(base: str, tms: TileMatrixSet, layers: Sequence[Layer], bounds: Bounds
         "metadata": {"cityops:tileMatrixSet": tms.id},
         "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2],
         "zoom": 10,
-        "sources": {SOURCE_ID: {"type": "vector", "url": f"{base}/tiles/{tms.id}/tilejson.json"}},
+        # The tile URL itself, not a TileJSON `url`: QGIS 3.22 cannot follow one.
+        "sources": {SOURCE_ID: {"type": "vector", "tiles": [f"{base}{tiles_path(None)}/{tms.id}/{{z}}/{{y}}/{{x}}"],
+                                "minzoom": minzoom, "maxzoom": maxzoom, "bounds": list(bounds)}},
         "layers": style_layers,
     }
 
-
-def _first_colour(layer: Layer) -> Any:
-    """The layer's own colour for its count circles (a plain colour, not a data expression)."""
-    paint = layer.style.get("paint", {})
-    for prop in ("circle-color", "fill-color", "line-color"):
-        colour = paint.get(prop)
-        if isinstance(colour, str):
-            return colour
-        if isinstance(colour, list) and colour and isinstance(colour[-1], str):
-            return colour[-1]
-    return "#90a4ae"

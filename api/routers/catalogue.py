@@ -22,6 +22,7 @@ def _layer_entry(layer: Layer, base: str) -> dict:
         **layer.model_dump(include={"id", "title", "description", "group", "geometry_type", "properties",
                                     "minzoom", "maxzoom", "lowzoom", "editable", "style", "legend", "key"}),
         "tables": list(layer.tables),
+        "count_styles": layer.count_styles(),
         "tiles": [f"{base}{tiles_path(layer.id)}/{TILE_MATRIX_SET}/{{z}}/{{y}}/{{x}}"],
     }
 

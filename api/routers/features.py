@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api import feature_responses as out
 from api.deps import Collection, Connection, LiveCatalogue, ReadConnection, get_catalogue, require
 from api.extension import Extension
-from api.feature_params import (PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams, equality_filters,
-                                items_openapi_parameters, parse_items_params)
+from api.feature_params import (DEFAULT_LIMIT, PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams,
+                                equality_filters, items_openapi_parameters, parse_items_params)
 from gis.crs import parse_crs
 from gis.errors import InvalidInput
 from gis.keys import Principal
@@ -153,7 +153,8 @@ async def _items_response(request: Request, layer: Layer, selection: features.Se
         return out.html(request, "items.html", layer=layer, features=page, matched=matched, properties=selection.properties,
                         links=out.page_links(request, layer, matched, returned, params.limit, params.offset))
     head = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": returned, "timeStamp": out.now(),
-            "links": out.page_links(request, layer, matched, returned, params.limit, params.offset)}
+            "links": out.page_links(request, layer, matched, returned, params.limit, params.offset,
+                                    next_limit=max(params.limit, DEFAULT_LIMIT))}
     return StreamingResponse(out.geojson_page(head, chunks), media_type=out.GEOJSON, headers=headers)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 
 from api.deps import Connection
+from api import feature_responses as out
+from api import openapi
 from api.extension import Extension
 
 CORE = (
@@ -19,25 +23,32 @@ def landing_extension() -> Extension:
     router = APIRouter(tags=["OGC API Common"])
 
     @router.get("/", summary="Landing page")
-    async def landing(request: Request):
+    async def landing(request: Request, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
         base = str(request.base_url).rstrip("/")
         links = [
             {"rel": "self", "type": "application/json", "title": "This document", "href": f"{base}/"},
-            {"rel": "service-desc", "type": "application/vnd.oai.openapi+json;version=3.0", "title": "OpenAPI definition", "href": f"{base}/api"},
+            {"rel": "alternate", "type": "text/html", "title": "This document as HTML", "href": f"{base}/?f=html"},
+            {"rel": "service-desc", "type": openapi.MEDIA_TYPE, "title": "OpenAPI definition", "href": f"{base}/api"},
             {"rel": "service-doc", "type": "text/html", "title": "API documentation", "href": f"{base}/docs"},
             {"rel": "conformance", "type": "application/json", "title": "Conformance classes", "href": f"{base}/conformance"},
         ]
         links += [{**link, "href": base + link["href"]} for link in request.app.state.landing_links]
-        return {
+        document = {
             "title": "cityops — 城市运行管理服务平台",
             "description": "Spatial core of a city operations platform: unit grids, components, stall sites, "
                            "buildings, alarms and cases of the city, as OGC API Features and Tiles.",
             "links": links,
         }
+        if out.output_format(request, f) == "html":
+            return out.html(request, "landing.html", landing=document)
+        return document
 
     @router.get("/conformance", summary="Conformance classes")
-    async def conformance(request: Request):
-        return {"conformsTo": sorted(request.app.state.conformance)}
+    async def conformance(request: Request, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
+        classes = sorted(request.app.state.conformance)
+        if out.output_format(request, f) == "html":
+            return out.html(request, "conformance.html", classes=classes)
+        return {"conformsTo": classes}
 
     @router.get("/healthz", summary="Health of the service and its database")
     async def healthz(conn: Connection):

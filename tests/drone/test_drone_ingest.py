@@ -67,6 +67,7 @@ def test_upload_makes_a_valid_cog_with_footprint_in_4490(client, city_db, keys, 
     assert (props["kind"], props["width"], props["band_count"], props["source_crs"]) == ("rgb", 2048, 3, "EPSG:4548")
     assert props["gsd_m"] == pytest.approx(0.05) and props["captured_on"] == "2026-05-01"
     assert answer.headers["location"].endswith(f"/orthophotos/{feature['id']}")
+    assert set(feature["geometry"]) == {"type", "coordinates"}  # RFC 7946: no "crs" member in a geometry
     lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)
     assert lon == pytest.approx(118.28, abs=0.01) and lat == pytest.approx(33.96, abs=0.01)
     with open_connection(city_db) as conn:

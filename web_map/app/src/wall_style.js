@@ -67,7 +67,7 @@ function styleLayers(layer, hidden = new Set()) {
     paint: layer.style.paint ?? {}, layout: layer.style.layout ?? {},
   };
   if (layer.id !== LIVE_ALARMS) base['source-layer'] = layer.id;
-  // Below its minzoom a layer has no features (or, with lowzoom, per-grid counts drawn by __count):
+  // Below its minzoom a layer has no features (or, with lowzoom, per-grid counts drawn by __count-*):
   // MapLibre then skips the layer altogether instead of evaluating it every frame.
   if (layer.minzoom > 0) base.minzoom = layer.minzoom;
   const extra = [];
@@ -82,14 +82,10 @@ function styleLayers(layer, hidden = new Set()) {
       paint: { 'circle-color': '#ff1744', 'circle-opacity': 0.22, 'circle-blur': 0.6,
         'circle-radius': ['interpolate', ['linear'], ['zoom'], 8, 9, 16, 22] } });
   }
-  if (layer.lowzoom === 'count_per_grid') {
-    const color = layer.style.paint?.['circle-color'];
-    extra.push({ id: `${layer.id}__count`, source, 'source-layer': layer.id, type: 'circle',
-      maxzoom: layer.minzoom,
-      paint: {
-        'circle-color': typeof color === 'string' ? color : '#26c6da', 'circle-opacity': 0.35,
-        'circle-radius': ['interpolate', ['linear'], ['sqrt', ['to-number', ['get', 'count'], 1]], 1, 2, 50, 12],
-      } });
+  // Per-grid count circles below minzoom: the catalogue's own style layers (GET /catalogue), the
+  // same ones /styles/default/style.json draws for QGIS and OpenLayers.
+  for (const counts of layer.count_styles ?? []) {
+    extra.push({ ...counts, id: counts.id.replace('-counts-', '__count-'), source, 'source-layer': layer.id });
   }
   const layers = [...extra, base];
   return hidden.has(layer.id) ? layers.map((l) => ({ ...l, layout: { ...l.layout, visibility: 'none' } })) : layers;

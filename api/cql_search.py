@@ -1,0 +1,74 @@
+"""A CQL2-JSON search POSTed to a collection's items, as OWSLib's `collection_items(cql=…)` and
+pygeoapi-style clients send it, answered as the same search by GET (`filter` + `filter-lang`).
+
+POST …/items is also create-feature (Part 4); a search is told apart by its body: a JSON object with
+CQL2's `op` and `args` and no GeoJSON `type`, sent as `application/json` or
+`application/query-cql-json`. Anything else goes on untouched to create-feature."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlencode
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ITEMS_PATH = re.compile(r"^/collections/[^/]+/items/?$")
+SEARCH_MEDIA_TYPES = ("application/json", "application/query-cql-json")
+MAX_SEARCH_BYTES = 1 << 20
+
+
+def cql2_expression(body: bytes) -> dict | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and "op" in document and isinstance(document.get("args"), list) and "type" not in document:
+        return document
+    return None
+
+
+def _first_then(message: Message, receive: Receive) -> Receive:
+    """`message` once, then the client's own messages (a streamed response waits on them for a disconnect)."""
+    given = False
+
+    async def next_message() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return message
+
+    return next_message
+
+
+class CqlSearchByPost:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not ITEMS_PATH.match(scope["path"]):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        media_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        if media_type not in SEARCH_MEDIA_TYPES:
+            return await self.app(scope, receive, send)
+
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False) and size <= MAX_SEARCH_BYTES
+        body = b"".join(chunks)
+        expression = cql2_expression(body) if size <= MAX_SEARCH_BYTES else None
+        if expression is None:
+            read = {"type": "http.request", "body": body, "more_body": size > MAX_SEARCH_BYTES}
+            return await self.app(scope, _first_then(read, receive), send)
+
+        query = scope.get("query_string", b"").decode("latin-1")
+        search = urlencode({"filter": json.dumps(expression, ensure_ascii=False), "filter-lang": "cql2-json"})
+        scope = {**scope, "method": "GET", "query_string": (f"{query}&{search}" if query else search).encode("latin-1"),
+                 "headers": [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]}
+
+        await self.app(scope, _first_then({"type": "http.request", "body": b"", "more_body": False}, receive), send)
