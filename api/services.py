@@ -22,11 +22,12 @@ from gis.db import create_pool
 from gis.grid_index import GridIndexHolder
 from drone.jobs import DETECTION
 from gis.jobs import WorkerPool
-from gis.settings import Settings
+from gis.settings import JobSettings, Settings, settings_of
 from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
 from tiles.service import VectorTiles
+from tiles.settings import TileSettings
 
 SYNC_POOL_MAX = 4  # drone routes: uploads and reviews, a few at a time
 
@@ -43,10 +44,11 @@ class Services:
         self.changes = ChangeFeed(conninfo)
         self.catalogue = LiveCatalogue()
         self.grid_index = GridIndexHolder()
-        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings.tile_cache_mb * 2**20))
+        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings_of(TileSettings).tile_cache_mb * 2**20))
         self.live_hub = LiveHub(self.pool)
-        self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=settings.job_workers,
-                                  stale_after_s=settings.job_stale_s)
+        jobs = settings_of(JobSettings)
+        self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=jobs.job_workers,
+                                  stale_after_s=jobs.job_stale_s)
 
     def expose(self, app: FastAPI) -> None:
         state = app.state
