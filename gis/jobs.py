@@ -3,7 +3,8 @@ the only module that writes it.
 
 - submit: a queued row (the kind's input in `payload`);
 - claim: a worker takes the next queued job with `FOR UPDATE SKIP LOCKED`, kinds with fewer
-  running jobs first (fair queuing: a long import does not hold back a detection), oldest first;
+  running jobs first, then submitters with fewer (fair queuing: a long import does not hold back a
+  detection, nor one user's batch another's upload), oldest first;
 - heartbeat: while a job runs, a thread of its process stamps `heartbeat_at` every few seconds and
   hands a cancel request to the job;
 - recovery: a running job whose worker died (no heartbeat for `stale_after_s`, or its process on
@@ -139,13 +140,15 @@ def cancel(conn: psycopg.Connection, job_id: int, kind: str | None = None, *, wh
 
 def claim(conn: psycopg.Connection, kinds: Iterable[str], worker: str, job_id: int | None = None) -> dict | None:
     """Take the next queued job of these kinds for `worker`: the kind with the fewest running jobs
-    first, then the oldest; `job_id` takes that one job."""
+    first, then the submitter with the fewest, then the oldest; `job_id` takes that one job."""
     return conn.execute(f"""
         UPDATE city.job SET state = 'running', worker = %(worker)s, attempts = attempts + 1, started_at = now(),
                             heartbeat_at = now(), updated_at = now(), progress = 0, done = 0, phase = NULL
         WHERE id = (SELECT q.id FROM city.job q
                     WHERE q.state = 'queued' AND q.kind = ANY(%(kinds)s) AND (%(id)s::bigint IS NULL OR q.id = %(id)s)
-                    ORDER BY (SELECT count(*) FROM city.job r WHERE r.state = 'running' AND r.kind = q.kind), q.id
+                    ORDER BY (SELECT count(*) FROM city.job r WHERE r.state = 'running' AND r.kind = q.kind),
+                             (SELECT count(*) FROM city.job r WHERE r.state = 'running' AND r.created_by = q.created_by),
+                             q.id
                     LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING {COLUMNS}""", {"kinds": list(kinds), "worker": worker, "id": job_id}).fetchone()
 

@@ -56,8 +56,8 @@ class Settings(CityopsSettings):
 class JobSettings(CityopsSettings):
     """The background job system (`gis.jobs`): imports and change detections."""
 
-    job_workers: int = Field(default=2, ge=1, description="threads running background jobs (imports, detections) per "
-                                                         "server process; at most one job of each kind at a time")
+    job_workers: int = Field(default=3, ge=1, description="threads running background jobs per server process "
+                                                         "(at most two imports and one detection at a time)")
     job_stale_s: float = Field(default=30, gt=0, description="a running job whose worker has not beaten for this long "
                                                              "is queued again (its worker died)")
 

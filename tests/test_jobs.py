@@ -156,3 +156,13 @@ def test_claims_are_fair_between_kinds_and_never_take_a_locked_job(databases):
             held = other.execute("SELECT id FROM city.job WHERE id = %s FOR UPDATE", [second["id"]]).fetchone()
             assert held and jobs.claim(conn, ["import"], "w2") is None
         assert jobs.claim(conn, ["import"], "w2")["id"] == second["id"]
+
+
+def test_claims_are_fair_between_submitters(databases):
+    from gis import jobs
+    info = databases.create("jobs_fair")
+    with open_connection(info, autocommit=True) as conn:
+        batch = [jobs.submit(conn, "import", {"n": i}, "alice") for i in range(3)]
+        upload = jobs.submit(conn, "import", {"n": 9}, "bob")
+        assert jobs.claim(conn, ["import"], "w1")["id"] == batch[0]["id"]
+        assert jobs.claim(conn, ["import"], "w2")["id"] == upload["id"]  # bob's before alice's second

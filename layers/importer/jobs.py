@@ -69,7 +69,8 @@ def _owned(row: dict, settings: object) -> list[Path]:
     return [Path(spec["path"]).parent] if spec.get("owned") else []
 
 
-IMPORT = jobs.JobKind(KIND, run_import, max_running=1, owned=_owned)
+# two at a time: one long import leaves a worker for the next upload
+IMPORT = jobs.JobKind(KIND, run_import, max_running=2, owned=_owned)
 
 
 def import_here(conninfo: str, settings: object, path: Path, options: ImportOptions, created_by: str,
