@@ -114,7 +114,13 @@ def _scratch(row: dict, settings: Settings) -> list[Path]:
     return list((managed_dir(settings) / ".staging").glob(f"detection-{row['id']}-*.tif"))
 
 
-DETECTION = jobs.JobKind(KIND, _run, max_running=1, scratch=_scratch)
+def _orphans(open_rows: list[dict], settings: Settings) -> list[Path]:
+    running = {row["id"] for row in open_rows}
+    return [path for path in (managed_dir(settings) / ".staging").glob("detection-*.tif")
+            if not path.name.split("-")[1].isdigit() or int(path.name.split("-")[1]) not in running]
+
+
+DETECTION = jobs.JobKind(KIND, _run, max_running=1, scratch=_scratch, orphans=_orphans)
 
 
 def detect_here(conninfo: str, settings: Settings, *, created_by: str, on_progress: Callable[[float], None] | None = None,

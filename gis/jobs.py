@@ -93,6 +93,9 @@ class JobKind:
     scratch: Callable[[dict, Any], Iterable[Path]] = lambda row, settings: ()
     # files the job owns (an upload), removed once it has ended, however it ended
     owned: Callable[[dict, Any], Iterable[Path]] = lambda row, settings: ()
+    # files of this kind that no open job (queued or running) accounts for, given those jobs' rows:
+    # left by a process that died before its job row existed or after it ended
+    orphans: Callable[[list[dict], Any], Iterable[Path]] = lambda open_rows, settings: ()
 
 
 def worker_name() -> str:
@@ -209,6 +212,17 @@ def recover(conn: psycopg.Connection, kinds: dict[str, JobKind], settings: Any, 
             _remove(kind.owned(ended, settings))
         recovered.append(ended)
     return recovered
+
+
+def sweep_orphans(conn: psycopg.Connection, kinds: dict[str, JobKind], settings: Any) -> None:
+    """Remove the files no open job accounts for (run when a worker pool starts)."""
+    for kind in kinds.values():
+        open_rows = conn.execute(f"SELECT {COLUMNS} FROM city.job WHERE kind = %s AND state IN ('queued', 'running')",
+                                 [kind.name]).fetchall()
+        orphans = list(kind.orphans(open_rows, settings))
+        if orphans:
+            log.warning("removing %d orphaned %s files: %s", len(orphans), kind.name, ", ".join(map(str, orphans[:5])))
+            _remove(orphans)
 
 
 def _remove(paths: Iterable[Path]) -> None:
@@ -366,6 +380,7 @@ class WorkerPool:
     def start(self) -> None:
         with open_connection(self.conninfo, autocommit=True) as conn:
             recover(conn, self.kinds, self.settings, self.stale_after_s)
+            sweep_orphans(conn, self.kinds, self.settings)
         self.heartbeat.start()
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"cityops-job-worker-{i}", daemon=True)

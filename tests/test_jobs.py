@@ -166,3 +166,29 @@ def test_claims_are_fair_between_submitters(databases):
         upload = jobs.submit(conn, "import", {"n": 9}, "bob")
         assert jobs.claim(conn, ["import"], "w1")["id"] == batch[0]["id"]
         assert jobs.claim(conn, ["import"], "w2")["id"] == upload["id"]  # bob's before alice's second
+
+
+def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
+    from drone.jobs import DETECTION
+    from gis import jobs
+    from gis.settings import Settings
+    from layers.importer.jobs import IMPORT, uploads_dir
+
+    info = databases.create("jobs_sweep")
+    settings = Settings(state_dir=tmp_path)
+    uploads, staging = uploads_dir(settings), managed_dir(settings) / ".staging"
+    orphan, kept, fresh = uploads / "dead-upload", uploads / "queued-upload", uploads / "arriving-upload"
+    for folder in (orphan, kept, fresh, staging):
+        folder.mkdir(parents=True)
+    (orphan / "a.gpkg").write_bytes(b"x")
+    (kept / "b.gpkg").write_bytes(b"x")
+    partial = staging / "detection-424242-ab.tif"
+    partial.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for path in (orphan, kept, partial):
+        os.utime(path, (hour_ago, hour_ago))
+    with open_connection(info, autocommit=True) as conn:
+        jobs.submit(conn, "import", {"path": str(kept / "b.gpkg"), "owned": True}, "test")
+        jobs.sweep_orphans(conn, {"import": IMPORT, "detection": DETECTION}, settings)
+    assert not orphan.exists() and not partial.exists()
+    assert kept.exists() and fresh.exists()  # an open job's upload, and one still being received
