@@ -103,9 +103,8 @@ def _run(job: jobs.Job, settings: Settings) -> None:
             change_map = cog.catalogue(conn, name=f"change map of detection {job.id}",
                                        captured_on=_captured_on(conn, spec["after_id"]))
             counts = queue_candidates(conn, {"id": job.id, **spec}, candidates)
-            jobs.finish(conn, job.id, "succeeded", result={
-                "residual_px": result.registration.residual_px, "change_map_id": change_map["id"],
-                **counts.as_columns()})
+            job.succeed(conn, {"residual_px": result.registration.residual_px, "change_map_id": change_map["id"],
+                               **counts.as_columns()})
     finally:
         raw_change_map.unlink(missing_ok=True)
 

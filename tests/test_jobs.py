@@ -192,3 +192,23 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
         jobs.sweep_orphans(conn, {"import": IMPORT, "detection": DETECTION}, settings)
     assert not orphan.exists() and not partial.exists()
     assert kept.exists() and fresh.exists()  # an open job's upload, and one still being received
+
+
+def test_a_worker_taken_for_dead_commits_nothing(databases):
+    """A worker that was only slow, whose job went to another worker meanwhile: its success and its
+    work roll back together, so the job's work lands once."""
+    from gis import jobs
+    info = databases.create("jobs_takeover")
+    with open_connection(info, autocommit=True) as conn:
+        jobs.submit(conn, "import", {}, "test")
+        row = jobs.claim(conn, ["import"], "slow:1")
+        job = jobs.Job(row, conn)
+        conn.execute("UPDATE city.job SET worker = 'next:2', attempts = 2 WHERE id = %s", [job.id])  # requeued, claimed
+        conn.execute("CREATE TABLE city.work_done (n integer)")
+        with pytest.raises(jobs.JobTakenOver):
+            with conn.transaction():
+                conn.execute("INSERT INTO city.work_done VALUES (1)")
+                job.succeed(conn, {"n": 1})
+        assert conn.execute("SELECT count(*) AS n FROM city.work_done").fetchone()["n"] == 0
+        assert conn.execute("SELECT state, worker FROM city.job WHERE id = %s", [job.id]).fetchone() == \
+            {"state": "running", "worker": "next:2"}

@@ -56,7 +56,7 @@ def run_import(job: jobs.Job, settings: object, tell: Tell | None = None) -> dic
             if options.dry_run:
                 conn.rollback()
                 return {"report": report.as_dict()}
-            jobs.finish(conn, job.id, "succeeded", result={"report": report.as_dict()}, done=report.read, phase="done")
+            job.succeed(conn, {"report": report.as_dict()}, done=report.read, phase="done")
             conn.commit()
             return None
     except (CityOpsError, KeyboardInterrupt):
