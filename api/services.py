@@ -22,11 +22,12 @@ from gis.grid_index import GridIndexHolder
 from drone.jobs import DETECTION
 from gis.jobs import WorkerPool
 from gis.replication import ReadRouter
-from gis.settings import Settings
+from gis.settings import JobSettings, Settings, settings_of
 from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
 from tiles.service import VectorTiles
+from tiles.settings import TileSettings
 
 SYNC_POOL_MAX = 4  # drone routes: uploads and reviews, a few at a time
 
@@ -46,10 +47,12 @@ class Services:
         self.changes = ChangeFeed(settings.listen_database_url or conninfo)
         self.catalogue = LiveCatalogue()
         self.grid_index = GridIndexHolder()
-        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings.tile_cache_mb * 2**20), reads=self.reads)
+        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings_of(TileSettings).tile_cache_mb * 2**20),
+                                 reads=self.reads)
         self.live_hub = LiveHub(self.pool)
-        self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=settings.job_workers,
-                                  stale_after_s=settings.job_stale_s)
+        jobs = settings_of(JobSettings)
+        self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=jobs.job_workers,
+                                  stale_after_s=jobs.job_stale_s)
 
     def expose(self, app: FastAPI) -> None:
         state = app.state

@@ -103,9 +103,8 @@ def _run(job: jobs.Job, settings: Settings) -> None:
             change_map = cog.catalogue(conn, name=f"change map of detection {job.id}",
                                        captured_on=_captured_on(conn, spec["after_id"]))
             counts = queue_candidates(conn, {"id": job.id, **spec}, candidates)
-            jobs.finish(conn, job.id, "succeeded", result={
-                "residual_px": result.registration.residual_px, "change_map_id": change_map["id"],
-                **counts.as_columns()})
+            job.succeed(conn, {"residual_px": result.registration.residual_px, "change_map_id": change_map["id"],
+                               **counts.as_columns()})
     finally:
         raw_change_map.unlink(missing_ok=True)
 
@@ -114,7 +113,13 @@ def _scratch(row: dict, settings: Settings) -> list[Path]:
     return list((managed_dir(settings) / ".staging").glob(f"detection-{row['id']}-*.tif"))
 
 
-DETECTION = jobs.JobKind(KIND, _run, max_running=1, scratch=_scratch)
+def _orphans(open_rows: list[dict], settings: Settings) -> list[Path]:
+    running = {row["id"] for row in open_rows}
+    return [path for path in (managed_dir(settings) / ".staging").glob("detection-*.tif")
+            if not path.name.split("-")[1].isdigit() or int(path.name.split("-")[1]) not in running]
+
+
+DETECTION = jobs.JobKind(KIND, _run, max_running=1, scratch=_scratch, orphans=_orphans)
 
 
 def detect_here(conninfo: str, settings: Settings, *, created_by: str, on_progress: Callable[[float], None] | None = None,

@@ -23,8 +23,9 @@ from drone.ongrid import open_on_grid
 from drone.params import ChangeParams
 from drone.radiometry import LinearRadiometry, fit_linear_radiometry
 from drone.register import RegistrationReport, register_pair
-from drone.settings import get_drone_settings
+from drone.settings import DroneSettings
 from drone.vectorize import Candidate, block_parts, finish, merge_seams
+from gis.settings import settings_of
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
@@ -73,7 +74,7 @@ class _Views:
                 with self.lock:
                     self.opened += [views[name], src]
             self.local.views = views
-            if get_drone_settings().share_handles and all(v.thread_safe for v in views.values()):
+            if settings_of(DroneSettings).drone_share_handles and all(v.thread_safe for v in views.values()):
                 # plain windowed readers serialise their reads: one handle per file lets every thread
                 # reuse tiles another one decoded (GDAL's block cache is per handle), e.g. the halos
                 self.shared = views

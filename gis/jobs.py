@@ -3,7 +3,8 @@ the only module that writes it.
 
 - submit: a queued row (the kind's input in `payload`);
 - claim: a worker takes the next queued job with `FOR UPDATE SKIP LOCKED`, kinds with fewer
-  running jobs first (fair queuing: a long import does not hold back a detection), oldest first;
+  running jobs first, then submitters with fewer (fair queuing: a long import does not hold back a
+  detection, nor one user's batch another's upload), oldest first;
 - heartbeat: while a job runs, a thread of its process stamps `heartbeat_at` every few seconds and
   hands a cancel request to the job;
 - recovery: a running job whose worker died (no heartbeat for `stale_after_s`, or its process on
@@ -13,8 +14,9 @@ the only module that writes it.
 - cancel, progress and the end state go into the row, so the CLI and the API see the same job.
 
 A kind's runner does the work and returns its result (a dict kept in `result`); it may instead end
-the job itself, inside its own transaction, with `finish(conn, …)`, so that the job's success and
-what it wrote commit together. It raises `JobCancelled` when asked to stop.
+the job itself, inside its own transaction, with `job.succeed(conn, …)`, so that the job's success
+and what it wrote commit together — and if the job was meanwhile given to another worker (this one
+was taken for dead), nothing of this run commits. It raises `JobCancelled` when asked to stop.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class JobCancelled(CityOpsError):
     """The job was cancelled (or its worker is stopping) and stopped where it was."""
 
 
+class JobTakenOver(CityOpsError):
+    """This worker was taken for dead and the job given to another: what this run did must not commit."""
+
+
 @dataclass
 class Job:
     """A claimed job as its runner sees it: the row, a connection of its own (autocommit), and the
@@ -66,6 +72,12 @@ class Job:
     @property
     def payload(self) -> dict:
         return self.row["payload"]
+
+    def succeed(self, conn: psycopg.Connection, result: dict, *, done: int | None = None, phase: str | None = None) -> None:
+        """Mark the job succeeded in the caller's transaction (so it commits with the work), if it is
+        still this worker's; otherwise raise `JobTakenOver`, which rolls that transaction back."""
+        if not finish(conn, self.id, "succeeded", worker=self.row["worker"], result=result, done=done, phase=phase):
+            raise JobTakenOver(f"job {self.id} was given to another worker; this run's work is rolled back")
 
     def progress(self, fraction: float | None = None, *, done: int | None = None, total: int | None = None,
                  phase: str | None = None, force: bool = False, check_cancel: bool = True) -> None:
@@ -92,6 +104,9 @@ class JobKind:
     scratch: Callable[[dict, Any], Iterable[Path]] = lambda row, settings: ()
     # files the job owns (an upload), removed once it has ended, however it ended
     owned: Callable[[dict, Any], Iterable[Path]] = lambda row, settings: ()
+    # files of this kind that no open job (queued or running) accounts for, given those jobs' rows:
+    # left by a process that died before its job row existed or after it ended
+    orphans: Callable[[list[dict], Any], Iterable[Path]] = lambda open_rows, settings: ()
 
 
 def worker_name() -> str:
@@ -139,25 +154,30 @@ def cancel(conn: psycopg.Connection, job_id: int, kind: str | None = None, *, wh
 
 def claim(conn: psycopg.Connection, kinds: Iterable[str], worker: str, job_id: int | None = None) -> dict | None:
     """Take the next queued job of these kinds for `worker`: the kind with the fewest running jobs
-    first, then the oldest; `job_id` takes that one job."""
+    first, then the submitter with the fewest, then the oldest; `job_id` takes that one job."""
     return conn.execute(f"""
         UPDATE city.job SET state = 'running', worker = %(worker)s, attempts = attempts + 1, started_at = now(),
                             heartbeat_at = now(), updated_at = now(), progress = 0, done = 0, phase = NULL
         WHERE id = (SELECT q.id FROM city.job q
                     WHERE q.state = 'queued' AND q.kind = ANY(%(kinds)s) AND (%(id)s::bigint IS NULL OR q.id = %(id)s)
-                    ORDER BY (SELECT count(*) FROM city.job r WHERE r.state = 'running' AND r.kind = q.kind), q.id
+                    ORDER BY (SELECT count(*) FROM city.job r WHERE r.state = 'running' AND r.kind = q.kind),
+                             (SELECT count(*) FROM city.job r WHERE r.state = 'running' AND r.created_by = q.created_by),
+                             q.id
                     LIMIT 1 FOR UPDATE SKIP LOCKED)
         RETURNING {COLUMNS}""", {"kinds": list(kinds), "worker": worker, "id": job_id}).fetchone()
 
 
-def finish(conn: psycopg.Connection, job_id: int, state: str, *, result: dict | None = None,
-           error: str | None = None, done: int | None = None, phase: str | None = None) -> None:
-    """End a running job (in the caller's transaction, if it has one)."""
-    conn.execute("UPDATE city.job SET state = %s, result = coalesce(%s, result), error = %s, worker = NULL, "
-                 "progress = CASE WHEN %s = 'succeeded' THEN 1 ELSE progress END, done = coalesce(%s, done), "
-                 "phase = coalesce(%s, phase), updated_at = now(), finished_at = now() WHERE id = %s AND state = 'running'",
-                 [state, None if result is None else json.dumps(result, ensure_ascii=False, default=str), error,
-                  state, done, phase, job_id])
+def finish(conn: psycopg.Connection, job_id: int, state: str, *, worker: str, result: dict | None = None,
+           error: str | None = None, done: int | None = None, phase: str | None = None) -> bool:
+    """End a job `worker` runs (in the caller's transaction, if it has one); False if it is not
+    running there any more (ended, or requeued and claimed by another worker)."""
+    return conn.execute(
+        "UPDATE city.job SET state = %s, result = coalesce(%s, result), error = %s, worker = NULL, "
+        "progress = CASE WHEN %s = 'succeeded' THEN 1 ELSE progress END, done = coalesce(%s, done), "
+        "phase = coalesce(%s, phase), updated_at = now(), finished_at = now() "
+        "WHERE id = %s AND state = 'running' AND worker = %s",
+        [state, None if result is None else json.dumps(result, ensure_ascii=False, default=str), error,
+         state, done, phase, job_id, worker]).rowcount == 1
 
 
 def _requeue(conn: psycopg.Connection, job_id: int, worker: str, reason: str) -> dict | None:
@@ -208,6 +228,17 @@ def recover(conn: psycopg.Connection, kinds: dict[str, JobKind], settings: Any, 
     return recovered
 
 
+def sweep_orphans(conn: psycopg.Connection, kinds: dict[str, JobKind], settings: Any) -> None:
+    """Remove the files no open job accounts for (run when a worker pool starts)."""
+    for kind in kinds.values():
+        open_rows = conn.execute(f"SELECT {COLUMNS} FROM city.job WHERE kind = %s AND state IN ('queued', 'running')",
+                                 [kind.name]).fetchall()
+        orphans = list(kind.orphans(open_rows, settings))
+        if orphans:
+            log.warning("removing %d orphaned %s files: %s", len(orphans), kind.name, ", ".join(map(str, orphans[:5])))
+            _remove(orphans)
+
+
 def _remove(paths: Iterable[Path]) -> None:
     for path in paths:
         try:
@@ -255,7 +286,8 @@ class Heartbeat(threading.Thread):
             try:
                 conn = conn if conn is not None and not conn.closed else open_connection(self.conninfo, autocommit=True)
                 for row in conn.execute("UPDATE city.job SET heartbeat_at = now() WHERE id = ANY(%s) AND state = 'running' "
-                                        "RETURNING id, cancel_requested", [list(running)]).fetchall():
+                                        "AND worker = %s RETURNING id, cancel_requested",
+                                        [list(running), worker_name()]).fetchall():
                     if row["cancel_requested"]:
                         running[row["id"]].cancel.set()
             except (CityOpsError, psycopg.Error):
@@ -274,29 +306,31 @@ def execute(conn: psycopg.Connection, kind: JobKind, row: dict, settings: Any, h
         job.progress = _observed(job.progress, job, on_progress)  # type: ignore[method-assign]
     heartbeat.add(job)
     watcher = _StopWatcher(stop, job.cancel)
-    requeue = False
+    requeue, mine = False, row["worker"]
     try:
         result = kind.run(job, settings)
-        finish(conn, job.id, "succeeded", result=result)
+        finish(conn, job.id, "succeeded", worker=mine, result=result)
+    except JobTakenOver:
+        log.warning("%s job %s was given to another worker; this run rolled back", kind.name, job.id)
     except JobCancelled as exc:
         if stop is not None and stop.is_set():
             requeue = True
         else:
-            finish(conn, job.id, "cancelled", error=str(exc))
+            finish(conn, job.id, "cancelled", worker=mine, error=str(exc))
     except CityOpsError as exc:
-        finish(conn, job.id, "failed", error=str(exc))
+        finish(conn, job.id, "failed", worker=mine, error=str(exc))
     except Exception as exc:  # a bug or an I/O failure: the row must still say the job ended
         log.exception("%s job %s failed", kind.name, job.id)
-        finish(conn, job.id, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        finish(conn, job.id, "failed", worker=mine, error=f"internal error: {type(exc).__name__}: {exc}")
     except KeyboardInterrupt:  # Ctrl-C on the CLI: a cancel, not a dead worker
-        finish(conn, job.id, "cancelled", error="interrupted")
+        finish(conn, job.id, "cancelled", worker=mine, error="interrupted")
         raise
     finally:
         watcher.done()
         heartbeat.remove(job)
     if requeue:
         conn.execute("UPDATE city.job SET state = 'queued', worker = NULL, heartbeat_at = NULL, attempts = attempts - 1, "
-                     "progress = 0, done = 0, phase = NULL, updated_at = now() WHERE id = %s AND state = 'running'", [job.id])
+                     "progress = 0, done = 0, phase = NULL, updated_at = now() WHERE id = %s AND worker = %s", [job.id, mine])
         _remove(kind.scratch(row, settings))
     else:
         _remove(kind.owned(row, settings))
@@ -363,6 +397,7 @@ class WorkerPool:
     def start(self) -> None:
         with open_connection(self.conninfo, autocommit=True) as conn:
             recover(conn, self.kinds, self.settings, self.stale_after_s)
+            sweep_orphans(conn, self.kinds, self.settings)
         self.heartbeat.start()
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"cityops-job-worker-{i}", daemon=True)

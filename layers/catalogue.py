@@ -1,7 +1,9 @@
-"""The layer catalogue: each published layer is one declaration.
+"""The layer catalogue: each layer the platform ships is one declaration.
 
-Vector tiles, OGC API Features, TileJSON, style.json, exports and the wall's layer panel all read
-this list; adding a layer is adding one `Layer(...)` here.
+At run time every reader (vector tiles, OGC API Features, TileJSON, style.json, exports, imports,
+the planners' queries, the wall's layer panel) resolves layers through the one live catalogue,
+`layers.live.LiveCatalogue`: these declarations plus the layers published in `city.published_layer`.
+Adding a layer is adding one `Layer(...)` here (or one row there).
 
 `where` and `relation` are trusted SQL fragments written here by developers, never user input.
 """
@@ -13,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gis.errors import NotFound
 
 GeometryType = Literal["Point", "LineString", "Polygon", "MultiPolygon", "Geometry"]
 LowZoom = Literal["count_per_grid", "cluster"]
@@ -325,12 +326,3 @@ CATALOGUE: tuple[Layer, ...] = (
         style=_outline("#ffea00", 2.0, [2, 1]), legend="New structure seen by drone, awaiting review",
     ),
 )
-
-_BY_ID = {layer.id: layer for layer in CATALOGUE}
-
-
-def get_layer(layer_id: str) -> Layer:
-    try:
-        return _BY_ID[layer_id]
-    except KeyError:
-        raise NotFound(f"unknown layer {layer_id!r}; known layers: {', '.join(_BY_ID)}") from None

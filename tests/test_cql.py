@@ -8,8 +8,10 @@ from psycopg import sql
 from gis.cql import compile_filter
 from gis.db import open_connection
 from gis.errors import InvalidInput
-from layers.catalogue import get_layer
+from layers.live import LiveCatalogue
 from layers.queryables import COLUMNS_SQL, queryables_of
+
+get_layer = LiveCatalogue().get  # the static declarations
 
 
 @pytest.fixture(scope="module")

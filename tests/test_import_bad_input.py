@@ -9,9 +9,11 @@ import pytest
 
 from gis.db import open_connection
 from gis.errors import InvalidInput
-from layers.catalogue import get_layer
+from layers.live import LiveCatalogue
 from layers.export import export_to_file, make_request
 from layers.importer import ImportOptions, import_file
+
+get_layer = LiveCatalogue().get  # the static declarations
 
 BBOX = "118.20,33.90,118.22,33.92"
 

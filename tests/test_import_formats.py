@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from gis.db import open_connection
-from layers.catalogue import get_layer
+from layers.live import LiveCatalogue
 from layers.export import FORMATS, export_to_file, make_request
 from layers.importer import ImportOptions, import_file
+
+get_layer = LiveCatalogue().get  # the static declarations
 
 BBOX = "118.20,33.90,118.24,33.93"
 SNAPSHOT = {

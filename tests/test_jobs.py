@@ -156,3 +156,59 @@ def test_claims_are_fair_between_kinds_and_never_take_a_locked_job(databases):
             held = other.execute("SELECT id FROM city.job WHERE id = %s FOR UPDATE", [second["id"]]).fetchone()
             assert held and jobs.claim(conn, ["import"], "w2") is None
         assert jobs.claim(conn, ["import"], "w2")["id"] == second["id"]
+
+
+def test_claims_are_fair_between_submitters(databases):
+    from gis import jobs
+    info = databases.create("jobs_fair")
+    with open_connection(info, autocommit=True) as conn:
+        batch = [jobs.submit(conn, "import", {"n": i}, "alice") for i in range(3)]
+        upload = jobs.submit(conn, "import", {"n": 9}, "bob")
+        assert jobs.claim(conn, ["import"], "w1")["id"] == batch[0]["id"]
+        assert jobs.claim(conn, ["import"], "w2")["id"] == upload["id"]  # bob's before alice's second
+
+
+def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
+    from drone.jobs import DETECTION
+    from gis import jobs
+    from gis.settings import Settings
+    from layers.importer.jobs import IMPORT, uploads_dir
+
+    info = databases.create("jobs_sweep")
+    settings = Settings(state_dir=tmp_path)
+    uploads, staging = uploads_dir(settings), managed_dir(settings) / ".staging"
+    orphan, kept, fresh = uploads / "dead-upload", uploads / "queued-upload", uploads / "arriving-upload"
+    for folder in (orphan, kept, fresh, staging):
+        folder.mkdir(parents=True)
+    (orphan / "a.gpkg").write_bytes(b"x")
+    (kept / "b.gpkg").write_bytes(b"x")
+    partial = staging / "detection-424242-ab.tif"
+    partial.write_bytes(b"x")
+    hour_ago = time.time() - 3600
+    for path in (orphan, kept, partial):
+        os.utime(path, (hour_ago, hour_ago))
+    with open_connection(info, autocommit=True) as conn:
+        jobs.submit(conn, "import", {"path": str(kept / "b.gpkg"), "owned": True}, "test")
+        jobs.sweep_orphans(conn, {"import": IMPORT, "detection": DETECTION}, settings)
+    assert not orphan.exists() and not partial.exists()
+    assert kept.exists() and fresh.exists()  # an open job's upload, and one still being received
+
+
+def test_a_worker_taken_for_dead_commits_nothing(databases):
+    """A worker that was only slow, whose job went to another worker meanwhile: its success and its
+    work roll back together, so the job's work lands once."""
+    from gis import jobs
+    info = databases.create("jobs_takeover")
+    with open_connection(info, autocommit=True) as conn:
+        jobs.submit(conn, "import", {}, "test")
+        row = jobs.claim(conn, ["import"], "slow:1")
+        job = jobs.Job(row, conn)
+        conn.execute("UPDATE city.job SET worker = 'next:2', attempts = 2 WHERE id = %s", [job.id])  # requeued, claimed
+        conn.execute("CREATE TABLE city.work_done (n integer)")
+        with pytest.raises(jobs.JobTakenOver):
+            with conn.transaction():
+                conn.execute("INSERT INTO city.work_done VALUES (1)")
+                job.succeed(conn, {"n": 1})
+        assert conn.execute("SELECT count(*) AS n FROM city.work_done").fetchone()["n"] == 0
+        assert conn.execute("SELECT state, worker FROM city.job WHERE id = %s", [job.id]).fetchone() == \
+            {"state": "running", "worker": "next:2"}

@@ -10,8 +10,11 @@ from pydantic import ValidationError
 from shapely.geometry import box, shape
 
 from gis.db import open_connection
-from layers.catalogue import Layer, get_layer
+from layers.catalogue import Layer
+from layers.live import LiveCatalogue
 from tiles.matrix_sets import CGCS2000_QUAD
+
+get_layer = LiveCatalogue().get  # the static declarations
 
 TILES_CONF = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
 CENTRE = (118.28, 33.96)  # the demo city's centre

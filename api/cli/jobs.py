@@ -13,7 +13,7 @@ from api.cli.common import console, run_guarded
 from drone.jobs import DETECTION
 from gis import jobs
 from gis.db import connect, conninfo
-from gis.settings import get_settings
+from gis.settings import JobSettings, get_settings, settings_of
 from layers.importer.jobs import IMPORT
 
 app = typer.Typer(help="List, cancel and run background jobs (imports, change detections).", no_args_is_help=True)
@@ -45,12 +45,12 @@ def cancel(job_id: int) -> None:
 
 
 @app.command()
-def work(workers: int = typer.Option(None, help="worker threads (default: CITYOPS_JOB_WORKERS)")) -> None:
+def work(workers: int = typer.Option(None, help="worker threads (default CITYOPS_JOB_WORKERS)")) -> None:
     """Run queued jobs until interrupted (more workers on more machines share the queue)."""
     def action() -> None:
-        settings = get_settings()
-        pool = jobs.WorkerPool(conninfo(settings), settings, (IMPORT, DETECTION), workers=workers or settings.job_workers,
-                               stale_after_s=settings.job_stale_s)
+        settings, tuning = get_settings(), settings_of(JobSettings)
+        pool = jobs.WorkerPool(conninfo(settings), settings, (IMPORT, DETECTION), workers=workers or tuning.job_workers,
+                               stale_after_s=tuning.job_stale_s)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         pool.start()

@@ -10,7 +10,8 @@ import uvicorn
 from api.cli.common import console, fail, run_guarded, table_progress
 from gis import provision
 from gis.db import open_connection
-from gis.settings import get_settings
+from api.settings import ServerSettings
+from gis.settings import get_settings, settings_of
 from layers.demo.load import city_row_counts, load_demo
 
 
@@ -36,8 +37,8 @@ def serve(
     workers: int = typer.Option(None, help="uvicorn worker processes (default CITYOPS_WORKERS or 1)"),
 ) -> None:
     """Serve the API and the web map (the database must be up: see `cityops up`)."""
-    settings = get_settings()
-    run_guarded(lambda: _serve(host or settings.host, port or settings.port, workers or settings.workers))
+    server = settings_of(ServerSettings)
+    run_guarded(lambda: _serve(host or server.host, port or server.port, workers or server.workers))
 
 
 def up(
@@ -51,7 +52,8 @@ def up(
     settings = get_settings()
 
     def action() -> None:
-        host_, port_ = host or settings.host, port or settings.port
+        server = settings_of(ServerSettings)
+        host_, port_ = host or server.host, port or server.port
         _check_port_free(host_, port_)
         info = provision.prepare(settings)
         with open_connection(info) as conn:
@@ -60,6 +62,6 @@ def up(
                 with table_progress(f"Empty database: loading the demo city (scale {scale}) …") as report:
                     load_demo(conn, scale=scale, progress=report)
                 conn.commit()
-        _serve(host_, port_, workers or settings.workers)
+        _serve(host_, port_, workers or server.workers)
 
     run_guarded(action)

@@ -14,7 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from api.cli.common import console, fail, run_guarded
 from gis.db import conninfo
-from gis.settings import get_settings
+from api.settings import ServerSettings
+from gis.settings import get_settings, settings_of
 from layers.live import LiveCatalogue
 from tiles.aggregates import register_grid_counts
 from tiles.archive import ArchiveFormat, write_archive
@@ -74,7 +75,8 @@ def seed(
     """Request every tile of the area from a running server so its cache (and a CDN in front) is warm.
     With several workers each keeps its own cache: seeding warms whichever answers."""
     settings = get_settings()
-    base = (server or f"http://{settings.host}:{settings.port}").rstrip("/")
+    listening = settings_of(ServerSettings)
+    base = (server or f"http://{listening.host}:{listening.port}").rstrip("/")
 
     async def action() -> None:
         async with await psycopg.AsyncConnection.connect(conninfo(settings), autocommit=True, row_factory=dict_row) as conn:

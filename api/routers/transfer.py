@@ -22,7 +22,7 @@ from gis.keys import Principal
 from layers.export import FORMATS, csv_chunks, export_to_file, geojson_chunks, make_request
 from layers.importer import ImportOptions
 from gis import jobs
-from layers.importer.jobs import JOB_SQL, KIND, payload
+from layers.importer.jobs import JOB_SQL, KIND, payload, uploads_dir
 from layers.importer.mapping import SHIPPED, parse_field_maps
 from layers.importer.source import open_source
 
@@ -65,7 +65,7 @@ def transfer_extension() -> Extension:
                                 district=district, class_code=class_code, where=where, max_rejects=max_rejects, dry_run=dry_run)
         if layer:
             request.app.state.catalogue.get(layer)
-        uploads = request.app.state.settings.state_dir / "imports"
+        uploads = uploads_dir(request.app.state.settings)
         uploads.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f"{uuid.uuid4().hex[:8]}-", dir=uploads))
         path = await _save_upload(file, folder)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ KIND = "import"
 JOB_SQL = ("SELECT id, file_name, options, rows_done, rows_total, phase, report, created_at, finished_at, state, error "
            "FROM city.import_job WHERE id = %s")
 Tell = Callable[[str, int, int], None]
+ORPHAN_AFTER_S = 60
 
 
 class ImportFailed(CityOpsError):
@@ -54,7 +56,7 @@ def run_import(job: jobs.Job, settings: object, tell: Tell | None = None) -> dic
             if options.dry_run:
                 conn.rollback()
                 return {"report": report.as_dict()}
-            jobs.finish(conn, job.id, "succeeded", result={"report": report.as_dict()}, done=report.read, phase="done")
+            job.succeed(conn, {"report": report.as_dict()}, done=report.read, phase="done")
             conn.commit()
             return None
     except (CityOpsError, KeyboardInterrupt):
@@ -64,12 +66,25 @@ def run_import(job: jobs.Job, settings: object, tell: Tell | None = None) -> dic
         raise ImportFailed("internal error while importing; nothing was imported (see the server log)") from None
 
 
+def uploads_dir(settings) -> Path:
+    return settings.state_dir / "imports"
+
+
 def _owned(row: dict, settings: object) -> list[Path]:
     spec = row["payload"]
     return [Path(spec["path"]).parent] if spec.get("owned") else []
 
 
-IMPORT = jobs.JobKind(KIND, run_import, max_running=1, owned=_owned)
+def _orphans(open_rows: list[dict], settings) -> list[Path]:
+    """Upload folders no open job reads (one a minute old at least: an upload being received has no job yet)."""
+    kept = {Path(row["payload"]["path"]).parent for row in open_rows if row["payload"].get("owned")}
+    folder = uploads_dir(settings)
+    cutoff = time.time() - ORPHAN_AFTER_S
+    return [p for p in folder.iterdir() if p not in kept and p.stat().st_mtime < cutoff] if folder.is_dir() else []
+
+
+# two at a time: one long import leaves a worker for the next upload
+IMPORT = jobs.JobKind(KIND, run_import, max_running=2, owned=_owned, orphans=_orphans)
 
 
 def import_here(conninfo: str, settings: object, path: Path, options: ImportOptions, created_by: str,
