@@ -15,6 +15,7 @@ from api.routers.features import features_extension
 from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.operations import operations_extension
+from api.routers.orthophotos import orthophotos_extension
 from api.routers.queries import queries_extension
 from api.routers.search import search_extension
 from api.routers.tiles import tiles_extension
@@ -31,7 +32,9 @@ from layers.live import LiveCatalogue
 def extensions(settings: Settings) -> list[Extension]:
     # Tiles before Features: the Features router ends with a catch-all /collections/{id}/{rest} that
     # would otherwise answer 404 for /collections/{id}/tiles/...
-    return [landing_extension(), operations_extension(), tiles_extension(), features_extension(), queries_extension(),
+    # Orthophotos before Features too: /collections/imagery and /collections/orthophoto-{id} are theirs.
+    return [landing_extension(), operations_extension(), tiles_extension(), orthophotos_extension(),
+            features_extension(), queries_extension(),
             transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
             web_map_extension()]
 
@@ -76,12 +79,15 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     app.state.conformance = set()
     app.state.landing_links = []
     app.state.collection_link_providers = []
+    app.state.collection_providers = []
     app.state.grid_index = GridIndexHolder()
     for extension in installed:
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
         app.state.collection_link_providers.extend(extension.collection_links)
+        if extension.collections:
+            app.state.collection_providers.append(extension.collections)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)
     return app

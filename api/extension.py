@@ -14,5 +14,7 @@ class Extension:
     conformance: tuple[str, ...] = ()
     links: tuple[dict, ...] = field(default_factory=tuple)
     collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
+    # (request, connection) → more collection documents for GET /collections (e.g. raster collections)
+    collections: Callable[..., Awaitable[list[dict]]] | None = None
     # run in the app's lifespan once the pool, the change feed and the catalogue are up
     startup: Callable[[FastAPI], Awaitable[None]] | None = None

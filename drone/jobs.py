@@ -22,6 +22,7 @@ from drone.errors import CancelledError, NoOverlapError
 from drone.ingest import managed_dir, staged_cog
 from drone.pipeline import detect_changes
 from drone.review import queue_candidates
+from gis import orthophotos
 from gis.db import open_connection
 from gis.errors import CityOpsError, Conflict, InvalidInput, NotFound
 from gis.settings import Settings
@@ -53,14 +54,12 @@ def submit(conn: psycopg.Connection, *, before_id: int, after_id: int, before_ds
         for field, kind in INPUT_KINDS:
             if ids[field] is None:
                 continue
-            row = conn.execute("SELECT kind FROM city.orthophoto WHERE id = %s", [ids[field]]).fetchone()
+            row = orthophotos.find(conn, [ids[field]]).get(ids[field])
             if row is None:
                 raise NotFound(f"{field}: no orthophoto with id {ids[field]}")
             if row["kind"] != kind:
                 raise InvalidInput(f"{field}: orthophoto {ids[field]} is a {row['kind']} raster, not {kind}")
-        overlap = conn.execute("SELECT ST_Intersects(b.geom, a.geom) AS overlap FROM city.orthophoto b, "
-                               "city.orthophoto a WHERE b.id = %s AND a.id = %s", [before_id, after_id]).fetchone()
-        if not overlap["overlap"]:
+        if not orthophotos.overlap(conn, before_id, after_id):
             raise NoOverlapError(f"orthophotos {before_id} and {after_id} do not overlap")
         return conn.execute(
             f"INSERT INTO city.drone_detection (before_id, after_id, before_dsm_id, after_dsm_id, created_by) "
@@ -109,9 +108,8 @@ def run(conn: psycopg.Connection, settings: Settings, job_id: int, *, stop: thre
     job = get(conn, job_id)
     cancel = threading.Event()
     beat = _Heartbeat(conn, job_id, cancel, stop, on_progress)
-    files = {row["id"]: row["file_path"] for row in conn.execute(
-        "SELECT id, file_path FROM city.orthophoto WHERE id = ANY(%s)",
-        [[job[k] for k, _ in INPUT_KINDS if job[k] is not None]])}
+    files = {row_id: row["file_path"] for row_id, row in orthophotos.find(
+        conn, [job[k] for k, _ in INPUT_KINDS if job[k] is not None]).items()}
     staging = managed_dir(settings) / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
     raw_change_map = staging / f"detection-{job_id}-{uuid.uuid4().hex}.tif"
@@ -124,7 +122,7 @@ def run(conn: psycopg.Connection, settings: Settings, job_id: int, *, stop: thre
                        "height_gain_m": c.mean_height_gain_m} for c in result.candidates]
         with staged_cog(settings, raw_change_map, "change") as cog, conn.transaction():
             change_map = cog.catalogue(conn, name=f"change map of detection {job_id}",
-                                       captured_on=_captured_on(conn, job["after_id"]))
+                                       captured_on=orthophotos.flight_day(conn, job["after_id"]))
             counts = queue_candidates(conn, job, candidates)
             conn.execute(
                 "UPDATE city.drone_detection SET state = 'succeeded', progress = 1, finished_at = now(), "
@@ -157,10 +155,6 @@ def _finish(conn: psycopg.Connection, job_id: int, state: str, error: str | None
                  "finished_at = CASE WHEN %s THEN NULL ELSE now() END, "
                  "progress = CASE WHEN %s THEN 0 ELSE progress END WHERE id = %s",
                  [state, error, requeue, requeue, job_id])
-
-
-def _captured_on(conn: psycopg.Connection, orthophoto_id: int):
-    return conn.execute("SELECT captured_on FROM city.orthophoto WHERE id = %s", [orthophoto_id]).fetchone()["captured_on"]
 
 
 class _Heartbeat:

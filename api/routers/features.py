@@ -66,6 +66,8 @@ def features_extension(catalogue: tuple[Layer, ...] = CATALOGUE) -> Extension:
     async def collections(request: Request, conn: Connection, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
         documents = [out.collection_document(request, layer, await facts.extent_of(conn, layer),
                                              request.app.state.collection_link_providers) for layer in catalogue]
+        for provider in request.app.state.collection_providers:
+            documents += await provider(request, conn)
         if out.output_format(request, f) == "html":
             return out.html(request, "collections.html", collections=documents)
         return {"links": out.self_links(request, "json", "Collections"), "collections": documents}
