@@ -35,7 +35,7 @@ from gis import orthophotos
 from gis.changes import Change
 from gis.errors import InvalidInput, NotFound
 from tiles.cache import CachedTile, CacheKey, TileCache
-from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD, check_tile
+from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD, check_tile
 from tiles.settings import RasterTileSettings
 
 log = logging.getLogger("cityops.tiles.raster")
@@ -52,8 +52,10 @@ GDAL_ENV = {
 TILE_PX = 256
 SCORE_RANGE = (0.0, 1.0)
 RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
-# The matrix sets raster tiles are served in (a display COG is aligned to the first).
-RASTER_MATRIX_SETS: dict[str, TileMatrixSet] = {tms.id: tms for tms in (WEB_MERCATOR_QUAD, CGCS2000_QUAD)}
+# The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
+# driver picks WorldCRS84Quad when offered (and before 3.7 reads a collection's CRS84 extent as
+# coordinates of the matrix set, so only that one works there).
+RASTER_MATRIX_SETS: dict[str, TileMatrixSet] = {tms.id: tms for tms in (WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD, CGCS2000_QUAD)}
 # extension → (GDAL driver, media type)
 FORMATS = {"png": ("PNG", "image/png"), "jpg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
 ALIASES = {"jpeg": "jpg"}
