@@ -10,7 +10,9 @@ from __future__ import annotations
 import ctypes
 import io
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +27,9 @@ import rasterio
 from affine import Affine
 from fastapi.testclient import TestClient
 from PIL import Image
+from pmtiles.reader import MmapSource
+from pmtiles.reader import Reader as PMTilesReader
+from pmtiles.tile import TileType
 from rio_cogeo.cogeo import cog_validate
 
 from api.app import create_app
@@ -325,3 +330,37 @@ def newer_gdal_info(target: str, *options: str) -> dict:
         return json.loads(ctypes.string_at(text).decode())
     finally:
         gdal.GDALClose(dataset)
+
+
+def test_cli_exports_the_imagery_to_pmtiles_and_mbtiles(imagery_db, tmp_path):
+    info, ids, *_ = imagery_db
+    with open_connection(info) as conn:
+        maxzoom = orthophotos.get(conn, ids["west"])["display_maxzoom"]
+    env = {**os.environ, "CITYOPS_DATABASE_URL": info}
+    zooms = f"{maxzoom - 2}-{maxzoom - 1}"
+    for name, image_format in (("imagery.pmtiles", "webp"), ("imagery.mbtiles", "png")):
+        done = subprocess.run([sys.executable, "-m", "api.cli", "tiles", "export", "--imagery", "-o", str(tmp_path / name),
+                               "--zoom", zooms, "--image-format", image_format], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+    with open(tmp_path / "imagery.pmtiles", "rb") as f:
+        reader = PMTilesReader(MmapSource(f))
+        header = reader.header()
+        assert header["tile_type"] == TileType.WEBP and header["max_zoom"] == maxzoom - 1
+        tile = WEB.tile(*_centre_lnglat(info, ids["west"]), maxzoom - 1)
+        picture = Image.open(io.BytesIO(reader.get(tile.z, tile.x, tile.y)))
+        assert picture.size == (256, 256) and picture.format == "WEBP"
+    with sqlite3.connect(tmp_path / "imagery.mbtiles") as db:
+        assert dict(db.execute("SELECT name, value FROM metadata"))["format"] == "png"
+        count, = db.execute("SELECT count(*) FROM tiles").fetchone()
+        data, = db.execute("SELECT tile_data FROM tiles LIMIT 1").fetchone()
+    assert count >= 2 and Image.open(io.BytesIO(data)).format == "PNG"
+    early = subprocess.run([sys.executable, "-m", "api.cli", "tiles", "export", "--imagery", "-o", str(tmp_path / "x.pmtiles"),
+                            "--datetime", "2020-01-01"], capture_output=True, text=True, env=env, timeout=120)
+    assert early.returncode == 1 and "first flight is of 2026-05-01" in early.stderr
+
+
+def _centre_lnglat(info, orthophoto_id):
+    with open_connection(info) as conn:
+        west, south, east, north = orthophotos.get(conn, orthophoto_id)["bbox"]
+    return (west + east) / 2, (south + north) / 2
