@@ -54,6 +54,7 @@ DISPLAY_SAMPLE_PX = 1024
 CATALOGUE_CRS = "EPSG:4490"
 DISPLAY_TMS = morecantile.tms.get("WebMercatorQuad")
 DISPLAY_TILE_PX = 256
+TRANSLATE_CACHE_BYTES = 256 * 2**20  # rasterio reads an int GDAL_CACHEMAX as bytes
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,11 @@ def _write_cog(source, target: Path, kind: str) -> None:
     profile = cog_profiles.get("deflate") | {"blockxsize": 512, "blockysize": 512}
     if kind != "rgb":
         profile["predictor"] = 3  # floating-point predictor: heights and scores compress 2-3x better
-    _translate(source, target, profile, overview_resampling="average",
+    with rasterio.open(source) as src:
+        # A source that does not say which pixels are valid gets an internal mask saying "all of them"
+        # (it compresses to nothing): the display COG's reprojection then masks what lies outside.
+        add_mask = src.nodata is None and not has_alpha_band(src) and not has_mask_band(src)
+    _translate(source, target, profile, add_mask=add_mask, overview_resampling="average",
                config={"GDAL_NUM_THREADS": "2", "GDAL_TIFF_OVR_BLOCKSIZE": "512"})
 
 
@@ -251,10 +256,12 @@ def write_display_cog(source, target: Path, kind: str) -> dict:
         profile |= {"blockxsize": DISPLAY_TILE_PX, "blockysize": DISPLAY_TILE_PX}
         lowest = max(0, min(settings.city_zoom, maxzoom))
         levels = maxzoom - lowest
-        # a categorical score must not be smeared across the 0.5 threshold; heights and colours may
-        resampling = "nearest" if kind == "change" else "bilinear"
+        # the display grid is about the source's own resolution: nearest keeps the pixels sharp (and
+        # a score from being smeared across its 0.5 threshold); heights are smooth enough to blend
+        resampling = "bilinear" if kind == "dsm" else "nearest"
         # rio-cogeo masks what falls outside the image only if the source says which pixels are
-        # valid; a plain RGB (no nodata, alpha or mask) gets an alpha band of "all of me is valid".
+        # valid; an analysis COG written before it carried a mask gets an alpha band of "all valid"
+        # (a second warp: slower, so only for those).
         unmasked = src.nodata is None and not has_alpha_band(src) and not has_mask_band(src)
         with WarpedVRT(src, add_alpha=True) if unmasked else nullcontext(src) as valid:
             _translate(valid, target, profile, indexes=indexes, add_mask=src.nodata is None,
@@ -264,10 +271,12 @@ def write_display_cog(source, target: Path, kind: str) -> dict:
     return {"display_minzoom": lowest, "display_maxzoom": maxzoom}
 
 
-def _translate(source, target: Path, profile: dict, **options) -> None:
+def _translate(source, target: Path, profile: dict, *, config: dict, **options) -> None:
+    # a bounded block cache and a temporary file, not memory, whatever the raster's size
+    config = {"GDAL_CACHEMAX": TRANSLATE_CACHE_BYTES, **config}
     try:
         cog_translate(source if isinstance(source, (rasterio.io.DatasetReader, WarpedVRT)) else str(source), str(target),
-                      profile, in_memory=False, quiet=True, **options)
+                      profile, in_memory=False, quiet=True, config=config, **options)
     except (RasterioError, OSError) as exc:
         raise InvalidRasterError(f"the raster could not be read to its end (truncated or corrupt?): "
                                  f"{_first_line(exc.__cause__ or exc)}") from None

@@ -43,7 +43,7 @@ log = logging.getLogger("cityops.tiles.raster")
 # titiler's performance-tuning advice, for COGs on local disk (the HTTP/curl options do not apply)
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open: the biggest single win
-    "GDAL_CACHEMAX": 200,  # MB of block cache per process
+    "GDAL_CACHEMAX": 200 * 2**20,  # block cache per process (rasterio reads an int as bytes, not MB)
     "GDAL_BAND_BLOCK_CACHE": "HASHSET",
     "VSI_CACHE": True,
     "VSI_CACHE_SIZE": 5_000_000,
