@@ -12,5 +12,6 @@ class RenditionSettings(BaseSettings):
     city_zoom: int = Field(default=11, ge=0, le=22,
                            description="WebMercatorQuad zoom the whole city is seen at: display COGs keep "
                                        "overviews down to it, so a city-wide view reads small overviews")
-    jpeg_quality: int = Field(default=85, ge=10, le=100,
-                              description="JPEG quality of RGB display COGs (the analysis COG stays lossless)")
+    jpeg_quality: int = Field(default=75, ge=10, le=100,
+                              description="JPEG quality of RGB display COGs (the analysis COG stays lossless); 75 as rio-cogeo, a
+                                          higher one costs decode time on every cold tile")

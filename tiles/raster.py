@@ -211,9 +211,8 @@ def _colour_bands(source: dict) -> list[int]:
 
 
 def _bounds(tms: TileMatrixSet, tile: Tile) -> tuple[float, float, float, float]:
-    """The tile's extent in degrees (WGS 84 and CGCS2000 differ by centimetres)."""
-    west, south, east, north = tms.bounds(tile)
-    return west, south, east, north
+    """The tile's extent in degrees (WGS 84 and CGCS2000 differ by centimetres: either will do)."""
+    return tuple(tms.bounds(tile))
 
 
 def _meets(tms: TileMatrixSet, tile: Tile, bbox: Sequence[float]) -> bool:

@@ -157,16 +157,22 @@ class _RasterCollection:
         return (minzoom, maxzoom) if minzoom is not None else DEFAULT_ZOOMS
 
 
-async def _resolve(conn, collection_id: str, on_day: date | None) -> _RasterCollection:
-    if collection_id == MOSAIC_ID:
-        return _RasterCollection(collection_id, None, await _mosaic_summary(conn, on_day))
+def _orthophoto_id(collection_id: str, on_day: date | None) -> int:
+    """The catalogue id of an `orthophoto-{id}` collection (the mosaic's id is MOSAIC_ID)."""
     match = ORTHOPHOTO_COLLECTION.match(collection_id)
     if match is None:
         raise NotFound(f"no raster collection {collection_id!r}: raster collections are {MOSAIC_ID!r} and "
                        "'orthophoto-{id}' (see GET /orthophotos)")
     if on_day is not None:
         raise InvalidInput("datetime selects flights of the imagery mosaic; one orthophoto is one flight")
-    return _RasterCollection(collection_id, await orthophotos.public_entry(conn, int(match.group(1))), None)
+    return int(match.group(1))
+
+
+async def _resolve(conn, collection_id: str, on_day: date | None) -> _RasterCollection:
+    if collection_id == MOSAIC_ID:
+        return _RasterCollection(collection_id, None, await _mosaic_summary(conn, on_day))
+    return _RasterCollection(collection_id, await orthophotos.public_entry(conn, _orthophoto_id(collection_id, on_day)),
+                             None)
 
 
 def _day_params(on_day: date | None) -> dict[str, str] | None:
@@ -308,12 +314,8 @@ def orthophotos_extension() -> Extension:
         if collectionId == MOSAIC_ID:
             tile = await service.mosaic_tile(tileMatrixSetId, tileMatrix, col, tileRow, fmt, on_day)
         else:
-            match = ORTHOPHOTO_COLLECTION.match(collectionId)
-            if match is None:
-                raise NotFound(f"no raster collection {collectionId!r}")
-            if on_day is not None:
-                raise InvalidInput("datetime selects flights of the imagery mosaic; one orthophoto is one flight")
-            tile = await service.orthophoto_tile(int(match.group(1)), tileMatrixSetId, tileMatrix, col, tileRow, fmt)
+            tile = await service.orthophoto_tile(_orthophoto_id(collectionId, on_day), tileMatrixSetId, tileMatrix, col,
+                                                 tileRow, fmt)
         return _tile_response(request, tile, fmt)
 
     links = ({"rel": "data", "type": "application/geo+json", "title": "Orthophoto catalogue", "href": "/orthophotos"},
