@@ -13,5 +13,5 @@ class RenditionSettings(BaseSettings):
                            description="WebMercatorQuad zoom the whole city is seen at: display COGs keep "
                                        "overviews down to it, so a city-wide view reads small overviews")
     jpeg_quality: int = Field(default=75, ge=10, le=100,
-                              description="JPEG quality of RGB display COGs (the analysis COG stays lossless); 75 as rio-cogeo, a
-                                          higher one costs decode time on every cold tile")
+                              description="JPEG quality of RGB display COGs (the analysis COG stays lossless); 75 "
+                                          "as rio-cogeo's profile: a higher one costs decode time on every cold tile")
