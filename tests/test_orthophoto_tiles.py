@@ -303,7 +303,7 @@ def test_gdal_reads_an_orthophoto_and_the_mosaic_over_http(live, imagery_db):
     dsm = newer_gdal_info(f"OGCAPI:{live}/collections/orthophoto-{ids['dsm']}")
     assert dsm["size"][0] > 0
     if shutil.which("gdalinfo"):  # Debian's GDAL 3.6, as a department's desktop has it
-        # (its experimental OGCAPI raster reader sizes a WorldCRS84Quad tileset wrongly: not asked of it here)
+        # (its OGCAPI raster reader wants TMS 1.0 tile matrix sets, which TMS 2.0 readers refuse: not asked here)
         result = subprocess.run(["gdalinfo", f"/vsicurl/{cog_url}"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert f"Size is {row['width']}, {row['height']}" in result.stdout and "Overviews:" in result.stdout

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import morecantile
 from morecantile import Tile, TileMatrixSet
 from pyproj import CRS
@@ -41,18 +38,3 @@ def check_tile(tms: TileMatrixSet, z: int, row: int, col: int) -> Tile:
         raise NotFound(f"tile row {row}, col {col} is outside {tms.id} level {z} "
                        f"({matrix.matrixHeight} rows × {matrix.matrixWidth} columns)")
     return Tile(x=col, y=row, z=z)
-
-
-def tms_document(tms: TileMatrixSet) -> dict[str, Any]:
-    """The OGC TMS 2.0 JSON of a matrix set, with the TMS 1.0 member names beside it (`identifier`,
-    `boundingBox`, `supportedCRS`, each matrix's `identifier` and `topLeftCorner`): GDAL before 3.7
-    (Debian 12 has 3.6) reads only those, and refuses a document without them."""
-    document = json.loads(tms.model_dump_json(exclude_none=True))
-    left, bottom, right, top = tms.xy_bbox
-    lower, upper = ([bottom, left], [top, right]) if tms._invert_axis else ([left, bottom], [right, top])
-    document |= {"identifier": tms.id, "supportedCRS": document["crs"],
-                 "boundingBox": {"type": "BoundingBoxType", "crs": document["crs"], "lowerCorner": lower,
-                                 "upperCorner": upper}}
-    for matrix in document["tileMatrices"]:
-        matrix |= {"identifier": matrix["id"], "topLeftCorner": matrix["pointOfOrigin"]}
-    return document

@@ -53,8 +53,8 @@ TILE_PX = 256
 SCORE_RANGE = (0.0, 1.0)
 RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
 # The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
-# driver picks WorldCRS84Quad when offered (and before 3.7 reads a collection's CRS84 extent as
-# coordinates of the matrix set, so only that one works there).
+# driver picks WorldCRS84Quad when offered. (GDAL 3.6's reader cannot use any of them: it wants a
+# TMS 1.0 document, which TMS 2.0 readers such as morecantile refuse.)
 RASTER_MATRIX_SETS: dict[str, TileMatrixSet] = {tms.id: tms for tms in (WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD, CGCS2000_QUAD)}
 # extension → (GDAL driver, media type)
 FORMATS = {"png": ("PNG", "image/png"), "jpg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}

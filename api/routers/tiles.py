@@ -11,7 +11,7 @@ from api.extension import Extension
 from gis.settings import Settings
 from layers.catalogue import Layer
 from tiles.cache import CachedTile, TileCache
-from tiles.matrix_sets import TILE_MATRIX_SETS, get_tms, tms_document
+from tiles.matrix_sets import TILE_MATRIX_SETS, get_tms
 from tiles.metadata import (MVT_MEDIA_TYPE, TILESETS_VECTOR_REL, WORLD, city_bounds, style, tilejson, tiles_path,
                             tileset, tileset_summary)
 from tiles.service import VectorTiles
@@ -87,7 +87,7 @@ def tiles_extension() -> Extension:
 
     @router.get("/tileMatrixSets/{tileMatrixSetId}", summary="A tile matrix set", operation_id="getTileMatrixSet")
     async def tile_matrix_set(tileMatrixSetId: str):
-        return tms_document(get_tms(tileMatrixSetId))
+        return Response(get_tms(tileMatrixSetId).model_dump_json(exclude_none=True), media_type="application/json")
 
     # -- dataset tiles: every layer in one tile ------------------------------------------------
     @router.get("/tiles", summary="Vector tilesets of the whole city", operation_id="getDatasetTileSetsList")
