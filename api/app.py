@@ -21,6 +21,7 @@ from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.open311 import open311_extension
 from api.routers.operations import operations_extension
+from api.routers.orthophotos import orthophotos_extension
 from api.routers.pages import pages_extension
 from api.routers.qgis import qgis_extension
 from api.routers.queries import queries_extension
@@ -35,8 +36,10 @@ from gis.settings import Settings, get_settings
 
 
 def extensions() -> list[Extension]:
-    return [landing_extension(), features_extension(), schemas_extension(), tiles_extension(), queries_extension(),
-            transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
+    # The raster collections (/collections/imagery, /collections/orthophoto-{id}) are not layers of the
+    # catalogue: their routes must be met before the Features routes' /collections/{collectionId}.
+    return [landing_extension(), orthophotos_extension(), features_extension(), schemas_extension(), tiles_extension(),
+            queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
             operations_extension(), web_map_extension(), open311_extension(), pages_extension(), qgis_extension()]
 
 
@@ -55,11 +58,14 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     app.state.conformance = set()
     app.state.landing_links = []
     app.state.collection_link_providers = []
+    app.state.collection_providers = []
     for extension in extensions():
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
         app.state.collection_link_providers.extend(extension.collection_links)
+        if extension.collections:
+            app.state.collection_providers.append(extension.collections)
     app.add_middleware(CqlSearchByPost)  # OWSLib's collection_items(cql=…) POSTs a CQL2-JSON search to …/items
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
     errors.install(app)

@@ -3,7 +3,7 @@ started in one place, `api.services`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter
@@ -15,3 +15,5 @@ class Extension:
     conformance: tuple[str, ...] = ()
     links: tuple[dict, ...] = field(default_factory=tuple)
     collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
+    # (request, connection) → more collection documents for GET /collections (e.g. raster collections)
+    collections: Callable[..., Awaitable[list[dict]]] | None = None

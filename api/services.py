@@ -26,6 +26,7 @@ from gis.settings import JobSettings, Settings, settings_of
 from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
+from tiles.raster import RasterTiles
 from tiles.service import VectorTiles
 from tiles.settings import TileSettings
 
@@ -47,8 +48,9 @@ class Services:
         self.changes = ChangeFeed(settings.listen_database_url or conninfo)
         self.catalogue = LiveCatalogue()
         self.grid_index = GridIndexHolder()
-        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(settings_of(TileSettings).tile_cache_mb * 2**20),
-                                 reads=self.reads)
+        tile_settings = settings_of(TileSettings)
+        self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(tile_settings.tile_cache_mb * 2**20), reads=self.reads)
+        self.raster_tiles = RasterTiles(self.pool, TileCache(tile_settings.raster_cache_mb * 2**20), tile_settings)
         self.live_hub = LiveHub(self.pool)
         jobs = settings_of(JobSettings)
         self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=jobs.job_workers,
@@ -58,7 +60,7 @@ class Services:
         state = app.state
         state.settings, state.pool, state.sync_pool, state.changes = self.settings, self.pool, self.sync_pool, self.changes
         state.catalogue, state.grid_index, state.tiles, state.live_hub = self.catalogue, self.grid_index, self.tiles, self.live_hub
-        state.workers, state.reads = self.workers, self.reads
+        state.workers, state.reads, state.raster_tiles = self.workers, self.reads, self.raster_tiles
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +76,7 @@ class Services:
             self.changes.subscribe(self.grid_index.change_subscriber())
             await self.tiles.start()
             self.changes.subscribe(self.tiles.on_change)
+            self.changes.subscribe(self.raster_tiles.on_change)
             self.changes.subscribe(self.live_hub.on_change)
             await to_thread.run_sync(self.workers.start)
             yield

@@ -20,7 +20,7 @@ from drone.errors import CancelledError, NoOverlapError
 from drone.ingest import CATALOGUE_CRS, managed_dir, staged_cog
 from drone.pipeline import detect_changes
 from drone.review import queue_candidates
-from gis import jobs
+from gis import jobs, orthophotos
 from gis.db import open_connection
 from gis.errors import InvalidInput, NotFound
 from gis.settings import Settings
@@ -51,14 +51,12 @@ def submit(conn: psycopg.Connection, *, before_id: int, after_id: int, before_ds
         for field, kind in INPUT_KINDS:
             if ids[field] is None:
                 continue
-            row = conn.execute("SELECT kind FROM city.orthophoto WHERE id = %s", [ids[field]]).fetchone()
+            row = orthophotos.find(conn, [ids[field]]).get(ids[field])
             if row is None:
                 raise NotFound(f"{field}: no orthophoto with id {ids[field]}")
             if row["kind"] != kind:
                 raise InvalidInput(f"{field}: orthophoto {ids[field]} is a {row['kind']} raster, not {kind}")
-        overlap = conn.execute("SELECT ST_Intersects(b.geom, a.geom) AS overlap FROM city.orthophoto b, "
-                               "city.orthophoto a WHERE b.id = %s AND a.id = %s", [before_id, after_id]).fetchone()
-        if not overlap["overlap"]:
+        if not orthophotos.overlap(conn, before_id, after_id):
             raise NoOverlapError(f"orthophotos {before_id} and {after_id} do not overlap")
         job = jobs.submit(conn, KIND, ids, created_by)
         return get(conn, job["id"])
@@ -79,9 +77,8 @@ def cancel(conn: psycopg.Connection, job_id: int) -> dict:
 
 def _run(job: jobs.Job, settings: Settings) -> None:
     conn, spec = job.conn, job.payload
-    files = {row["id"]: row["file_path"] for row in conn.execute(
-        "SELECT id, file_path FROM city.orthophoto WHERE id = ANY(%s)",
-        [[spec[k] for k, _ in INPUT_KINDS if spec.get(k) is not None]])}
+    files = {row_id: row["file_path"] for row_id, row in orthophotos.find(
+        conn, [spec[k] for k, _ in INPUT_KINDS if spec.get(k) is not None]).items()}
     staging = managed_dir(settings) / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
     raw_change_map = staging / f"detection-{job.id}-{uuid.uuid4().hex}.tif"
@@ -101,7 +98,7 @@ def _run(job: jobs.Job, settings: Settings) -> None:
                        "height_gain_m": c.mean_height_gain_m} for c in result.candidates]
         with staged_cog(settings, raw_change_map, "change") as cog, conn.transaction():
             change_map = cog.catalogue(conn, name=f"change map of detection {job.id}",
-                                       captured_on=_captured_on(conn, spec["after_id"]))
+                                       captured_on=orthophotos.flight_day(conn, spec["after_id"]))
             counts = queue_candidates(conn, {"id": job.id, **spec}, candidates)
             job.succeed(conn, {"residual_px": result.registration.residual_px, "change_map_id": change_map["id"],
                                **counts.as_columns()})
@@ -129,7 +126,3 @@ def detect_here(conninfo: str, settings: Settings, *, created_by: str, on_progre
                         on_progress=(lambda job: on_progress(job.row["progress"] or 0.0)) if on_progress else None)
     with open_connection(conninfo, autocommit=True) as conn:
         return get(conn, row["id"])
-
-
-def _captured_on(conn: psycopg.Connection, orthophoto_id: int):
-    return conn.execute("SELECT captured_on FROM city.orthophoto WHERE id = %s", [orthophoto_id]).fetchone()["captured_on"]

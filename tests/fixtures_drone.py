@@ -59,8 +59,10 @@ def orthophoto_files(city_db, settings):
 
     yield managed_dir(settings)
     with open_connection(city_db) as conn:
-        for row in conn.execute("SELECT file_path FROM city.orthophoto"):
-            Path(row["file_path"]).unlink(missing_ok=True)
+        for row in conn.execute("SELECT file_path, display_path FROM city.orthophoto"):
+            for path in (row["file_path"], row["display_path"]):
+                if path:
+                    Path(path).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

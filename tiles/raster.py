@@ -1,32 +1,66 @@
-"""Raster tiles of catalogued orthophotos, DSMs and change maps through titiler.core's TilerFactory.
+"""Raster tiles of catalogued orthophotos, DSMs and change maps, and of the latest-imagery mosaic.
 
-The factory's path dependency resolves a catalogue id to the file the platform wrote; no route
-takes a path or URL from the caller. Without rendering parameters each kind gets a sensible
-look: RGB as is, a DSM on the "terrain" colour ramp over its stored display range, a change map's
-score band on "ylorrd", transparent below the 0.5 decision threshold so it overlays imagery.
+Tiles are read with rio-tiler from each orthophoto's display COG (aligned to WebMercatorQuad, one
+256 px block per tile; `drone.ingest`) and kept in a `tiles.cache.TileCache` of their own, keyed
+by tile and format and tagged `orthophotos`: a change to `city.orthophoto` (new, replaced or
+deleted image; the change feed) drops the cached tiles its footprint touches, the mosaic's too.
+Only catalogue ids reach this module; the file paths come from the catalogue.
+
+Without rendering parameters each kind gets a sensible look: RGB as is, a DSM on the "terrain"
+colour ramp over its stored display range, a change map's score band on "ylorrd", transparent
+below the 0.5 decision threshold so it overlays imagery.
+
+The mosaic stacks every RGB orthophoto flown on or before a day (default: all), newest on top,
+each clipped to its footprint by its mask (rio-tiler's `mosaic_reader`, first valid pixel wins).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+from collections.abc import Sequence
+from datetime import date
 
-from fastapi import Depends, Path, Request
+import rasterio
+from anyio import to_thread
+from morecantile import Tile, TileMatrixSet
+from psycopg_pool import AsyncConnectionPool
 from rio_tiler.colormap import cmap
-from titiler.core.dependencies import BidxExprParams, ColorMapParams, ImageRenderingParams
-from titiler.core.factory import TilerFactory
+from rio_tiler.errors import EmptyMosaicError, TileOutsideBounds
+from rio_tiler.io import Reader
+from rio_tiler.models import ImageData
+from rio_tiler.mosaic import mosaic_reader
+from rio_tiler.mosaic.methods import FirstMethod
 
-from gis.errors import NotFound
+from gis import orthophotos
+from gis.changes import Change
+from gis.errors import InvalidInput, NotFound
+from gis.settings import settings_of
+from tiles.cache import CachedTile, CacheKey, TileCache
+from tiles.matrix_sets import CGCS2000_QUAD, WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD, check_tile
+from tiles.settings import TileSettings
+
+log = logging.getLogger("cityops.tiles.raster")
 
 # titiler's performance-tuning advice, for COGs on local disk (the HTTP/curl options do not apply)
 GDAL_ENV = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing per open: the biggest single win
-    "GDAL_CACHEMAX": 200,  # MB of block cache per process
+    "GDAL_CACHEMAX": 200 * 2**20,  # block cache per process (rasterio reads an int as bytes, not MB)
     "GDAL_BAND_BLOCK_CACHE": "HASHSET",
     "VSI_CACHE": True,
     "VSI_CACHE_SIZE": 5_000_000,
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,  # our COG headers fit: one read per open
 }
+TILE_PX = 256
 SCORE_RANGE = (0.0, 1.0)
+RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
+# The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
+# driver picks WorldCRS84Quad when offered. (GDAL 3.6's reader cannot use any of them: it wants a
+# TMS 1.0 document, which TMS 2.0 readers such as morecantile refuse.)
+RASTER_MATRIX_SETS: dict[str, TileMatrixSet] = {tms.id: tms for tms in (WEB_MERCATOR_QUAD, WORLD_CRS84_QUAD, CGCS2000_QUAD)}
+# extension → (GDAL driver, media type)
+FORMATS = {"png": ("PNG", "image/png"), "jpg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
+ALIASES = {"jpeg": "jpg"}
+MEDIA_TYPE_FORMATS = {media: ext for ext, (_, media) in FORMATS.items()}
 
 
 def _change_colormap() -> dict:
@@ -38,58 +72,150 @@ def _change_colormap() -> dict:
 
 DEFAULT_COLORMAPS = {"dsm": cmap.get("terrain"), "change": _change_colormap()}
 
-CATALOGUE_SQL = ("SELECT id, kind, file_path, band_count, display_min, display_max "
-                 "FROM city.orthophoto WHERE id = %s")
+
+def raster_tms(tms_id: str) -> TileMatrixSet:
+    try:
+        return RASTER_MATRIX_SETS[tms_id]
+    except KeyError:
+        raise NotFound(f"raster tiles are served in {' and '.join(RASTER_MATRIX_SETS)}, not {tms_id!r}") from None
 
 
-async def catalogued_orthophoto(
-    request: Request,
-    orthophoto_id: Annotated[int, Path(description="id of an orthophoto, DSM or change map in the catalogue")],
-) -> dict:
-    async with request.app.state.pool.connection() as conn:
-        row = await (await conn.execute(CATALOGUE_SQL, [orthophoto_id])).fetchone()
-    if row is None:
-        raise NotFound(f"no orthophoto with id {orthophoto_id}; see GET /orthophotos")
-    return row
+def tile_format(extension: str | None, accept: str | None = None) -> str:
+    """The format named by a tile URL's extension (or `f`), else the first acceptable one, else PNG."""
+    if extension:
+        name = ALIASES.get(extension.lower(), extension.lower())
+        if name not in FORMATS:
+            raise InvalidInput(f"unsupported tile format {extension!r}; raster tiles come as png, jpg or webp")
+        return name
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in MEDIA_TYPE_FORMATS:
+            return MEDIA_TYPE_FORMATS[media]
+    return "png"
 
 
-Entry = Annotated[dict, Depends(catalogued_orthophoto)]
+def media_type(fmt: str) -> str:
+    return FORMATS[fmt][1]
 
 
-def orthophoto_path(entry: Entry) -> str:
-    return entry["file_path"]
+class RasterTiles:
+    def __init__(self, pool: AsyncConnectionPool, cache: TileCache, settings: TileSettings | None = None):
+        self.pool = pool
+        self.cache = cache
+        self.settings = settings or settings_of(TileSettings)
+        self._sources: dict[int, dict] = {}  # id → catalogue facts for tiles, forgotten on any orthophoto change
+        self._generation = 0
+
+    async def orthophoto_tile(self, orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CachedTile:
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
+        key = CacheKey(tms.id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        epoch = self.cache.epoch
+        source = await self.source(orthophoto_id)
+        if not _meets(tms, tile, source["bbox"]):
+            raise TileOutsideBounds(f"tile {z}/{x}/{y} of {tms.id} lies outside orthophoto {orthophoto_id}")
+        data = await to_thread.run_sync(self._render_orthophoto, source, tms, tile, fmt)
+        built = CachedTile.of(data)
+        self.cache.put(key, built, epoch)
+        return built
+
+    async def mosaic_tile(self, tms_id: str, z: int, x: int, y: int, fmt: str, on_day: date | None) -> CachedTile:
+        """A tile of the latest imagery (as it was on `on_day`); empty bytes where no flight covers it."""
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
+        key = CacheKey(tms.id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        epoch = self.cache.epoch
+        async with self.pool.connection() as conn:
+            sources = await orthophotos.mosaic_sources(conn, _bounds(tms, tile), on_day)
+            if not sources and on_day is not None:
+                await self.require_flights_by(conn, on_day)
+        data = await to_thread.run_sync(self._render_mosaic, sources, tms, tile, fmt) if sources else b""
+        built = CachedTile.of(data)
+        self.cache.put(key, built, epoch)
+        return built
+
+    @staticmethod
+    async def require_flights_by(conn, on_day: date) -> None:
+        first = await orthophotos.first_flight_day(conn)
+        if first is None:
+            raise NotFound("no RGB orthophoto has been flown yet, so there is no imagery mosaic")
+        if on_day < first:
+            raise NotFound(f"no RGB orthophoto was flown on or before {on_day}; the first flight is of {first}")
+
+    async def source(self, orthophoto_id: int) -> dict:
+        source = self._sources.get(orthophoto_id)
+        if source is None:
+            generation = self._generation
+            async with self.pool.connection() as conn:
+                source = await orthophotos.tile_source(conn, orthophoto_id)
+            if generation == self._generation:
+                self._sources[orthophoto_id] = source
+        return source
+
+    async def on_change(self, change: Change) -> None:
+        if not (change.everything or change.table == "city.orthophoto"):
+            return
+        self._generation += 1
+        self._sources.clear()
+        if change.everything:
+            self.cache.clear()
+        else:
+            forgotten = self.cache.invalidate(change.bbox, {RASTER_TAG})
+            log.debug("orthophotos changed in %s: %d cached raster tiles forgotten", change.bbox, forgotten)
+
+    # -- rendering (in a worker thread) ------------------------------------------------------------
+
+    def _render_orthophoto(self, source: dict, tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
+        kind = source["kind"]
+        indexes = [1] if kind == "change" else _colour_bands(source)
+        with rasterio.Env(**GDAL_ENV), Reader(source["path"], tms=tms) as reader:
+            image = reader.tile(tile.x, tile.y, tile.z, tilesize=TILE_PX, indexes=indexes)
+        colormap = None
+        if kind == "change":
+            image.rescale(in_range=[SCORE_RANGE])
+            colormap = DEFAULT_COLORMAPS["change"]
+        elif kind == "dsm":
+            if source["display_min"] is not None:
+                image.rescale(in_range=[(source["display_min"], source["display_max"])])
+            colormap = DEFAULT_COLORMAPS["dsm"]
+        return self._encode(image, fmt, colormap)
+
+    def _render_mosaic(self, sources: Sequence[dict], tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
+        def read(source: dict, x: int, y: int, z: int) -> ImageData:
+            with Reader(source["path"], tms=tms) as reader:
+                return reader.tile(x, y, z, tilesize=TILE_PX, indexes=_colour_bands(source))
+
+        try:
+            with rasterio.Env(**GDAL_ENV):
+                # one after the other, newest first: stops reading once every pixel is filled
+                image, _ = mosaic_reader(list(sources), read, tile.x, tile.y, tile.z, threads=0,
+                                         pixel_selection=FirstMethod())
+        except EmptyMosaicError:
+            return b""
+        return self._encode(image, fmt, None)
+
+    def _encode(self, image: ImageData, fmt: str, colormap: dict | None) -> bytes:
+        driver = FORMATS[fmt][0]
+        options = {} if fmt == "png" else {"quality": self.settings.raster_jpeg_quality}
+        # JPEG has no transparency: outside the image it shows black, as every JPEG tile server does
+        return image.render(add_mask=fmt != "jpg", img_format=driver, colormap=colormap, **options)
 
 
-def layer_params(entry: Entry, params: Annotated[BidxExprParams, Depends()]) -> BidxExprParams:
-    if entry["kind"] == "change" and not params.indexes and not params.expression:
-        params.indexes = [1]  # band 2 (height gain) only on request
-    return params
+def _colour_bands(source: dict) -> list[int]:
+    return [1, 2, 3] if source["band_count"] >= 3 else [1]
 
 
-def render_params(entry: Entry, params: Annotated[ImageRenderingParams, Depends()]) -> ImageRenderingParams:
-    if params.rescale is None:
-        if entry["kind"] == "change":
-            params.rescale = [SCORE_RANGE]
-        elif entry["kind"] == "dsm" and entry["display_min"] is not None:
-            params.rescale = [(entry["display_min"], entry["display_max"])]
-    return params
+def _bounds(tms: TileMatrixSet, tile: Tile) -> tuple[float, float, float, float]:
+    """The tile's extent in degrees (WGS 84 and CGCS2000 differ by centimetres: either will do)."""
+    return tuple(tms.bounds(tile))
 
 
-def colormap_params(entry: Entry, chosen: Annotated[dict | None, Depends(ColorMapParams)]):
-    if chosen is not None or entry["band_count"] > 2:
-        return chosen
-    return DEFAULT_COLORMAPS.get(entry["kind"])
-
-
-def orthophoto_tiler(prefix: str) -> TilerFactory:
-    """`prefix` must contain `{orthophoto_id}`; tilejson builds tile URLs under it."""
-    return TilerFactory(
-        router_prefix=prefix,
-        path_dependency=orthophoto_path,
-        layer_dependency=layer_params,
-        render_dependency=render_params,
-        colormap_dependency=colormap_params,
-        environment_dependency=lambda: GDAL_ENV,
-        add_viewer=False,  # the command wall is the viewer
-    )
-
+def _meets(tms: TileMatrixSet, tile: Tile, bbox: Sequence[float]) -> bool:
+    west, south, east, north = _bounds(tms, tile)
+    return west < bbox[2] and east > bbox[0] and south < bbox[3] and north > bbox[1]

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from api.cli.common import console, fail, run_guarded
 from drone import jobs, review
-from drone.ingest import ingest_orthophoto
+from drone.ingest import ingest_orthophoto, make_display_rendition
+from gis import orthophotos
 from gis.db import conninfo, open_connection
 from gis.keys import Principal
 from gis.settings import get_settings
@@ -31,7 +32,7 @@ def ingest(
     captured: datetime = typer.Option(None, formats=["%Y-%m-%d"], help="flight date, YYYY-MM-DD"),
     name: str = typer.Option(None, help="catalogue name (default: the file name)"),
 ) -> None:
-    """Validate FILE, convert it to a Cloud-Optimized GeoTIFF and catalogue it."""
+    """Validate FILE, write its analysis and display COGs and catalogue it."""
     def action() -> None:
         if kind not in ("rgb", "dsm"):
             fail(f"--kind must be rgb or dsm, not {kind!r}")
@@ -40,8 +41,34 @@ def ingest(
                                     captured_on=captured.date() if captured else None,
                                     progress=lambda step: status.update(step))
         console.print(f"orthophoto {row['id']} ({row['kind']}, {row['width']}×{row['height']} px, "
-                      f"GSD {row['gsd_m']:.3f} m, {row['file_bytes'] / 2**20:.1f} MiB COG)")
+                      f"GSD {row['gsd_m']:.3f} m; analysis COG {row['file_bytes'] / 2**20:.1f} MiB, display COG "
+                      f"{row['display_bytes'] / 2**20:.1f} MiB, zooms {row['display_minzoom']}–{row['display_maxzoom']})")
         print(row["id"])
+    run_guarded(action)
+
+
+@app.command()
+def renditions(
+    orthophoto: list[int] = typer.Option(None, "--id", help="only these orthophoto ids (repeatable)"),
+    all_: bool = typer.Option(False, "--all", help="rewrite every display COG, not just the missing ones"),
+) -> None:
+    """Write the display COG (WebMercatorQuad, JPEG+mask for RGB) of orthophotos that lack one."""
+    def action() -> None:
+        with _connect() as conn:
+            rows = orthophotos.listing(conn)
+            wanted = [r for r in rows if (r["id"] in orthophoto if orthophoto else all_ or not r["display_path"])]
+            missing = set(orthophoto or ()) - {r["id"] for r in rows}
+            if missing:
+                fail(f"no orthophoto with id {', '.join(map(str, sorted(missing)))}")
+            with Progress(TextColumn("display COGs"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TimeElapsedColumn(), console=console) as bar:
+                task = bar.add_task("renditions", total=len(wanted))
+                for row in wanted:
+                    display = make_display_rendition(conn, get_settings(), row["id"])
+                    bar.console.print(f"orthophoto {row['id']} ({row['kind']}): zooms {display['display_minzoom']}"
+                                      f"–{display['display_maxzoom']}, {display['display_bytes'] / 2**20:.1f} MiB")
+                    bar.advance(task)
+        console.print(f"{len(wanted)} display COG(s) written")
     run_guarded(action)
 
 

@@ -4,6 +4,7 @@ PMTiles or MBTiles file for a CDN or an offline laptop."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date, datetime
 from pathlib import Path
 
 import httpx
@@ -13,17 +14,21 @@ from psycopg.rows import dict_row
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from api.cli.common import console, fail, run_guarded
-from gis.db import conninfo
 from api.settings import ServerSettings
+from gis import orthophotos
+from gis.db import conninfo, create_pool
 from gis.settings import get_settings, settings_of
 from layers.live import LiveCatalogue
 from tiles.aggregates import register_grid_counts
 from tiles.archive import ArchiveFormat, write_archive
+from tiles.cache import TileCache
 from tiles.matrix_sets import WEB_MERCATOR_QUAD
 from tiles.metadata import city_bounds, tilejson
+from tiles.raster import RasterTiles, tile_format
+from tiles.raster_metadata import raster_tilejson
 from tiles.vector import build_tile
 
-app = typer.Typer(help="Seed and export vector tiles.", no_args_is_help=True)
+app = typer.Typer(help="Seed and export vector tiles (and the imagery).", no_args_is_help=True)
 SEED_CONCURRENCY = 8
 
 
@@ -118,13 +123,23 @@ def export(
     zoom: str = typer.Option("0-14", help="levels to export, e.g. 0-16"),
     layer: list[str] = typer.Option(None, help="collections to include (repeatable); default: all"),
     bbox: str = typer.Option(None, help="west,south,east,north in degrees (default: the city)"),
+    imagery: bool = typer.Option(False, "--imagery", help="the latest imagery (RGB orthophoto mosaic) instead of "
+                                                          "vector tiles; --bbox defaults to the imagery's extent"),
+    image_format: str = typer.Option("jpg", "--image-format", help="with --imagery: png, jpg or webp"),
+    day: datetime = typer.Option(None, "--datetime", formats=["%Y-%m-%d"],
+                                 help="with --imagery: the imagery as it was on this day"),
 ) -> None:
-    """Build the city's WebMercatorQuad tiles straight from PostGIS into one archive file."""
+    """Build the city's WebMercatorQuad tiles straight from PostGIS (or, with --imagery, from the
+    orthophotos' display COGs) into one archive file."""
     chosen = (fmt or output.suffix.lstrip(".")).lower()
     if chosen not in ("pmtiles", "mbtiles"):
         fail(f"--format must be pmtiles or mbtiles, not {chosen!r}")
     archive_format: ArchiveFormat = chosen  # type: ignore[assignment]
     settings = get_settings()
+    if imagery:
+        run_guarded(lambda: asyncio.run(_export_imagery(output, archive_format, zoom, bbox, image_format,
+                                                        day.date() if day else None)))
+        return
 
     async def action() -> None:
         async with await psycopg.AsyncConnection.connect(conninfo(settings), autocommit=True, row_factory=dict_row) as conn:
@@ -148,3 +163,34 @@ def export(
         console.print(f"wrote {written:,} tiles ({output.stat().st_size / 2**20:.1f} MB) to {output}")
 
     run_guarded(lambda: asyncio.run(action()))
+
+
+async def _export_imagery(output: Path, archive_format: ArchiveFormat, zoom: str, bbox: str | None, image_format: str,
+                          day: date | None) -> None:
+    fmt = tile_format(image_format)
+    settings = get_settings()
+    pool = create_pool(settings)
+    await pool.open(wait=True, timeout=30)
+    try:
+        async with pool.connection() as conn:
+            if day is not None:
+                await RasterTiles.require_flights_by(conn, day)
+            summary = await orthophotos.mosaic_summary(conn, day)
+        if not summary["flights"]:
+            fail("no RGB orthophoto has been flown yet: ingest one with `cityops drone ingest`")
+        area = _bbox(bbox, tuple(summary["bbox"]))
+        wanted = list(WEB_MERCATOR_QUAD.tiles(*area, _zooms(zoom)))
+        service = RasterTiles(pool, TileCache(0))
+        built = []
+        with _progress() as progress:
+            task = progress.add_task(f"exporting imagery to {archive_format}", total=len(wanted))
+            for tile in wanted:
+                image = await service.mosaic_tile(WEB_MERCATOR_QUAD.id, tile.z, tile.x, tile.y, fmt, day)
+                built.append((tile, image.data))
+                progress.advance(task)
+    finally:
+        await pool.close()
+    zooms = (min(t.z for t in wanted), max(t.z for t in wanted))
+    metadata = raster_tilejson("cityops imagery" + (f" as of {day}" if day else ""), "", area, zooms)
+    written = write_archive(output, archive_format, built, metadata, tile_format=fmt)
+    console.print(f"wrote {written:,} imagery tiles ({output.stat().st_size / 2**20:.1f} MB) to {output}")

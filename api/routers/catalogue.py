@@ -1,5 +1,5 @@
-"""What the wall shows: the layer catalogue (styles, legends, tile URLs), the city's extent, and the
-orthophotos (RGB, DSM, change maps) that exist as raster layers."""
+"""What the wall shows: the layer catalogue (styles, legends, tile URLs) and the city's extent (its
+orthophotos come from GET /orthophotos, api/routers/orthophotos.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ from fastapi import APIRouter, Request
 from api.deps import Connection
 from api.extension import Extension
 from gis.extent import city_frame
-from gis.orthophotos import list_orthophotos
 from layers.catalogue import Layer
 from tiles.metadata import tiles_path
 
-# Vector tiles in OGC order tileMatrix/tileRow/tileCol; orthophoto rasters follow the drone contract's z/x/y.
+# Vector tiles in OGC order tileMatrix/tileRow/tileCol.
 TILE_MATRIX_SET = "WebMercatorQuad"
-ORTHOPHOTO_TILES = "/orthophotos/{id}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png"
 
 
 def _layer_entry(layer: Layer, base: str) -> dict:
@@ -39,11 +37,6 @@ def catalogue_extension() -> Extension:
             "districts": frame["districts"],
             "layers": [_layer_entry(layer, base) for layer in request.app.state.catalogue.layers],
         }
-
-    @router.get("/orthophotos", summary="Orthophotos, DSMs and change maps with their raster tile URLs")
-    async def orthophotos(request: Request, conn: Connection):
-        base = str(request.base_url).rstrip("/")
-        return [{**row, "tiles": [base + ORTHOPHOTO_TILES.format(id=row["id"])]} for row in await list_orthophotos(conn)]
 
     return Extension(router=router, links=(
         {"rel": "data", "type": "application/json", "title": "Layer catalogue of the command wall", "href": "/catalogue"},

@@ -1,4 +1,4 @@
-"""Orthophotos (upload, catalogue, titiler raster tiles), change-detection jobs and the review queue.
+"""Change-detection jobs and the review queue (orthophotos themselves: api/routers/orthophotos.py).
 
 The drone functions are synchronous (the CLI calls the same ones), so these routes are plain
 `def`s run in the threadpool over the app's small synchronous pool (`SyncConnection`), and the
@@ -7,26 +7,15 @@ key is checked on that same connection; the detection worker is started with the
 
 from __future__ import annotations
 
-import shutil
-import uuid
-from datetime import date
-from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api.deps import SyncConnection, get_sync_connection, require
 from api.extension import Extension
 from drone import jobs, review
-from drone.ingest import ORTHOPHOTO_COLUMNS, ingest_orthophoto, managed_dir
-from gis.errors import NotFound
 from gis.keys import Principal
-from tiles.raster import orthophoto_tiler
-
-TILER_PREFIX = "/orthophotos/{orthophoto_id}"
-TILE_TEMPLATE = "/orthophotos/{id}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}.png"
-TILEJSON = "/orthophotos/{id}/WebMercatorQuad/tilejson.json"
 
 
 Conn = SyncConnection
@@ -45,54 +34,8 @@ class Decision(BaseModel):
     note: str | None = Field(default=None, max_length=2000, description="why; kept with the decision")
 
 
-def _orthophoto_feature(request: Request, row: dict) -> dict:
-    base = str(request.base_url).rstrip("/")
-    properties = {k: v for k, v in row.items() if k not in ("id", "footprint", "file_path")}
-    return {"type": "Feature", "id": row["id"], "geometry": row["footprint"], "properties": properties,
-            "links": [{"rel": "tilejson", "type": "application/json", "href": base + TILEJSON.format(id=row["id"])},
-                      {"rel": "item", "type": "image/png", "templated": True,
-                       "href": base + TILE_TEMPLATE.format(id=row["id"])}]}
-
-
 def drone_extension() -> Extension:
     router = APIRouter()
-    tiler = orthophoto_tiler(TILER_PREFIX)
-
-    @router.get("/orthophotos", tags=["Orthophotos"], summary="Catalogue of orthophotos, DSMs and change maps")
-    def list_orthophotos(request: Request, conn: Conn, kind: Literal["rgb", "dsm", "change"] | None = None):
-        rows = conn.execute(f"SELECT {ORTHOPHOTO_COLUMNS} FROM city.orthophoto "
-                            "WHERE %(kind)s::text IS NULL OR kind = %(kind)s ORDER BY id", {"kind": kind}).fetchall()
-        return {"type": "FeatureCollection", "numberReturned": len(rows),
-                "features": [_orthophoto_feature(request, r) for r in rows]}
-
-    @router.get("/orthophotos/{orthophoto_id}", tags=["Orthophotos"], summary="One catalogue entry")
-    def get_orthophoto(request: Request, conn: Conn, orthophoto_id: int):
-        row = conn.execute(f"SELECT {ORTHOPHOTO_COLUMNS} FROM city.orthophoto WHERE id = %s", [orthophoto_id]).fetchone()
-        if row is None:
-            raise NotFound(f"no orthophoto with id {orthophoto_id}")
-        return _orthophoto_feature(request, row)
-
-    @router.post("/orthophotos", tags=["Orthophotos"], status_code=201,
-                 summary="Upload a GeoTIFF: validated, converted to a COG and catalogued")
-    def upload_orthophoto(request: Request, response: Response, conn: Conn, principal: Enforcement,
-                          file: Annotated[UploadFile, File(description="a georeferenced raster GDAL can read")],
-                          kind: Annotated[Literal["rgb", "dsm"], Form()] = "rgb",
-                          captured_on: Annotated[date | None, Form()] = None,
-                          name: Annotated[str | None, Form(max_length=200)] = None):
-        staging = managed_dir(request.app.state.settings) / ".staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        upload = staging / f"upload-{uuid.uuid4().hex}{Path(file.filename or '').suffix[:8]}"
-        try:
-            with upload.open("wb") as out:
-                shutil.copyfileobj(file.file, out, 2**20)
-            row = ingest_orthophoto(conn, request.app.state.settings, upload, kind=kind,
-                                    name=name or file.filename or upload.name, captured_on=captured_on)
-        finally:
-            upload.unlink(missing_ok=True)
-        response.headers["Location"] = str(request.url_for("get_orthophoto", orthophoto_id=row["id"]))
-        return _orthophoto_feature(request, row)
-
-    router.include_router(tiler.router, prefix=TILER_PREFIX, tags=["Orthophoto tiles"])
 
     @router.post("/drone/detections", tags=["Drone change detection"], status_code=202,
                  summary="Start a change-detection job between two flights")
@@ -134,7 +77,5 @@ def drone_extension() -> Extension:
     def dismiss_candidate(conn: Conn, principal: Reviewer, candidate_id: int, body: Decision):
         return review.decide(conn, principal, candidate_id, "dismiss", body.note)
 
-    return Extension(router=router, conformance=tuple(sorted(tiler.conforms_to)),
-                     links=({"rel": "data", "type": "application/geo+json", "title": "Orthophoto catalogue",
-                             "href": "/orthophotos"},))
+    return Extension(router=router)
 

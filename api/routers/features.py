@@ -83,6 +83,8 @@ def features_extension() -> Extension:
     async def collections(request: Request, conn: Connection, catalogue: Catalogue, f: Format = None):
         documents = [out.collection_document(request, layer, await catalogue.extent(conn, layer),
                                              request.app.state.collection_link_providers) for layer in catalogue.layers]
+        for provider in request.app.state.collection_providers:
+            documents += await provider(request, conn)
         if out.output_format(request, f) == "html":
             return out.html(request, "collections.html", collections=documents)
         return {"links": out.self_links(request, "json", "Collections"), "collections": documents}

@@ -1,0 +1,275 @@
+"""Orthophoto tiles: cityops against titiler.core, side by side in one run (issue 15).
+
+    .venv/bin/python bench/bench_raster.py [--size 8000] [--keep]
+
+1. Writes a synthetic 8000 × 8000 px RGB orthophoto at 0.10 m in EPSG:4548 (a plain tiled
+   GeoTIFF, as photogrammetry delivers it) under .cache/bench/raster/.
+2. Ingest: `cityops drone ingest`'s function (analysis COG + display COG + catalogue row) against
+   `rio cogeo create` of the same file (its default profile), and the web-optimized JPEG COG
+   titiler serves (`rio cogeo create --web-optimized --cog-profile jpeg`), each timed.
+3. Serving: one uvicorn worker each — cityops on its own bench database, titiler.core's minimal
+   app (`TilerFactory()`, the project's own titiler-core) on the JPEG COG — and a full-screen
+   viewport of 63 PNG tiles (9 × 7, 8 requests at a time) at the zoom where the image fills the
+   screen and ±2: titiler, cityops cold (first request of each tile), cityops warm (the same
+   viewport again, from the tile cache).
+
+Prints a Markdown report; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import morecantile
+import numpy as np
+import rasterio
+from affine import Affine
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.servers import free_port, running  # noqa: E402
+from drone.ingest import delete_orthophoto, ingest_orthophoto  # noqa: E402
+from gis import migrate, provision  # noqa: E402
+from gis.db import open_connection  # noqa: E402
+from gis.settings import Settings  # noqa: E402
+
+WEB = morecantile.tms.get("WebMercatorQuad")
+WORK = ROOT / ".cache" / "bench" / "raster"
+OUT = ROOT / "bench" / "out"
+DB_NAME = "cityops_bench_raster"
+ORIGIN = (618_000.0, 3_756_000.0)  # EPSG:4548, Suqian
+GSD = 0.10
+SCREEN = (9, 7)  # tiles: 2304 × 1792 px
+CONCURRENCY = 8
+TITILER_APP = '''
+from fastapi import FastAPI
+from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
+from titiler.core.factory import TilerFactory
+app = FastAPI()
+app.include_router(TilerFactory().router)
+add_exception_handlers(app, DEFAULT_STATUS_CODES)
+'''
+
+
+def write_source(path: Path, size: int, origin: tuple[float, float] = ORIGIN, seed: int = 7) -> None:
+    """A photo-like texture (fields, roofs, roads) written in strips so memory stays bounded."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(40, 200, (3, size // 64 + 2, size // 64 + 2)).astype("float32")
+    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs="EPSG:4548",
+                   transform=Affine(GSD, 0, origin[0], 0, -GSD, origin[1]), tiled=True, blockxsize=512,
+                   blockysize=512, compress="deflate")
+    strip = 512
+    with rasterio.open(path, "w", **profile) as dst:
+        for top in range(0, size, strip):
+            rows = min(strip, size - top)
+            yy = (np.arange(top, top + rows) / 64)[:, None]
+            xx = (np.arange(size) / 64)[None, :]
+            y0, x0 = yy.astype(int), xx.astype(int)
+            fy, fx = yy - y0, xx - x0
+            block = np.empty((3, rows, size), "uint8")
+            for band in range(3):
+                c = coarse[band]
+                smooth = (c[y0, x0] * (1 - fx) * (1 - fy) + c[y0, x0 + 1] * fx * (1 - fy)
+                          + c[y0 + 1, x0] * (1 - fx) * fy + c[y0 + 1, x0 + 1] * fx * fy)
+                detail = rng.normal(0, 12, (rows, size))
+                roofs = ((np.arange(size)[None, :] // 37 + np.arange(top, top + rows)[:, None] // 53) % 7 == 0) * 60
+                block[band] = np.clip(smooth + detail + roofs, 0, 255)
+            dst.write(block, window=rasterio.windows.Window(0, top, size, rows))
+
+
+def timed(action) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def fill_zoom(bounds_lnglat: tuple[float, float, float, float]) -> int:
+    """The zoom at which the image's width is closest to the screen's."""
+    west, south, east, north = bounds_lnglat
+    metres = WEB.xy(east, south)[0] - WEB.xy(west, south)[0]
+    misfit = {z: abs(math.log2(metres / WEB.matrix(z).cellSize / (SCREEN[0] * 256))) for z in range(10, 23)}
+    return min(misfit, key=misfit.get)
+
+
+def viewport(centre: tuple[float, float], z: int) -> list[morecantile.Tile]:
+    middle = WEB.tile(*centre, z)
+    return [morecantile.Tile(middle.x + dx, middle.y + dy, z)
+            for dy in range(-(SCREEN[1] // 2), SCREEN[1] // 2 + 1) for dx in range(-(SCREEN[0] // 2), SCREEN[0] // 2 + 1)]
+
+
+async def load(urls: list[str]) -> tuple[float, int]:
+    """Seconds to fetch every URL, CONCURRENCY at a time; and how many answered 200."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for url in urls:
+        queue.put_nowait(url)
+    ok = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal ok
+        while not queue.empty():
+            answer = await client.get(queue.get_nowait())
+            ok += answer.status_code == 200
+
+    start = time.perf_counter()
+    async with httpx.AsyncClient(timeout=300) as client:
+        await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
+    return time.perf_counter() - start, ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=8000, help="image width and height in px")
+    parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
+    parser.add_argument("--flights", type=int, default=50, help="flights in the mosaic run (0: skip it)")
+    parser.add_argument("--rounds", type=int, default=3, help="viewport rounds, each on freshly started servers")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    source = WORK / f"ortho-{args.size}.tif"
+    if not source.exists():
+        print(f"writing the {args.size}² source …", file=sys.stderr)
+        write_source(source, args.size)
+    rio = str(ROOT / ".venv" / "bin" / "rio")
+    settings = Settings()
+    provision.start_server(settings)
+    provision.drop_database(settings, DB_NAME)
+    info = provision.create_database(settings, DB_NAME)
+    migrate.upgrade(info)
+
+    plain = WORK / "rio-cogeo-default.tif"
+    jpeg = WORK / "rio-cogeo-web-jpeg.tif"
+    t_plain, _ = timed(lambda: subprocess.run([rio, "cogeo", "create", str(source), str(plain), "--quiet"], check=True))
+    t_jpeg, _ = timed(lambda: subprocess.run([rio, "cogeo", "create", str(source), str(jpeg), "--web-optimized",
+                                              "--cog-profile", "jpeg", "--quiet"], check=True))
+    with open_connection(info, autocommit=True) as conn:
+        t_ingest, row = timed(lambda: ingest_orthophoto(conn, settings, source, kind="rgb", name="bench",
+                                                        captured_on=None))
+    peak_mib = _peak_rss_mib()
+
+    west, south, east, north = row["bbox"]
+    centre = ((west + east) / 2, (south + north) / 2)
+    z_fill = fill_zoom((west, south, east, north))
+    zooms = [z_fill - 2, z_fill, z_fill + 2]
+    env = {"CITYOPS_DATABASE_URL": info, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_CACHEMAX": "200"}
+    titiler_module = WORK / "titiler_minimal.py"
+    titiler_module.write_text(TITILER_APP)
+    uvicorn = str(ROOT / ".venv" / "bin" / "uvicorn")
+    runs: dict[int, list[tuple]] = {z: [] for z in zooms}
+    mosaic = None
+    # Both servers start afresh each round (empty tile cache, cold GDAL block cache) and take turns
+    # going first, so a burst of load from other work does not fall on one of them only.
+    for round_no in range(args.rounds):
+        cityops_port, titiler_port = free_port(), free_port()
+        with running("bench_raster_cityops", [uvicorn, "api.app:create_app", "--factory", "--port", str(cityops_port),
+                                              "--workers", "1", "--log-level", "warning"], env, cityops_port,
+                     log_dir=OUT) as ours, \
+             running("bench_raster_titiler", [uvicorn, "titiler_minimal:app", "--app-dir", str(WORK), "--port",
+                                              str(titiler_port), "--workers", "1", "--log-level", "warning"],
+                     {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_CACHEMAX": "200"}, titiler_port,
+                     log_dir=OUT, health_path="/docs") as theirs:
+            for z in zooms:
+                tiles = viewport(centre, z)
+                titiler_urls = [f"{theirs}/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png?url={jpeg}" for t in tiles]
+                ours_urls = [f"{ours}/orthophotos/{row['id']}/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png" for t in tiles]
+                if round_no % 2:
+                    cold = asyncio.run(load(ours_urls))
+                    titiler = asyncio.run(load(titiler_urls))
+                else:
+                    titiler = asyncio.run(load(titiler_urls))
+                    cold = asyncio.run(load(ours_urls))
+                warm = asyncio.run(load(ours_urls))
+                runs[z].append((*titiler, *cold, *warm))
+            if round_no == args.rounds - 1 and args.flights:
+                mosaic = mosaic_run(info, settings, ours, args.flights)
+    results = [(z, *(statistics.median(r[i] for r in runs[z]) for i in range(6))) for z in zooms]
+
+    print("## Orthophoto tiles and ingest (issue 15)\n")
+    print(f"Command: `.venv/bin/python bench/bench_raster.py --size {args.size} --flights {args.flights} "
+          f"--rounds {args.rounds}` (medians of {args.rounds} rounds)\n")
+    print(f"Source: {args.size} × {args.size} px RGB at {GSD} m in EPSG:4548 ({source.stat().st_size / 2**20:.0f} MiB "
+          f"tiled DEFLATE GeoTIFF). Viewport: {SCREEN[0]} × {SCREEN[1]} = {SCREEN[0] * SCREEN[1]} PNG tiles, "
+          f"{CONCURRENCY} at a time, centred on the image; z{z_fill} is where it fills the screen.\n")
+    print("| zoom | titiler.core, rio-cogeo web-optimized JPEG COG | cityops cold | cityops warm (cache) | "
+          "cold / titiler | cold / warm |")
+    print("|---|---|---|---|---|---|")
+    for z, t_titiler, ok_t, t_cold, ok_c, t_warm, ok_w in results:
+        print(f"| z{z} | {t_titiler:.2f} s ({ok_t:.0f} tiles) | {t_cold:.2f} s ({ok_c:.0f}) | {t_warm:.3f} s ({ok_w:.0f}) | "
+              f"**{t_cold / t_titiler:.2f}** | **{t_cold / t_warm:.0f}×** |")
+    print()
+    print("| ingest of the same file | seconds | ratio to `rio cogeo create` |")
+    print("|---|---|---|")
+    print(f"| `rio cogeo create` (default DEFLATE profile) | {t_plain:.1f} | 1.00 |")
+    print(f"| `rio cogeo create --web-optimized --cog-profile jpeg` | {t_jpeg:.1f} | {t_jpeg / t_plain:.2f} |")
+    print(f"| cityops ingest: analysis COG + display COG + catalogue row | {t_ingest:.1f} | **{t_ingest / t_plain:.2f}** |")
+    print(f"\nFiles: analysis COG {row['file_bytes'] / 2**20:.1f} MiB, display COG {row['display_bytes'] / 2**20:.1f} MiB "
+          f"(zooms {row['display_minzoom']}–{row['display_maxzoom']}), titiler's JPEG COG "
+          f"{jpeg.stat().st_size / 2**20:.1f} MiB. Peak RSS of the bench process after ingest: {peak_mib:.0f} MiB.")
+    if mosaic:
+        t_mosaic, ok_mosaic, t_mosaic_warm, z, t_ingest_flights = mosaic
+        single = next(r for r in results if r[0] == z)
+        print(f"\nMosaic: {args.flights} overlapping flights of {FLIGHT_PX} × {FLIGHT_PX} px in a "
+              f"{FLIGHT_GRID[0]} × {FLIGHT_GRID[1]} grid, {FLIGHT_STEP_M:.0f} m apart (ingested in {t_ingest_flights:.0f} s); "
+              f"a z{z} viewport over their seams (`/collections/imagery/map/tiles/…`), cold: {t_mosaic:.2f} s "
+              f"({ok_mosaic} tiles), warm {t_mosaic_warm:.3f} s; the single orthophoto's z{z} viewport cold: "
+              f"{single[3]:.2f} s. **Mosaic / single: {t_mosaic / single[3]:.2f}** (target ≤ 1.5).")
+    if not args.keep:
+        with open_connection(info, autocommit=True) as conn:
+            delete_orthophoto(conn, row["id"])
+        provision.drop_database(settings, DB_NAME)
+        for path in (plain, jpeg):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(WORK / "__pycache__", ignore_errors=True)
+
+
+FLIGHT_PX = 800
+FLIGHT_STEP_M = 60.0
+FLIGHT_GRID = (10, 5)
+FLIGHTS_ORIGIN = (ORIGIN[0] + 2000, ORIGIN[1])  # away from the single orthophoto
+
+
+def mosaic_run(info: str, settings: Settings, base: str, flights: int):
+    """Ingest overlapping flights (newer ones east and south) and time a viewport over their seams."""
+    from datetime import date, timedelta
+
+    ingest_start = time.perf_counter()
+    ids = []
+    with open_connection(info, autocommit=True) as conn:
+        for i in range(flights):
+            col, row = i % FLIGHT_GRID[0], i // FLIGHT_GRID[0]
+            origin = (FLIGHTS_ORIGIN[0] + col * FLIGHT_STEP_M, FLIGHTS_ORIGIN[1] - row * FLIGHT_STEP_M)
+            path = WORK / f"flight-{i}.tif"
+            write_source(path, FLIGHT_PX, origin, seed=100 + i)
+            ids.append(ingest_orthophoto(conn, settings, path, kind="rgb", name=f"flight {i}",
+                                         captured_on=date(2026, 1, 1) + timedelta(days=i))["id"])
+            path.unlink()
+    t_ingest = time.perf_counter() - ingest_start
+    middle = FLIGHT_GRID[0] * FLIGHT_STEP_M / 2, FLIGHT_GRID[1] * FLIGHT_STEP_M / 2
+    from pyproj import Transformer
+    lon, lat = Transformer.from_crs("EPSG:4548", "EPSG:4326", always_xy=True).transform(
+        FLIGHTS_ORIGIN[0] + middle[0], FLIGHTS_ORIGIN[1] - middle[1])
+    z = 20
+    urls = [f"{base}/collections/imagery/map/tiles/WebMercatorQuad/{t.z}/{t.y}/{t.x}.png" for t in viewport((lon, lat), z)]
+    t_cold, ok = asyncio.run(load(urls))
+    t_warm, _ = asyncio.run(load(urls))
+    with open_connection(info, autocommit=True) as conn:
+        for orthophoto_id in ids:
+            delete_orthophoto(conn, orthophoto_id)
+    return t_cold, ok, t_warm, z, t_ingest
+
+
+def _peak_rss_mib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    main()
