@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from api.deps import Connection
 from api.extension import Extension
 from gis.errors import ServiceUnavailable
-from gis.orthophotos import list_orthophotos
+from gis.orthophotos import public_listing
 from gis.settings import PROJECT_ROOT
 from tiles.matrix_sets import get_tms
 from tiles.metadata import WORLD, city_bounds, style
@@ -60,7 +60,7 @@ def qgis_extension() -> Extension:
         layers = request.app.state.catalogue.layers
         bounds = await city_bounds(conn) or WORLD
         photos = [{"name": f"{row['name']} ({row['kind']})", "tiles": base + ORTHOPHOTO_TILES.format(id=row["id"])}
-                  for row in await list_orthophotos(conn)]
+                  for row in await public_listing(conn)]
         map_style = style(base, get_tms("WebMercatorQuad"), layers, bounds)
         source = map_style["sources"]["cityops"]
         spec = {"base": base, "title": "cityops — 城市运行管理服务平台", "style": map_style, "bounds": list(bounds),
