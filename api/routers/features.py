@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse, StreamingResponse
 from psycopg_pool import AsyncConnectionPool
 
-from api.deps import Connection, get_pool, require
+from api.deps import Connection, get_pool, get_principal
 from api.extension import Extension
 from api.feature_params import (PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams, equality_filters,
                                 items_params_model)
@@ -53,7 +53,8 @@ CONFORMANCE = (
 GEO_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
     out.GEOJSON: {}, "text/html": {}, "text/csv": {}, out.MEDIA_TYPES["jsonseq"]: {}}}}
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
-Editor = Annotated[Principal, Depends(require("editor"))]
+# any valid key: which role may write what (per table and per field) is decided in layers.edits
+Editor = Annotated[Principal, Depends(get_principal)]
 IfMatch = Annotated[str, Header(alias="If-Match", description="the ETag of the feature as last read")]
 ContentCrs = Annotated[str, Header(alias="Content-Crs", description="CRS of the body's geometry (default CRS84)")]
 
