@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from bench.servers import free_port, running
+from tests.conftest import ARTIFACTS
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
 def _children(parent: int) -> list[int]:
