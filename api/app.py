@@ -5,9 +5,8 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
-from api import errors
+from api import errors, hardening
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
@@ -82,6 +81,6 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
         app.state.collection_link_providers.extend(extension.collection_links)
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
+    hardening.install(app)  # CORS from settings, rate and body limits, security headers, local /docs
     errors.install(app)
     return app
