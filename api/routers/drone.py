@@ -17,12 +17,12 @@ from typing import Annotated, Literal
 
 import psycopg
 from anyio import to_thread
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, Response, UploadFile
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
-from api.deps import require
+from api.deps import get_principal, require
 from api.extension import Extension
 from drone import jobs, review
 from drone.ingest import ORTHOPHOTO_COLUMNS, ingest_orthophoto, managed_dir
@@ -58,6 +58,29 @@ def _connection(request: Request) -> Iterator[psycopg.Connection]:
 Conn = Annotated[psycopg.Connection, Depends(_connection)]
 Enforcement = Annotated[Principal, Depends(require("enforcement"))]
 Reviewer = Annotated[Principal, Depends(require("reviewer"))]
+# who reviewed or started what, and reviewers' free-text notes (which have held phone numbers):
+# shown only to callers with a key
+PRIVATE_FIELDS = ("reviewer", "note", "created_by")
+
+
+async def _optional_principal(request: Request, authorization: Annotated[str | None, Header()] = None
+                              ) -> Principal | None:
+    return None if authorization is None else await get_principal(request.app.state.pool, authorization)
+
+
+KeyHolder = Annotated[Principal | None, Depends(_optional_principal)]
+
+
+def _public(document: dict, principal: Principal | None) -> dict:
+    """The document as an anonymous caller may see it: private fields left out, in features too."""
+    if principal is not None:
+        return document
+    shown = {k: v for k, v in document.items() if k not in PRIVATE_FIELDS}
+    if isinstance(shown.get("properties"), dict):
+        shown["properties"] = {k: v for k, v in shown["properties"].items() if k not in PRIVATE_FIELDS}
+    if isinstance(shown.get("features"), list):
+        shown["features"] = [_public(feature, None) for feature in shown["features"]]
+    return shown
 
 
 class NewDetection(BaseModel):
@@ -129,8 +152,8 @@ def drone_extension() -> Extension:
         return job
 
     @router.get("/drone/detections/{job_id}", tags=["Drone change detection"], summary="A job's state and progress")
-    def get_detection(conn: Conn, job_id: int):
-        return jobs.get(conn, job_id)
+    def get_detection(conn: Conn, job_id: int, principal: KeyHolder):
+        return _public(jobs.get(conn, job_id), principal)
 
     @router.post("/drone/detections/{job_id}/cancel", tags=["Drone change detection"], summary="Cancel a job")
     def cancel_detection(conn: Conn, principal: Enforcement, job_id: int):
@@ -142,13 +165,13 @@ def drone_extension() -> Extension:
     @router.get("/drone/candidates", tags=["Drone review"], summary="Change candidates (GeoJSON), best first")
     def list_candidates(conn: Conn, status: Literal["pending", "confirmed", "dismissed"] | None = "pending",
                         detection_id: int | None = None, district_code: str | None = None,
-                        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000):
-        return review.list_candidates(conn, status=status, detection_id=detection_id, district_code=district_code,
-                                      limit=limit)
+                        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, principal: KeyHolder = None):
+        return _public(review.list_candidates(conn, status=status, detection_id=detection_id,
+                                              district_code=district_code, limit=limit), principal)
 
     @router.get("/drone/candidates/{candidate_id}", tags=["Drone review"], summary="One change candidate")
-    def get_candidate(conn: Conn, candidate_id: int):
-        return review.get_candidate(conn, candidate_id)
+    def get_candidate(conn: Conn, candidate_id: int, principal: KeyHolder):
+        return _public(review.get_candidate(conn, candidate_id), principal)
 
     @router.post("/drone/candidates/{candidate_id}/confirm", tags=["Drone review"],
                  summary="Confirm: record an illegal building (reviewer role, own districts)")
