@@ -37,8 +37,8 @@ end
 TILES_SCRIPT = """
 math.randomseed(13)
 request = function()
-  local col = 54370 + math.random(0, 15)
-  local row = 13200 + math.random(0, 15)
+  local col = 54290 + math.random(0, 20)
+  local row = 26176 + math.random(0, 20)
   return wrk.format("GET", string.format("/collections/manhole_covers/tiles/WebMercatorQuad/16/%d/%d", row, col))
 end
 """
