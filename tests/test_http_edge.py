@@ -3,14 +3,24 @@ security headers, CORS from settings, Swagger UI served locally, the bearer sche
 
 from __future__ import annotations
 
-import httpx
 import pytest
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.testclient import TestClient
 
+from api import hardening
 from api.app import create_app
 from api.hardening import TokenBuckets
 from api.security_settings import SecuritySettings
 from tests.conftest import bearer
+
+
+def _app_with(settings, city_db, edge: SecuritySettings):
+    """The app with the edge middleware installed from edge instead of the environment."""
+    app = create_app(settings, conninfo=city_db)
+    edge_layers = (hardening.RateLimit, hardening.BodyLimit, hardening.SecurityHeaders, CORSMiddleware)
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls not in edge_layers]
+    hardening.install(app, edge)
+    return app
 
 
 def test_oversized_body_is_refused_from_its_content_length(client):
@@ -56,10 +66,7 @@ def test_cors_is_same_origin_by_default(client):
 
 def test_cors_from_settings_allows_only_get(settings, city_db):
     edge = SecuritySettings(cors_origins=["https://wall.example"])
-    app = create_app(settings, conninfo=city_db)
-    app.user_middleware.clear()
-    from api import hardening
-    hardening.install(app, edge)
+    app = _app_with(settings, city_db, edge)
     with TestClient(app) as cors_client:
         get = cors_client.get("/collections", headers={"Origin": "https://wall.example"})
         assert get.headers["access-control-allow-origin"] == "https://wall.example"
@@ -97,10 +104,7 @@ def test_token_bucket_refills_at_its_rate():
 
 def test_failed_key_attempts_are_rate_limited(settings, city_db, keys):
     edge = SecuritySettings(failed_auth_per_min=6, failed_auth_burst=5, rate_ip_burst=1000)
-    app = create_app(settings, conninfo=city_db)
-    app.user_middleware.clear()
-    from api import hardening
-    hardening.install(app, edge)
+    app = _app_with(settings, city_db, edge)
     wrong = {"Authorization": "Bearer cok_" + "x" * 43}
     with TestClient(app) as limited:
         answers = [limited.post("/alarms", json={}, headers=wrong).status_code for _ in range(8)]
@@ -112,10 +116,16 @@ def test_failed_key_attempts_are_rate_limited(settings, city_db, keys):
 
 def test_per_ip_rate_limit(settings, city_db):
     edge = SecuritySettings(rate_ip_per_s=1, rate_ip_burst=3)
-    app = create_app(settings, conninfo=city_db)
-    app.user_middleware.clear()
-    from api import hardening
-    hardening.install(app, edge)
+    app = _app_with(settings, city_db, edge)
     with TestClient(app) as limited:
         codes = [limited.get("/conformance").status_code for _ in range(5)]
         assert codes[:3] == [200] * 3 and codes[3] == 429
+
+
+def test_orthophoto_upload_size_comes_from_settings(settings, city_db, keys):
+    edge = SecuritySettings(orthophoto_max_mb=0.5)
+    app = _app_with(settings, city_db, edge)
+    with TestClient(app) as limited:
+        answer = limited.post("/orthophotos", headers=bearer(keys["enforcement"]),
+                              files={"file": ("big.tif", b"\0" * (1024 * 1024), "image/tiff")})
+        assert answer.status_code == 413 and "CITYOPS_ORTHOPHOTO_MAX_MB" in answer.json()["description"]
