@@ -1,7 +1,8 @@
 """Codes that follow from where a feature lies are derived from its geometry by the database.
 
 A building's, illegal-building record's or stall site's district, and a component's or stall
-site's unit grid (bgcode), were labels a client set and kept when the geometry moved, so a moved
+site's unit grid (bgcode, by the importer's rule: the lowest-numbered grid of its county it
+touches), were labels a client set and kept when the geometry moved, so a moved
 feature kept a wrong grid, district and responsible unit for everyone (issue 13). BEFORE
 triggers now recompute them from the geometry (the district and the unit grid holding the
 feature's point on surface) whenever the geometry or the label is written, whoever writes. An
@@ -44,15 +45,24 @@ BEGIN
 END $$;
 
 CREATE FUNCTION city.derive_grid() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    county char(6);
 BEGIN
-    -- NULL outside every unit grid, which the tables allow
-    NEW.bgcode := (SELECT g.bgcode FROM city.unit_grid g
-                   WHERE ST_Intersects(g.geom, ST_PointOnSurface(NEW.geom)) ORDER BY g.bgcode LIMIT 1);
-    -- a component's district is part of its code: it cannot move into another district
-    -- (nested: NEW.objcode exists only on component, and an IF's condition is prepared whole)
+    -- The importer's rule: the lowest-numbered grid of the feature's county that it touches (NULL
+    -- where it touches none). A component's county is part of its code; a stall site's is derived.
+    -- (Nested IFs: NEW.objcode exists only on component, and a condition is prepared whole.)
     IF TG_TABLE_NAME = 'component' THEN
-        IF left(NEW.bgcode, 6) <> left(NEW.objcode, 6) THEN
-            RAISE EXCEPTION 'component % lies in district %, not in the district of its code', NEW.objcode, left(NEW.bgcode, 6)
+        county := left(NEW.objcode, 6);
+    ELSE
+        county := NEW.district_code;
+    END IF;
+    NEW.bgcode := (SELECT g.bgcode FROM city.unit_grid g
+                   WHERE g.district_code = county AND ST_Intersects(g.geom, NEW.geom) ORDER BY g.bgcode LIMIT 1);
+    -- moving a component into another district would make its code lie about where it is
+    IF TG_OP = 'UPDATE' AND TG_TABLE_NAME = 'component' AND NEW.bgcode IS NULL THEN
+        IF EXISTS (SELECT 1 FROM city.district d WHERE d.code <> county
+                   AND ST_Intersects(d.geom, ST_PointOnSurface(NEW.geom))) THEN
+            RAISE EXCEPTION 'component % would lie outside district %, the district of its code', NEW.objcode, county
                 USING ERRCODE = 'check_violation', CONSTRAINT = 'component_inside_the_district_of_its_code';
         END IF;
     END IF;
