@@ -3,6 +3,8 @@ security headers, CORS from settings, Swagger UI served locally, the bearer sche
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.testclient import TestClient
@@ -129,3 +131,12 @@ def test_orthophoto_upload_size_comes_from_settings(settings, city_db, keys):
         answer = limited.post("/orthophotos", headers=bearer(keys["enforcement"]),
                               files={"file": ("big.tif", b"\0" * (1024 * 1024), "image/tiff")})
         assert answer.status_code == 413 and "CITYOPS_ORTHOPHOTO_MAX_MB" in answer.json()["description"]
+
+
+def test_a_polygon_over_the_vertex_limit_is_refused_before_shapely(client, keys):
+    ring = [[118.2 + i * 1e-8, 33.9 + (i % 2) * 1e-8] for i in range(150_000)] + [[118.2, 33.9]]
+    feature = {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    started = time.monotonic()
+    answer = client.post("/collections/buildings/items", json=feature, headers=bearer(keys["editor"]))
+    assert answer.status_code == 400 and "CITYOPS_FEATURE_MAX_VERTICES" in answer.json()["description"]
+    assert time.monotonic() - started < 5
