@@ -8,10 +8,9 @@ tails (items, queryables, tiles), so the order below carries no meaning.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from api import errors, openapi
+from api import errors, hardening, openapi
 from api.cql_search import CqlSearchByPost
 from api.extension import Extension
 from api.routers.catalogue import catalogue_extension
@@ -67,7 +66,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
         if extension.collections:
             app.state.collection_providers.append(extension.collections)
     app.add_middleware(CqlSearchByPost)  # OWSLib's collection_items(cql=…) POSTs a CQL2-JSON search to …/items
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["ETag", "Content-Crs"])
+    hardening.install(app)  # CORS from settings, rate and body limits, security headers, local /docs
     errors.install(app)
     _document_collections(app, services)
     return app

@@ -81,6 +81,17 @@ def require(role: Role, *, connection: Any = get_connection):
     return dependency
 
 
+def optional_key(*, connection: Any = get_connection):
+    """A dependency giving the caller's key when it sent one (a bad key is still a 401), else None:
+    for public reads that show more to key holders. Looked up on the request's own connection."""
+
+    async def dependency(conn: Annotated[Any, Depends(connection)],
+                         authorization: Annotated[str | None, Header()] = None) -> Principal | None:
+        return None if authorization is None else await _principal(conn, authorization)
+
+    return dependency
+
+
 def get_catalogue(request: Request) -> LiveCatalogue:
     return request.app.state.catalogue
 

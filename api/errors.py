@@ -9,11 +9,13 @@ import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from titiler.core.errors import DEFAULT_STATUS_CODES as TILER_STATUS
 
 from gis.errors import (CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound,
                         PreconditionFailed, PreconditionRequired, ServiceUnavailable, Unauthorized)
+from gis.limits import get_limits
 
 log = logging.getLogger("cityops.api")
 
@@ -32,6 +34,30 @@ STATUS = {
 
 def problem(status: int, code: str, description: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"code": code, "description": description}, status_code=status, headers=headers)
+
+
+def operational_problem(exc: psycopg.OperationalError) -> JSONResponse:
+    """psycopg files very different things under OperationalError: only a lost or refused connection
+    is an outage; a full pool or a cancelled statement is overload (fast 503 + Retry-After); a
+    statement over one of PostgreSQL's program limits is the request's fault (400)."""
+    retry = {"Retry-After": str(get_limits().retry_after_s)}
+    state = exc.sqlstate or ""
+    if isinstance(exc, PoolTimeout):
+        log.warning("pool exhausted: %s", exc)
+        return problem(503, "ServerBusy", "every database connection is busy; try again shortly", retry)
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return problem(503, "QueryTimeout", f"the query ran longer than {get_limits().statement_timeout_s:g} s and "
+                       "was cancelled; narrow it (bbox, filter, limit) or try again later", retry)
+    if state.startswith("54"):
+        return problem(400, "RequestTooComplex", f"the request is beyond a database limit: {exc.diag.message_primary}")
+    if state.startswith("53"):
+        log.error("database out of resources: %s", exc)
+        return problem(503, "ServerBusy", "the database is out of resources; try again shortly", retry)
+    if state and not state.startswith(("08", "57P")):
+        log.exception("database error", exc_info=exc)
+        return problem(500, "InternalError", "the server could not complete the request")
+    log.error("database unavailable: %s", exc)
+    return problem(503, "DatabaseUnavailable", "the database is unavailable; try again shortly", retry)
 
 
 def _status_of(exc: CityOpsError) -> int:
@@ -54,6 +80,8 @@ def install(app: FastAPI) -> None:
     async def domain_error(_request: Request, exc: CityOpsError):
         status = _status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 503:
+            headers = {"Retry-After": str(get_limits().retry_after_s)}
         return problem(status, type(exc).__name__, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)
@@ -84,9 +112,8 @@ def install(app: FastAPI) -> None:
         return problem(400, "InvalidValue", f"{exc.diag.message_primary or 'invalid value'}; nothing was written")
 
     @app.exception_handler(psycopg.OperationalError)
-    async def database_down(_request: Request, exc: psycopg.OperationalError):
-        log.error("database unavailable: %s", exc)
-        return problem(503, "DatabaseUnavailable", "the database is unavailable; try again shortly")
+    async def database_operational(_request: Request, exc: psycopg.OperationalError):
+        return operational_problem(exc)
 
     @app.exception_handler(psycopg.Error)
     async def database_error(_request: Request, exc: psycopg.Error):

@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from gis.crs import CRS84_URI, STORAGE_CRS, ServedCrs, served_uris
 from layers.catalogue import Layer
+from layers.export import spreadsheet_safe
 from layers.live import Extent
 
 GEOJSON = "application/geo+json"
@@ -127,7 +128,7 @@ async def csv_rows(columns: list[str], chunks: AsyncIterator[list[dict]]) -> Asy
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore")
     writer.writeheader()
     async for rows in chunks:
-        writer.writerows(rows)
+        writer.writerows({name: spreadsheet_safe(value) for name, value in row.items()} for row in rows)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from gis.errors import InvalidInput
 
@@ -94,4 +94,28 @@ def parse_bbox(value: str, crs: ServedCrs) -> list[tuple[float, float, float, fl
             return [(minx, miny, 180.0, maxy), (-180.0, miny, maxx, maxy)]
     elif minx > maxx:
         raise InvalidInput(f"bbox minimum easting {minx} exceeds its maximum {maxx}")
+    else:
+        return [_within_domain(crs, (minx, miny, maxx, maxy))]
     return [(minx, miny, maxx, maxy)]
+
+
+def _within_domain(crs: ServedCrs, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A projected bbox clipped to where its projection is defined: PostGIS cannot transform a
+    Gauss-Krüger envelope of ±1e300 metres, and no feature lies outside that domain anyway."""
+    dminx, dminy, dmaxx, dmaxy = projected_domain(crs.srid)
+    minx, miny, maxx, maxy = max(box[0], dminx), max(box[1], dminy), min(box[2], dmaxx), min(box[3], dmaxy)
+    if minx > maxx or miny > maxy:
+        raise InvalidInput(f"bbox lies outside where {crs.uri} is defined "
+                           f"(x {dminx:.0f}…{dmaxx:.0f}, y {dminy:.0f}…{dmaxy:.0f})")
+    return minx, miny, maxx, maxy
+
+
+@lru_cache
+def projected_domain(srid: int) -> tuple[float, float, float, float]:
+    """x/y bounds of a projected CRS: its EPSG area of use widened by 3° each way (Gauss-Krüger
+    stays accurate well past its zone edge), projected."""
+    area = CRS.from_epsg(srid).area_of_use
+    west, south = max(area.west - 3, -180), max(area.south - 3, -85.06)
+    east, north = min(area.east + 3, 180), min(area.north + 3, 85.06)
+    transformer = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(srid), always_xy=True)
+    return transformer.transform_bounds(west, south, east, north, densify_pts=21)

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from gis.cluster import cluster_for
 from gis.errors import DatabaseUnavailable
+from gis.limits import get_limits
 from gis.settings import Settings
 
 CONNECT_TIMEOUT_S = 10
@@ -62,11 +63,17 @@ def require_postgis(conn: psycopg.Connection) -> str:
 
 
 def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionPool:
-    """The API's pool; opened in the app's lifespan. Rows come back as dicts."""
+    """The API's pool; opened in the app's lifespan. Rows come back as dicts.
+
+    A request waits at most `pool_timeout_s` for a connection and a statement runs at most
+    `statement_timeout_s` (enforced by the server, so it also stops work the client gave up on):
+    overload is a fast 503, never a hang."""
+    limits = get_limits()
     return AsyncConnectionPool(
         info or conninfo(settings),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
+        timeout=limits.pool_timeout_s,
         kwargs=connection_options(settings),
         open=False,
     )
@@ -75,7 +82,8 @@ def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionP
 def connection_options(settings: Settings) -> dict:
     """What every pooled connection of the app is opened with (rows as dicts, autocommit; no server-side
     prepared statements behind a transaction-mode pgbouncer)."""
-    options = {"row_factory": dict_row, "autocommit": True}
+    statement_timeout_ms = int(get_limits().statement_timeout_s * 1000)
+    options = {"row_factory": dict_row, "autocommit": True, "options": f"-c statement_timeout={statement_timeout_ms}"}
     if settings.pgbouncer:
         options["prepare_threshold"] = None
     return options

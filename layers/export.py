@@ -8,11 +8,13 @@ database renders (ST_AsGeoJSON, COPY … CSV) and are streamed as they come.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -157,10 +159,33 @@ def geojson_chunks(conn: psycopg.Connection, request: ExportRequest, progress: P
     yield b"\n]}\n"
 
 
+# A cell a spreadsheet would run as a formula (=cmd|…, +, -, @, or a leading tab/CR) gets a leading
+# apostrophe, as OWASP advises against CSV injection; plain numbers such as -5 or +1e3 stay as they are.
+FORMULA_START = re.compile(r"^[=+\-@\t\r]")
+PLAIN_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+FORMULA_START_SQL = "^[=+\\-@\t\r]"
+PLAIN_NUMBER_SQL = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """value, or text a spreadsheet shows instead of evaluating."""
+    if isinstance(value, str) and FORMULA_START.match(value) and not PLAIN_NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def _spreadsheet_safe_sql(name: str) -> sql.Composable:
+    cell = sql.SQL("s.{}::text").format(sql.Identifier(name))
+    return sql.SQL("CASE WHEN {cell} ~ {start} AND {cell} !~ {number} THEN {quote} || {cell} ELSE {cell} END AS {name}").format(
+        cell=cell, start=sql.Literal(FORMULA_START_SQL), number=sql.Literal(PLAIN_NUMBER_SQL), quote=sql.Literal("'"),
+        name=sql.Identifier(name))
+
+
 def csv_chunks(conn: psycopg.Connection, request: ExportRequest, progress: Progress) -> Iterator[bytes]:
-    """CSV with the geometry as a `wkt` column (GDAL and the importer read it back)."""
-    query = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER)").format(
-        _select(request, sql.SQL("ST_AsText(ST_Transform(geom, {srid}), 9) AS wkt")))
+    """CSV with the geometry as a `wkt` column (GDAL and the importer read it back); formula-safe cells."""
+    inner = _select(request, sql.SQL("ST_AsText(ST_Transform(geom, {srid}), 9) AS wkt"))
+    cells = sql.SQL(", ").join(_spreadsheet_safe_sql(name) for name in (*_columns(request.layer), "wkt"))
+    query = sql.SQL("COPY (SELECT {} FROM ({}) s) TO STDOUT WITH (FORMAT csv, HEADER)").format(cells, inner)
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
             yield bytes(chunk)

@@ -191,7 +191,7 @@ def _order(layer: Layer, queryables: Mapping[str, Queryable], sortby: str | None
 def _properties(layer: Layer, requested: str | None) -> tuple[str, ...]:
     if requested is None:
         return layer.properties
-    names = tuple(n.strip() for n in requested.split(",") if n.strip())
+    names = tuple(dict.fromkeys(n.strip() for n in requested.split(",") if n.strip()))  # each column once
     unknown = [n for n in names if n not in layer.properties]
     if unknown:
         raise InvalidInput(f"properties names unknown {', '.join(unknown)}; this collection has: {', '.join(layer.properties)}")

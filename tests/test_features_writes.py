@@ -22,7 +22,9 @@ def count(city_db, code: str) -> int:
 
 @pytest.fixture
 def created(client, keys, city_db):
-    response = client.post("/collections/stall_sites/items", json=stall("T6-A", SUCHENG), headers=bearer(keys["editor"]))
+    on_sucheng_ground = {"geometry": {"type": "Point", "coordinates": ground_point(city_db, SUCHENG)}}
+    response = client.post("/collections/stall_sites/items", json=stall("T6-A", SUCHENG) | on_sucheng_ground,
+                           headers=bearer(keys["editor"]))
     assert response.status_code == 201, response.text
     path = response.headers["Location"].removeprefix(str(client.base_url))
     yield path
@@ -60,16 +62,29 @@ def test_stale_or_missing_etag_changes_nothing(client, keys, created):
     assert client.get(created).json()["properties"]["occupied"] == 1
 
 
+def ground_point(city_db, district: str) -> list[float]:
+    """A point inside a unit grid of the district (so it lies in the district on the ground)."""
+    with open_connection(city_db) as conn:
+        row = conn.execute("SELECT ST_X(p) AS x, ST_Y(p) AS y FROM (SELECT ST_PointOnSurface(geom) AS p FROM city.unit_grid "
+                           "WHERE district_code = %s ORDER BY bgcode LIMIT 1) g", [district]).fetchone()
+    return [row["x"], row["y"]]
+
+
 def test_roles_and_districts(client, keys, created, city_db):
     assert client.post("/collections/stall_sites/items", json=stall("T6-B", SUCHENG)).status_code == 401
     assert client.post("/collections/stall_sites/items", json=stall("T6-B", SUCHENG), headers=bearer(keys["viewer"])).status_code == 403
     scoped = bearer(keys["editor_sucheng"])
-    outside = client.post("/collections/stall_sites/items", json=stall("T6-C", SUYU), headers=scoped)
+    # on 宿豫 ground but labelled 宿城: the ground decides (issue 13)
+    outside = client.post("/collections/stall_sites/items", headers=scoped,
+                          json=stall("T6-C", SUCHENG) | {"geometry": {"type": "Point", "coordinates": ground_point(city_db, SUYU)}})
     assert outside.status_code == 403 and SUYU in outside.json()["description"]
     assert count(city_db, "T6-C") == 0
     etag = client.get(created).headers["ETag"]
-    moved = client.patch(created, json={"properties": {"district_code": SUYU}}, headers={**scoped, "If-Match": etag})
-    assert moved.status_code == 403  # the new district is checked in the same transaction
+    relabelled = client.patch(created, json={"properties": {"district_code": SUYU}}, headers={**scoped, "If-Match": etag})
+    assert relabelled.status_code == 400  # the district follows from the geometry; a label is not a change
+    moved = client.patch(created, json={"geometry": {"type": "Point", "coordinates": ground_point(city_db, SUYU)}},
+                         headers={**scoped, "If-Match": etag})
+    assert moved.status_code == 403 and SUYU in moved.json()["description"]
     assert client.get(created).json()["properties"]["district_code"] == SUCHENG
     assert client.patch(created, json={"properties": {"occupied": 2}}, headers={**scoped, "If-Match": etag}).status_code == 204
 
@@ -106,12 +121,16 @@ def test_gbt_codes_are_checked_and_widened(client, keys, city_db):
     with open_connection(city_db) as conn:
         grid = conn.execute("SELECT bgcode FROM city.unit_grid WHERE district_code = %s LIMIT 1", [SUCHENG]).fetchone()["bgcode"]
     legacy = grid[:12] + grid[13:]  # the 14-digit CJ/T 213-2005 form of the same grid
+    point = ground_point(city_db, SUCHENG)
     made = client.post("/collections/components/items", headers=editor, json={
-        "type": "Feature", "geometry": {"type": "Point", "coordinates": [118.29, 33.95]},
+        "type": "Feature", "geometry": {"type": "Point", "coordinates": point},
         "properties": {"objcode": "3213020301999001", "objname": "测试公厕", "bgcode": legacy}})
     assert made.status_code == 201, made.text
     path = made.headers["Location"].removeprefix(str(client.base_url))
-    assert client.get(path).json()["properties"]["bgcode"] == grid
+    with open_connection(city_db) as conn:  # the body's bgcode is ignored: the grid is the one the point lies in
+        ground = conn.execute("SELECT bgcode FROM city.unit_grid WHERE ST_Intersects(geom, ST_SetSRID(ST_Point(%s, %s), 4490))",
+                              point).fetchone()["bgcode"]
+    assert client.get(path).json()["properties"]["bgcode"] == ground
     assert client.delete(path, headers={**editor, "If-Match": "*"}).status_code == 204
 
 

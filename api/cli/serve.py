@@ -6,6 +6,7 @@ import socket
 
 import typer
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from api.cli.common import console, fail, run_guarded, table_progress
 from gis import provision
@@ -25,10 +26,14 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _serve(host: str, port: int, workers: int) -> None:
+    """Workers always run under uvicorn's process supervisor, even a single one: a worker that
+    dies (a segfault in a C extension, the OOM killer) is replaced within a second, instead of
+    taking the platform down with it."""
     _check_port_free(host, port)
     console.print(f"cityops serving at http://{host}:{port}/  (map: /map, API: /api, docs: /docs)")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                proxy_headers=True)
+    config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                            log_level="info", proxy_headers=True)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 def serve(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from api.deps import SyncConnection, get_sync_connection, require
+from api.deps import SyncConnection, get_sync_connection, optional_key, require
 from api.extension import Extension
 from drone import jobs, review
 from gis.keys import Principal
@@ -21,6 +21,24 @@ from gis.keys import Principal
 Conn = SyncConnection
 Enforcement = Annotated[Principal, Depends(require("enforcement", connection=get_sync_connection))]
 Reviewer = Annotated[Principal, Depends(require("reviewer", connection=get_sync_connection))]
+# who reviewed or started what, and reviewers' free-text notes (which have held phone numbers):
+# shown only to callers with a key
+PRIVATE_FIELDS = ("reviewer", "note", "created_by")
+
+
+KeyHolder = Annotated[Principal | None, Depends(optional_key(connection=get_sync_connection))]
+
+
+def _public(document: dict, principal: Principal | None) -> dict:
+    """The document as an anonymous caller may see it: private fields left out, in features too."""
+    if principal is not None:
+        return document
+    shown = {k: v for k, v in document.items() if k not in PRIVATE_FIELDS}
+    if isinstance(shown.get("properties"), dict):
+        shown["properties"] = {k: v for k, v in shown["properties"].items() if k not in PRIVATE_FIELDS}
+    if isinstance(shown.get("features"), list):
+        shown["features"] = [_public(feature, None) for feature in shown["features"]]
+    return shown
 
 
 class NewDetection(BaseModel):
@@ -46,8 +64,8 @@ def drone_extension() -> Extension:
         return job
 
     @router.get("/drone/detections/{job_id}", tags=["Drone change detection"], summary="A job's state and progress")
-    def get_detection(conn: Conn, job_id: int):
-        return jobs.get(conn, job_id)
+    def get_detection(conn: Conn, job_id: int, principal: KeyHolder):
+        return _public(jobs.get(conn, job_id), principal)
 
     @router.post("/drone/detections/{job_id}/cancel", tags=["Drone change detection"], summary="Cancel a job")
     def cancel_detection(conn: Conn, principal: Enforcement, job_id: int):
@@ -59,13 +77,13 @@ def drone_extension() -> Extension:
     @router.get("/drone/candidates", tags=["Drone review"], summary="Change candidates (GeoJSON), best first")
     def list_candidates(conn: Conn, status: Literal["pending", "confirmed", "dismissed"] | None = "pending",
                         detection_id: int | None = None, district_code: str | None = None,
-                        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000):
-        return review.list_candidates(conn, status=status, detection_id=detection_id, district_code=district_code,
-                                      limit=limit)
+                        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000, principal: KeyHolder = None):
+        return _public(review.list_candidates(conn, status=status, detection_id=detection_id,
+                                              district_code=district_code, limit=limit), principal)
 
     @router.get("/drone/candidates/{candidate_id}", tags=["Drone review"], summary="One change candidate")
-    def get_candidate(conn: Conn, candidate_id: int):
-        return review.get_candidate(conn, candidate_id)
+    def get_candidate(conn: Conn, candidate_id: int, principal: KeyHolder):
+        return _public(review.get_candidate(conn, candidate_id), principal)
 
     @router.post("/drone/candidates/{candidate_id}/confirm", tags=["Drone review"],
                  summary="Confirm: record an illegal building (reviewer role, own districts)")

@@ -55,7 +55,8 @@ CONFORMANCE = (
 GEO_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
     out.GEOJSON: {}, "text/html": {}, "text/csv": {}, out.MEDIA_TYPES["jsonseq"]: {}}}}
 Catalogue = Annotated[LiveCatalogue, Depends(get_catalogue)]
-Editor = Annotated[Principal, Depends(require("editor"))]
+# any valid key (every role reads): which role may write what, per table and per field, is decided in layers.edits
+Editor = Annotated[Principal, Depends(require("viewer"))]
 IfMatch = Annotated[str, Header(alias="If-Match", description="the ETag of the feature as last read")]
 ContentCrs = Annotated[str, Header(alias="Content-Crs", description="CRS of the body's geometry (default CRS84)")]
 Format = Annotated[str, Query(pattern="^(json|html)$")]

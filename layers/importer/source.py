@@ -7,6 +7,7 @@ bounded by the batch size and time stays linear for formats without random acces
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pyogrio.raw
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from gis.errors import InvalidInput
+from gis.limits import get_limits
 
 BATCH_ROWS = 50_000
 # GDAL open options by file kind: CSV coordinates come from lon/lat or WKT columns; OSM tags as JSON.
@@ -76,6 +78,7 @@ def _open_options(path: Path) -> dict[str, str]:
 def open_source(path: Path, wanted_layers: list[str], where: str | None = None) -> Source:
     if not path.exists():
         raise InvalidInput(f"{path} does not exist")
+    _check_expansion(path)
     gdal_path, options = _gdal_path(path), _open_options(path)
     try:
         available = [str(name) for name, _ in pyogrio.list_layers(gdal_path)]
@@ -94,7 +97,27 @@ def open_source(path: Path, wanted_layers: list[str], where: str | None = None) 
         if where:
             count = -1  # an attribute filter changes the count; progress shows rows read instead
         layers.append(SourceLayer(name, info["crs"], info["geometry_type"], count if count >= 0 else None))
-    return Source(gdal_path, path.name, info["driver"], options, tuple(layers))
+    source = Source(gdal_path, path.name, info["driver"], options, tuple(layers))
+    limit = get_limits().import_max_rows
+    if source.total_features is not None and source.total_features > limit:
+        raise InvalidInput(f"{path.name} holds {source.total_features:,} features; one import takes at most "
+                           f"{limit:,} (CITYOPS_IMPORT_MAX_ROWS); split it; nothing was imported")
+    return source
+
+
+def _check_expansion(path: Path) -> None:
+    """A zip that expands past the limit (a zip bomb: 0.56 MB held 10 M rows) is refused unread."""
+    if path.suffix.lower() != ".zip":
+        return
+    limit_mb = get_limits().import_max_uncompressed_mb
+    try:
+        with zipfile.ZipFile(path) as archive:
+            expanded = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile as exc:
+        raise InvalidInput(f"{path.name} is not a readable zip: {exc}") from None
+    if expanded > limit_mb * 1024 * 1024:
+        raise InvalidInput(f"{path.name} expands to {expanded / 2**20:,.0f} MB; the limit is {limit_mb:,} MB "
+                           "(CITYOPS_IMPORT_MAX_UNCOMPRESSED_MB); nothing was imported")
 
 
 @contextmanager
@@ -110,8 +133,15 @@ def record_batches(source: Source, layer: SourceLayer, where: str | None,
 
 
 def _guarded(reader, source: Source) -> Iterator[pa.RecordBatch]:
+    """The batches, stopped with a reason past the row limit (formats that cannot count ahead, OSM)."""
+    limit, rows = get_limits().import_max_rows, 0
     try:
-        yield from reader
+        for batch in reader:
+            rows += batch.num_rows
+            if rows > limit:
+                raise InvalidInput(f"{source.label} holds more than {limit:,} features; one import takes at most "
+                                   f"{limit:,} (CITYOPS_IMPORT_MAX_ROWS); split it; nothing was imported")
+            yield batch
     except (OSError, pa.ArrowException, DataSourceError) as exc:
         raise InvalidInput(f"{source.label} is damaged or truncated: {_first_line(exc)}; nothing was imported") from exc
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from gis.limits import get_limits
 from layers.importer.mapping import Mapping
 from layers.importer.targets import SINGLE_CLASS_LAYERS, Target
 
@@ -51,6 +52,10 @@ def check_geometry(conn: psycopg.Connection, targets: dict[str, Target]) -> int:
             conn.execute("UPDATE import_stage SET want = %s WHERE layer_id = %s", [target.geometry_type, layer_id])
     _reject(conn, sql.SQL("geom IS NULL"), "no geometry")
     _reject(conn, sql.SQL("ST_IsEmpty(geom)"), "empty geometry")
+    # before any repair: ST_MakeValid of a 10⁶-vertex ring takes seconds
+    vertices = get_limits().feature_max_vertices
+    _reject(conn, sql.SQL("ST_NPoints(geom) > %s"),
+            f"more than {vertices:,} vertices (CITYOPS_FEATURE_MAX_VERTICES)", [vertices])
     # A single-part multi geometry is the same feature; promote polygons to the multi type we store.
     conn.execute("""
         UPDATE import_stage SET geom = CASE

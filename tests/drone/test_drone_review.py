@@ -138,7 +138,12 @@ def test_review_confirms_into_an_illegal_building_record(client, city_db, keys, 
     assert record == {"status": "confirmed", "found_by": "drone", "confirmed_by": "test reviewer",
                       "note": "no permit on file", "district_code": "321302"}
     assert dismissed.json()["properties"]["status"] == "dismissed"
-    assert client.get(f"/drone/candidates/{dismissed.json()['id']}").json()["properties"]["note"] == "greenhouse frame"
+    path = f"/drone/candidates/{dismissed.json()['id']}"
+    assert client.get(path, headers=bearer(keys["viewer"])).json()["properties"]["note"] == "greenhouse frame"
+    anonymous = client.get(path).json()["properties"]  # reviewers' labels and notes only with a key (issue 13)
+    assert anonymous["status"] == "dismissed" and "note" not in anonymous and "reviewer" not in anonymous
+    listed = client.get("/drone/candidates", params={"status": "dismissed"}).json()["features"]
+    assert listed and all("note" not in f["properties"] and "reviewer" not in f["properties"] for f in listed)
     assert dismissed.json()["id"] not in {f["id"] for f in client.get("/drone/candidates").json()["features"]}
 
 
@@ -177,6 +182,8 @@ def test_a_job_can_be_cancelled_once(client, keys, flights):
     assert wait_for_job(client, job["id"])["state"] == "cancelled"
     again = client.post(f"/drone/detections/{job['id']}/cancel", headers=bearer(keys["enforcement"]))
     assert again.status_code == 409
+    assert client.get(f"/drone/detections/{job['id']}", headers=bearer(keys["viewer"])).json()["created_by"] == "test enforcement"
+    assert "created_by" not in client.get(f"/drone/detections/{job['id']}").json()  # who started it: key holders only
 
 
 def test_next_flight_in_another_crs_and_gsd_queues_nothing_already_decided(client, city_db, flights, detection,

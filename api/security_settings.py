@@ -1,0 +1,45 @@
+"""HTTP-edge security settings (CITYOPS_*): body sizes, CORS, rate limits. Limits on what reaches
+the database and parsers live in gis.limits."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SecuritySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYOPS_", env_file=".env", extra="ignore")
+
+    body_max_mb: float = Field(
+        default=1.0, gt=0, description="largest request body (MB) of any route not listed below")
+    feature_body_max_mb: float = Field(
+        default=16.0, gt=0, description="largest body (MB) of a feature write, /locate or /within request")
+    import_upload_max_mb: float = Field(
+        default=512.0, gt=0, description="largest upload (MB) to POST /imports")
+    orthophoto_max_mb: float = Field(
+        default=4096.0, gt=0, description="largest orthophoto upload (MB) to POST /orthophotos")
+    cors_origins: list[str] = Field(
+        default=[], description="origins other sites' browsers may call the API from (JSON list); "
+                                "empty = same origin only; [\"*\"] = any")
+    cors_methods: list[str] = Field(
+        default=["GET", "HEAD"], description="methods allowed cross-origin when cors_origins is set")
+    rate_ip_per_s: float = Field(
+        default=200.0, ge=0, description="sustained requests per second per client IP (0 = no limit)")
+    rate_ip_burst: int = Field(
+        default=2000, ge=1, description="requests a client IP may send at once before the rate applies")
+    rate_key_per_s: float = Field(
+        default=100.0, ge=0, description="sustained requests per second per access key (0 = no limit)")
+    rate_key_burst: int = Field(default=1000, ge=1, description="burst per access key")
+    failed_auth_per_min: float = Field(
+        default=10.0, ge=0, description="failed key attempts per minute per client IP before keyed "
+                                        "requests from it get 429 (0 = no limit)")
+    failed_auth_burst: int = Field(default=20, ge=1, description="failed key attempts allowed at once")
+    rate_table_max: int = Field(
+        default=100_000, ge=100, description="most clients the in-process rate limiter remembers")
+
+
+@lru_cache
+def get_security_settings() -> SecuritySettings:
+    return SecuritySettings()
