@@ -15,7 +15,8 @@ from titiler.core.errors import DEFAULT_STATUS_CODES as TILER_STATUS
 
 from gis.errors import (CityOpsError, Conflict, DatabaseUnavailable, Forbidden, InvalidInput, NotFound,
                         PreconditionFailed, PreconditionRequired, ServiceUnavailable, Unauthorized)
-from gis.limits import get_limits
+from gis.limits import LimitSettings
+from gis.settings import settings_of
 
 log = logging.getLogger("cityops.api")
 
@@ -40,13 +41,13 @@ def operational_problem(exc: psycopg.OperationalError) -> JSONResponse:
     """psycopg files very different things under OperationalError: only a lost or refused connection
     is an outage; a full pool or a cancelled statement is overload (fast 503 + Retry-After); a
     statement over one of PostgreSQL's program limits is the request's fault (400)."""
-    retry = {"Retry-After": str(get_limits().retry_after_s)}
+    retry = {"Retry-After": str(settings_of(LimitSettings).retry_after_s)}
     state = exc.sqlstate or ""
     if isinstance(exc, PoolTimeout):
         log.warning("pool exhausted: %s", exc)
         return problem(503, "ServerBusy", "every database connection is busy; try again shortly", retry)
     if isinstance(exc, psycopg.errors.QueryCanceled):
-        return problem(503, "QueryTimeout", f"the query ran longer than {get_limits().statement_timeout_s:g} s and "
+        return problem(503, "QueryTimeout", f"the query ran longer than {settings_of(LimitSettings).statement_timeout_s:g} s and "
                        "was cancelled; narrow it (bbox, filter, limit) or try again later", retry)
     if state.startswith("54"):
         return problem(400, "RequestTooComplex", f"the request is beyond a database limit: {exc.diag.message_primary}")
@@ -81,7 +82,7 @@ def install(app: FastAPI) -> None:
         status = _status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if status == 503:
-            headers = {"Retry-After": str(get_limits().retry_after_s)}
+            headers = {"Retry-After": str(settings_of(LimitSettings).retry_after_s)}
         return problem(status, type(exc).__name__, str(exc), headers)
 
     @app.exception_handler(RequestValidationError)

@@ -24,9 +24,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.security_settings import SecuritySettings, get_security_settings
+from api.security_settings import SecuritySettings
 from gis.errors import NotFound
-from gis.settings import PROJECT_ROOT
+from gis.settings import PROJECT_ROOT, settings_of
 
 MB = 1024 * 1024
 SWAGGER_DIST = PROJECT_ROOT / "web_map" / "node_modules" / "swagger-ui-dist"
@@ -261,7 +261,7 @@ def add_security_schemes(app: FastAPI) -> None:
 def install(app: FastAPI, settings: SecuritySettings | None = None) -> None:
     """Middleware from the inside out: CORS, rate limits, body limits, security headers (outermost,
     so every answer, a 413 or 429 too, carries them)."""
-    settings = settings or get_security_settings()
+    settings = settings or settings_of(SecuritySettings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=settings.cors_methods,
                            allow_headers=["Authorization", "Content-Type", "If-Match", "Content-Crs"],

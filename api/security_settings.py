@@ -3,14 +3,12 @@ the database and parsers live in gis.limits."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gis.settings import CityopsSettings
 
 
-class SecuritySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CITYOPS_", env_file=".env", extra="ignore")
+class SecuritySettings(CityopsSettings):
 
     body_max_mb: float = Field(
         default=1.0, gt=0, description="largest request body (MB) of any route not listed below")
@@ -39,7 +37,3 @@ class SecuritySettings(BaseSettings):
     rate_table_max: int = Field(
         default=100_000, ge=100, description="most clients the in-process rate limiter remembers")
 
-
-@lru_cache
-def get_security_settings() -> SecuritySettings:
-    return SecuritySettings()

@@ -23,7 +23,8 @@ from psycopg import sql
 
 from gis.errors import InvalidInput
 from gis.crs import STORAGE_SRID
-from gis.limits import get_limits
+from gis.limits import LimitSettings
+from gis.settings import settings_of
 
 QueryableType = Literal["string", "number", "integer", "boolean", "datetime", "date", "geometry"]
 CRS84_SRID = 4326
@@ -88,7 +89,7 @@ def parse(expression: str | dict, lang: str | None = None) -> dict:
 def check_size(source: str) -> None:
     """Refuse a filter too long or too deeply nested before any parser sees it: the cql2 parser
     (and json) recurse once per level, and a few thousand nested `NOT (` overflow the C stack."""
-    limits = get_limits()
+    limits = settings_of(LimitSettings)
     if len(source) > limits.filter_max_chars:
         raise InvalidInput(f"filter is {len(source):,} characters long; the limit is {limits.filter_max_chars:,} "
                            "(CITYOPS_FILTER_MAX_CHARS)")
@@ -139,7 +140,7 @@ class _Compiler:
 
     def compile(self, node: dict) -> CompiledFilter:
         clause = self.boolean(node)
-        limit = get_limits().filter_max_terms
+        limit = settings_of(LimitSettings).filter_max_terms
         if len(self.params) > limit:
             raise InvalidInput(f"filter holds {len(self.params)} values; the limit is {limit} (CITYOPS_FILTER_MAX_TERMS)")
         return CompiledFilter(clause, self.params)
@@ -340,6 +341,6 @@ def _check_geojson(node: dict) -> None:
         geometry = shapely.geometry.shape(node)
     except Exception as exc:  # shapely reports malformed GeoJSON with several exception types
         raise InvalidInput(f"filter: the geometry literal is not valid GeoJSON ({exc})") from None
-    limit = get_limits().feature_max_vertices
+    limit = settings_of(LimitSettings).feature_max_vertices
     if shapely.get_num_coordinates(geometry) > limit:
         raise InvalidInput(f"filter: the geometry literal has over {limit:,} vertices (CITYOPS_FEATURE_MAX_VERTICES)")

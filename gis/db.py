@@ -11,8 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from gis.cluster import cluster_for
 from gis.errors import DatabaseUnavailable
-from gis.limits import get_limits
-from gis.settings import Settings
+from gis.limits import LimitSettings
+from gis.settings import Settings, settings_of
 
 CONNECT_TIMEOUT_S = 10
 
@@ -68,7 +68,7 @@ def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionP
     A request waits at most `pool_timeout_s` for a connection and a statement runs at most
     `statement_timeout_s` (enforced by the server, so it also stops work the client gave up on):
     overload is a fast 503, never a hang."""
-    limits = get_limits()
+    limits = settings_of(LimitSettings)
     return AsyncConnectionPool(
         info or conninfo(settings),
         min_size=settings.pool_min_size,
@@ -82,7 +82,7 @@ def create_pool(settings: Settings, info: str | None = None) -> AsyncConnectionP
 def connection_options(settings: Settings) -> dict:
     """What every pooled connection of the app is opened with (rows as dicts, autocommit; no server-side
     prepared statements behind a transaction-mode pgbouncer)."""
-    statement_timeout_ms = int(get_limits().statement_timeout_s * 1000)
+    statement_timeout_ms = int(settings_of(LimitSettings).statement_timeout_s * 1000)
     options = {"row_factory": dict_row, "autocommit": True, "options": f"-c statement_timeout={statement_timeout_ms}"}
     if settings.pgbouncer:
         options["prepare_threshold"] = None

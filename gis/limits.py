@@ -8,14 +8,12 @@ with the limit and the setting that raises it.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gis.settings import CityopsSettings
 
 
-class LimitSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CITYOPS_", env_file=".env", extra="ignore")
+class LimitSettings(CityopsSettings):
 
     filter_max_chars: int = Field(
         default=8192, ge=64,
@@ -55,7 +53,3 @@ class LimitSettings(BaseSettings):
         description="most bytes (MB) an uploaded archive may expand to",
     )
 
-
-@lru_cache
-def get_limits() -> LimitSettings:
-    return LimitSettings()

@@ -29,7 +29,8 @@ from gis.cql import Queryable
 from gis.crs import STORAGE_SRID, parse_crs
 from gis.errors import Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from gis.keys import GRANTS, Principal, Role
-from gis.limits import get_limits
+from gis.limits import LimitSettings
+from gis.settings import settings_of
 from layers.catalogue import Layer
 from layers.features import feature_id, relation
 
@@ -105,7 +106,7 @@ def _geometry(layer: Layer, value: Any, content_crs: str | None, params: dict[st
     """A valid geometry of the layer's type as SQL (WKB bound in params, transformed to CGCS2000)."""
     if not isinstance(value, dict):
         raise InvalidInput("the feature needs a GeoJSON geometry")
-    limit = get_limits().feature_max_vertices
+    limit = settings_of(LimitSettings).feature_max_vertices
     if _positions(value.get("coordinates"), limit) > limit:
         raise InvalidInput(f"the geometry has more than {limit:,} vertices (CITYOPS_FEATURE_MAX_VERTICES)")
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from gis.db import open_connection
 from gis.errors import InvalidInput
-from gis.limits import get_limits
+from gis.limits import LimitSettings
 from layers.importer import ImportOptions, import_file
 
 
@@ -29,10 +29,10 @@ def limits(monkeypatch):
     def set_limits(**values):
         for name, value in values.items():
             monkeypatch.setenv(f"CITYOPS_{name.upper()}", str(value))
-        get_limits.cache_clear()
+        settings_of.cache_clear()
     yield set_limits
     monkeypatch.undo()
-    get_limits.cache_clear()
+    settings_of.cache_clear()
 
 
 def _square(i: int) -> dict:

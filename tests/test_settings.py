@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 
+from api.security_settings import SecuritySettings
 from api.settings import ServerSettings
 from drone.settings import DroneSettings
+from gis.limits import LimitSettings
 from gis.settings import PROJECT_ROOT, JobSettings, Settings, settings_of
 from tiles.settings import TileSettings
 
-CONCERNS = (Settings, JobSettings, ServerSettings, TileSettings, DroneSettings)
+CONCERNS = (Settings, JobSettings, LimitSettings, ServerSettings, SecuritySettings, TileSettings, DroneSettings)
 
 
 def test_every_setting_is_described_and_in_the_readme_table():

@@ -19,7 +19,8 @@ import pyogrio.raw
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from gis.errors import InvalidInput
-from gis.limits import get_limits
+from gis.limits import LimitSettings
+from gis.settings import settings_of
 
 BATCH_ROWS = 50_000
 # GDAL open options by file kind: CSV coordinates come from lon/lat or WKT columns; OSM tags as JSON.
@@ -98,7 +99,7 @@ def open_source(path: Path, wanted_layers: list[str], where: str | None = None) 
             count = -1  # an attribute filter changes the count; progress shows rows read instead
         layers.append(SourceLayer(name, info["crs"], info["geometry_type"], count if count >= 0 else None))
     source = Source(gdal_path, path.name, info["driver"], options, tuple(layers))
-    limit = get_limits().import_max_rows
+    limit = settings_of(LimitSettings).import_max_rows
     if source.total_features is not None and source.total_features > limit:
         raise InvalidInput(f"{path.name} holds {source.total_features:,} features; one import takes at most "
                            f"{limit:,} (CITYOPS_IMPORT_MAX_ROWS); split it; nothing was imported")
@@ -109,7 +110,7 @@ def _check_expansion(path: Path) -> None:
     """A zip that expands past the limit (a zip bomb: 0.56 MB held 10 M rows) is refused unread."""
     if path.suffix.lower() != ".zip":
         return
-    limit_mb = get_limits().import_max_uncompressed_mb
+    limit_mb = settings_of(LimitSettings).import_max_uncompressed_mb
     try:
         with zipfile.ZipFile(path) as archive:
             expanded = sum(member.file_size for member in archive.infolist())
@@ -134,7 +135,7 @@ def record_batches(source: Source, layer: SourceLayer, where: str | None,
 
 def _guarded(reader, source: Source) -> Iterator[pa.RecordBatch]:
     """The batches, stopped with a reason past the row limit (formats that cannot count ahead, OSM)."""
-    limit, rows = get_limits().import_max_rows, 0
+    limit, rows = settings_of(LimitSettings).import_max_rows, 0
     try:
         for batch in reader:
             rows += batch.num_rows

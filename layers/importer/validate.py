@@ -9,7 +9,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from gis.limits import get_limits
+from gis.limits import LimitSettings
+from gis.settings import settings_of
 from layers.importer.mapping import Mapping
 from layers.importer.targets import SINGLE_CLASS_LAYERS, Target
 
@@ -53,7 +54,7 @@ def check_geometry(conn: psycopg.Connection, targets: dict[str, Target]) -> int:
     _reject(conn, sql.SQL("geom IS NULL"), "no geometry")
     _reject(conn, sql.SQL("ST_IsEmpty(geom)"), "empty geometry")
     # before any repair: ST_MakeValid of a 10⁶-vertex ring takes seconds
-    vertices = get_limits().feature_max_vertices
+    vertices = settings_of(LimitSettings).feature_max_vertices
     _reject(conn, sql.SQL("ST_NPoints(geom) > %s"),
             f"more than {vertices:,} vertices (CITYOPS_FEATURE_MAX_VERTICES)", [vertices])
     # A single-part multi geometry is the same feature; promote polygons to the multi type we store.
