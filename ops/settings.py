@@ -1,0 +1,22 @@
+"""Settings of live operations (env prefix CITYOPS_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OpsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYOPS_", extra="ignore")
+
+    reading_max_future_s: int = Field(300, ge=0, description="a reading timestamped more than this many seconds ahead of the server clock is refused")
+    reading_max_age_days: int = Field(35, ge=1, description="a reading older than this many days is refused (the archive keeps whole months)")
+    reading_batch_limit: int = Field(10_000, ge=1, description="most readings accepted in one CreateObservations request")
+    sweep_interval_s: float = Field(30.0, gt=0, description="how often the API marks silent sensors offline and warns/escalates late cases")
+
+
+@lru_cache
+def get_ops_settings() -> OpsSettings:
+    return OpsSettings()
