@@ -9,6 +9,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.extension import Extension
+from api.routers.cases import cases_extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
 from api.routers.features import features_extension
@@ -17,6 +18,7 @@ from api.routers.live import live_extension
 from api.routers.operations import operations_extension
 from api.routers.queries import queries_extension
 from api.routers.search import search_extension
+from api.routers.sensors import sensors_extension
 from api.routers.tiles import tiles_extension
 from api.routers.transfer import transfer_extension
 from api.routers.web_map import web_map_extension
@@ -33,7 +35,7 @@ def extensions(settings: Settings) -> list[Extension]:
     # would otherwise answer 404 for /collections/{id}/tiles/...
     return [landing_extension(), operations_extension(), tiles_extension(), features_extension(), queries_extension(),
             transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
-            web_map_extension()]
+            cases_extension(), sensors_extension(), web_map_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
