@@ -258,3 +258,25 @@ def test_a_late_case_is_warned_then_escalated_once(client, scene, city_db):
         conn.commit()
     overdue = client.get("/cases", params={"overdue": True, "limit": 1000}, headers=bearer(keys["dispatcher"])).json()["cases"]
     assert case["id"] in [c["id"] for c in overdue]
+
+
+def test_a_dispatchers_day_on_the_command_line(scene, city_db):
+    from tests.test_cli import cityops
+    lon, lat = _point(city_db, "321302")
+    env = {"CITYOPS_DATABASE_URL": city_db, "CITYOPS_KEY": scene["keys"]["dispatcher"]}
+    opened = cityops("case", "open", "--lon", str(lon), "--lat", str(lat), "--event-class", "0102", "--description", "暴露垃圾", env=env)
+    assert opened.returncode == 0, opened.stderr
+    case_id = opened.stderr.split("(id ")[1].split(")")[0]
+    assert cityops("case", "file", case_id, env=env).returncode == 0
+    dispatched = cityops("case", "dispatch", case_id, env=env)
+    assert dispatched.returncode == 0 and "dispatched" in dispatched.stderr and scene["unit"] in dispatched.stderr
+    field = {**env, "CITYOPS_KEY": scene["keys"]["field"]}
+    assert cityops("case", "accept", case_id, env=field).returncode == 0
+    assert cityops("case", "handle", case_id, "--note", "已清运", "--photo", "https://example.org/a.jpg", env=field).returncode == 0
+    early = cityops("case", "close", case_id, env=env)
+    assert early.returncode == 1 and "'handled'" in early.stderr and "'checked'" in early.stderr
+    assert cityops("case", "check", case_id, "--passed", env=env).returncode == 0
+    closed = cityops("case", "close", case_id, env=env)
+    assert closed.returncode == 0 and "closed" in closed.stderr and "已清运" in closed.stderr
+    listed = cityops("case", "list", "--state", "closed", env=env)
+    assert listed.returncode == 0 and case_id in listed.stderr
