@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 from api.deps import Connection
 from api.extension import Extension
 from api.live_hub import LiveHub
-from gis.live_alarms import open_alarms
+from ops.live_alarms import open_alarms
 
 PING_S = 15
 
