@@ -9,10 +9,9 @@ import base64
 import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
-from psycopg_pool import AsyncConnectionPool
+from fastapi import APIRouter, Body, Header, Query, Request
 
-from api.deps import Connection, get_pool
+from api.deps import Connection
 from api.extension import Extension
 from gis.errors import InvalidInput, NotFound, Unauthorized
 from gis.keys import AUTHENTICATE_SQL, Principal, parse_bearer, principal_from_row
@@ -22,8 +21,8 @@ from ops.settings import get_ops_settings
 PREFIX = "/sta/v1.1"
 
 
-async def device_principal(pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
-                           authorization: Annotated[str | None, Header()] = None) -> Principal:
+async def device_principal(conn, authorization: str | None) -> Principal:
+    """The device key, checked on the request's own connection (one pool connection per request)."""
     if authorization and authorization.lower().startswith("basic "):
         try:
             _user, _, password = base64.b64decode(authorization[6:].strip()).decode().partition(":")
@@ -31,13 +30,12 @@ async def device_principal(pool: Annotated[AsyncConnectionPool, Depends(get_pool
             raise Unauthorized("malformed Basic credentials") from exc
         authorization = f"Bearer {password}"
     digest = parse_bearer(authorization)
-    async with pool.connection() as conn:
-        principal = principal_from_row(await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone())
+    principal = principal_from_row(await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone())
     principal.require("device")
     return principal
 
 
-Device = Annotated[Principal, Depends(device_principal)]
+Authorization = Annotated[str | None, Header()]
 
 
 def _base(request: Request) -> str:
@@ -83,18 +81,21 @@ def sensors_extension() -> Extension:
 
     @router.post("/CreateObservations", status_code=201, summary="Many observations at once (dataArray)",
                  description="Answers one entry per row: the new Observation's link or `error: <reason>`; good rows land even when others fail.")
-    async def create_observations(request: Request, conn: Connection, principal: Device, body: Annotated[list, Body()]):
+    async def create_observations(request: Request, conn: Connection, body: Annotated[list, Body()], authorization: Authorization = None):
+        principal = await device_principal(conn, authorization)
         outcome = await readings.ingest(conn, principal, readings.parse_batches(body), get_ops_settings(), _base(request))
         return outcome["results"]
 
     @router.post("/Observations", status_code=201, summary="One observation (with Datastream)")
-    async def create_observation(request: Request, conn: Connection, principal: Device, body: Annotated[dict, Body()]):
+    async def create_observation(request: Request, conn: Connection, body: Annotated[dict, Body()], authorization: Authorization = None):
+        principal = await device_principal(conn, authorization)
         outcome = await readings.ingest(conn, principal, readings.observation_rows(body), get_ops_settings(), _base(request))
         return _single(outcome)
 
     @router.post("/Datastreams({stream_id})/Observations", status_code=201, summary="One observation of a datastream")
-    async def create_stream_observation(stream_id: int, request: Request, conn: Connection, principal: Device,
-                                        body: Annotated[dict, Body()]):
+    async def create_stream_observation(stream_id: int, request: Request, conn: Connection, body: Annotated[dict, Body()],
+                                        authorization: Authorization = None):
+        principal = await device_principal(conn, authorization)
         outcome = await readings.ingest(conn, principal, readings.observation_rows({**body, "Datastream": {"@iot.id": stream_id}}),
                                         get_ops_settings(), _base(request))
         return _single(outcome)
