@@ -114,8 +114,8 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
         return {"raised": [], "cleared": [], "cases": []}
     keys = sorted({(o, rule["alarm_type"]) for o, p, _t, _v in relevant for rule in rules[p]})
     # Lock the covers' states in key order so that concurrent batches for the same covers queue, not deadlock.
-    await conn.execute("SELECT 1 FROM city.alarm_state WHERE (objcode, alarm_type) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
-                       "ORDER BY objcode, alarm_type FOR UPDATE", [[k[0] for k in keys], [k[1] for k in keys]])
+    await conn.execute("SELECT 1 FROM city.alarm_state WHERE objcode = ANY(%s) ORDER BY objcode, alarm_type FOR UPDATE",
+                       [sorted({k[0] for k in keys})])
     rows = await (await conn.execute(STATE_SQL, {"objcodes": [k[0] for k in keys], "types": [k[1] for k in keys]})).fetchall()
     states = {(r["objcode"], r["alarm_type"]): RuleState(
         breaching=bool(r["breaching"]), streak=r["streak"] or 0, streak_since=r["streak_since"], last_time=r["last_time"],
@@ -156,9 +156,11 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
 
 
 MARK_OFFLINE_SQL = """
-UPDATE city.manhole_sensor SET state = 'offline'
-WHERE state <> 'offline' AND last_report_at < %(now)s - make_interval(secs => 2 * interval_s)
-RETURNING objcode
+UPDATE city.manhole_sensor s SET state = 'offline', last_report_at = r.last
+FROM (SELECT d.objcode, max(l.phenomenon_time) AS last
+      FROM city.datastream d JOIN city.sensor_latest l ON l.datastream_id = d.id GROUP BY d.objcode) r
+WHERE r.objcode = s.objcode AND s.state <> 'offline' AND r.last < %(now)s - make_interval(secs => 2 * s.interval_s)
+RETURNING s.objcode
 """
 
 

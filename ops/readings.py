@@ -6,7 +6,7 @@ out-of-range result) is answered "error: <reason>" and nothing of it is written.
 
 Readings go to city.sensor_reading, partitioned by month of phenomenon time (a partition is made on
 first use; retention drops whole months), the latest value per datastream to city.sensor_latest
-and the cover's row in city.manhole_sensor; then the alarm rules run (ops.alarms), all in one
+and the cover's state in city.manhole_sensor when it changes; then the alarm rules run (ops.alarms), all in one
 transaction per batch."""
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from ops.settings import OpsSettings
 # Where a property's values must lie (the cover table's CHECKs say the same).
 VALID_RANGE = {"tilt_deg": (0.0, 180.0), "lid_open": (0.0, 1.0), "methane_ppm": (0.0, 1e6),
                "battery_pct": (0.0, 100.0), "water_level_cm": (-1e4, 1e4), "signal_dbm": (-200.0, 50.0)}
-# Cover columns that show the latest value of a property on the map.
-COVER_COLUMNS = {"tilt_deg": "tilt_deg", "water_level_cm": "water_level_cm", "methane_ppm": "methane_ppm",
-                 "battery_pct": "battery_pct"}
 
 
 @dataclass
@@ -133,18 +130,15 @@ ON CONFLICT (datastream_id) DO UPDATE SET phenomenon_time = excluded.phenomenon_
 WHERE excluded.phenomenon_time >= l.phenomenon_time
 """
 
-COVER_SQL = """
-UPDATE city.manhole_sensor s SET
-    last_report_at = greatest(s.last_report_at, v.at),
-    tilt_deg = CASE WHEN v.at >= coalesce(s.last_report_at, '-infinity') THEN coalesce(v.tilt_deg, s.tilt_deg) ELSE s.tilt_deg END,
-    water_level_cm = CASE WHEN v.at >= coalesce(s.last_report_at, '-infinity') THEN coalesce(v.water_level_cm, s.water_level_cm) ELSE s.water_level_cm END,
-    methane_ppm = CASE WHEN v.at >= coalesce(s.last_report_at, '-infinity') THEN coalesce(v.methane_ppm, s.methane_ppm) ELSE s.methane_ppm END,
-    battery_pct = CASE WHEN v.at >= coalesce(s.last_report_at, '-infinity') THEN coalesce(round(v.battery_pct)::smallint, s.battery_pct) ELSE s.battery_pct END,
-    state = CASE WHEN EXISTS (SELECT 1 FROM city.alarm a WHERE a.objcode = s.objcode AND a.status <> 'cleared')
-                 THEN 'alarm' ELSE 'normal' END
-FROM unnest(%s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])
-    AS v(objcode, at, tilt_deg, water_level_cm, methane_ppm, battery_pct)
-WHERE s.objcode = v.objcode
+# A cover's row changes only when its state does (offline → normal, normal ⇄ alarm): its writes
+# notify the change feed and recount grids, too costly per reading; values live in sensor_latest.
+COVER_STATE_SQL = """
+SELECT s.objcode, n.state, v.at
+FROM unnest(%s::text[], %s::timestamptz[]) AS v(objcode, at)
+JOIN city.manhole_sensor s ON s.objcode = v.objcode
+CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (SELECT 1 FROM city.alarm a WHERE a.objcode = v.objcode AND a.status <> 'cleared')
+                                THEN 'alarm' ELSE 'normal' END AS state) n
+WHERE s.state <> n.state
 """
 
 
@@ -188,16 +182,17 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
             await conn.execute(LATEST_SQL, [ids, [latest[i].time for i in ids], [latest[i].result for i in ids]])
             outcome = await alarms.evaluate(conn, [(streams[r.datastream_id]["objcode"], streams[r.datastream_id]["observed_property"],
                                                     r.time, r.result) for r in good])
-            covers: dict[str, dict] = {}
-            for i in ids:
-                stream, r = streams[i], latest[i]
-                cover = covers.setdefault(stream["objcode"], {"at": r.time})
-                cover["at"] = max(cover["at"], r.time)
-                if stream["observed_property"] in COVER_COLUMNS:
-                    cover[COVER_COLUMNS[stream["observed_property"]]] = r.result
-            codes = sorted(covers)
-            await conn.execute(COVER_SQL, [codes, [covers[c]["at"] for c in codes],
-                                           *[[covers[c].get(col) for c in codes] for col in ("tilt_deg", "water_level_cm", "methane_ppm", "battery_pct")]])
+            last_of: dict[str, datetime] = {}
+            for r in good:
+                objcode = streams[r.datastream_id]["objcode"]
+                last_of[objcode] = max(last_of.get(objcode, r.time), r.time)
+            codes = sorted(last_of)
+            changed = await (await conn.execute(COVER_STATE_SQL, [codes, [last_of[c] for c in codes]])).fetchall()
+            if changed:
+                await conn.execute(
+                    "UPDATE city.manhole_sensor s SET state = v.state, last_report_at = greatest(s.last_report_at, v.at) "
+                    "FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) AS v(objcode, state, at) WHERE s.objcode = v.objcode",
+                    [[c["objcode"] for c in changed], [c["state"] for c in changed], [c["at"] for c in changed]])
     results = [f"error: {r.error}" if r.error else
                f"{self_link}/Observations('{r.datastream_id}@{r.time.astimezone(timezone.utc).isoformat()}')" for r in rows]
     return {"results": results, "stored": len(good), "rejected": len(rows) - len(good), **outcome}

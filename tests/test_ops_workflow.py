@@ -102,7 +102,7 @@ def test_a_batch_with_bad_rows_lands_the_good_ones_and_reports_each_bad_one(clie
         assert any(fragment in r for r in reasons), (fragment, reasons)
     with open_connection(city_db) as conn:
         latest = conn.execute("SELECT result FROM city.sensor_latest WHERE datastream_id = %s", [scene["battery"]]).fetchone()
-        battery = conn.execute("SELECT battery_pct FROM city.manhole_sensor WHERE objcode = %s", [scene["objcode"]]).fetchone()
+        battery = conn.execute("SELECT battery_pct FROM city.manhole_cover_v WHERE objcode = %s", [scene["objcode"]]).fetchone()
     assert latest["result"] == 81 and battery["battery_pct"] == 81
 
 

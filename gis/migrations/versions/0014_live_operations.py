@@ -12,6 +12,7 @@ readings partitioned by month, and alarm rules as data.
   readings partitioned by month on their phenomenon time (a month is dropped whole for retention),
   the latest value per datastream, the alarm rules, and each rule's running state per cover.
 - At most one open alarm per cover and type (older duplicates are cleared first).
+- The cover layer (`manhole_cover_v`) reads its latest values from `sensor_latest`.
 
 Revision ID: 0014
 Revises: 0008
@@ -25,6 +26,12 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
+# As revision 0003 wrote them (a migration must not import another's module: alembic loads them by path).
+COMPONENT_COLUMNS = """
+    c.objcode, c.objname, c.class_code, c.district_code, c.bgcode, c.objstate, c.in_use,
+    c.competent_dept_name, c.owner_dept_name, c.maintainer_dept_name, c.ordate, c.chdate,
+    c.datasource, c.note, c.geom, c.geom_3857"""
+MANHOLE_CLASSES = "'0101','0102','0103','0104','0105','0106','0107','0108','0109','0110','0111','0112','0114'"
 OLD_ROLES = "'viewer', 'enforcement', 'reviewer', 'editor', 'admin'"
 NEW_ROLES = OLD_ROLES + ", 'dispatcher', 'field_unit', 'supervisor', 'device'"
 OLD_CASE_STATES = "'reported', 'filed', 'dispatched', 'processing', 'handled', 'closed', 'evaluated', 'voided', 'returned'"
@@ -160,10 +167,38 @@ CREATE TABLE city.alarm_state (
     flapping boolean NOT NULL DEFAULT false,
     PRIMARY KEY (objcode, alarm_type)
 );
+-- The cover layer shows the latest values from city.sensor_latest: readings do not rewrite the cover
+-- row (whose writes notify the change feed and recount grids); only state changes do.
+CREATE OR REPLACE VIEW city.manhole_cover_v AS
+SELECT {COMPONENT_COLUMNS},
+    s.device_id, coalesce(s.state, 'unmonitored') AS sensor_state,
+    coalesce(round(v.battery_pct)::smallint, s.battery_pct) AS battery_pct,
+    coalesce(v.tilt_deg::real, s.tilt_deg) AS tilt_deg,
+    coalesce(v.water_level_cm::real, s.water_level_cm) AS water_level_cm,
+    coalesce(v.methane_ppm::real, s.methane_ppm) AS methane_ppm,
+    greatest(v.last_report_at, s.last_report_at) AS last_report_at
+FROM city.component c LEFT JOIN city.manhole_sensor s USING (objcode)
+LEFT JOIN LATERAL (
+    SELECT max(l.result) FILTER (WHERE d.observed_property = 'battery_pct') AS battery_pct,
+           max(l.result) FILTER (WHERE d.observed_property = 'tilt_deg') AS tilt_deg,
+           max(l.result) FILTER (WHERE d.observed_property = 'water_level_cm') AS water_level_cm,
+           max(l.result) FILTER (WHERE d.observed_property = 'methane_ppm') AS methane_ppm,
+           max(l.phenomenon_time) AS last_report_at
+    FROM city.datastream d JOIN city.sensor_latest l ON l.datastream_id = d.id
+    WHERE d.objcode = c.objcode AND s.objcode IS NOT NULL
+) v ON true
+WHERE c.class_code IN ({MANHOLE_CLASSES});
+
 COMMENT ON TABLE city.alarm_state IS 'per cover and rule: whether the last reading breached, for how many readings and since when, recent condition changes (flap detection)';
 """
 
 DOWNGRADE = f"""
+CREATE OR REPLACE VIEW city.manhole_cover_v AS
+SELECT {COMPONENT_COLUMNS},
+    s.device_id, coalesce(s.state, 'unmonitored') AS sensor_state, s.battery_pct,
+    s.tilt_deg, s.water_level_cm, s.methane_ppm, s.last_report_at
+FROM city.component c LEFT JOIN city.manhole_sensor s USING (objcode)
+WHERE c.class_code IN ({MANHOLE_CLASSES});
 DROP TABLE city.alarm_state, city.alarm_rule, city.sensor_latest, city.sensor_reading, city.datastream, city.observed_property;
 DROP INDEX city.manhole_sensor_last_report_idx;
 ALTER TABLE city.manhole_sensor DROP COLUMN interval_s;
