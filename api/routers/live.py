@@ -13,6 +13,7 @@ from api.deps import Connection
 from api.extension import Extension
 from api.live_hub import LiveHub
 from ops.live_alarms import open_alarms
+from ops.live_cases import overdue_cases
 
 PING_S = 15
 
@@ -45,5 +46,9 @@ def live_extension() -> Extension:
     @router.get("/live/alarms", summary="Open manhole alarms as GeoJSON")
     async def live_alarms(conn: Connection):
         return await open_alarms(conn)
+
+    @router.get("/live/overdue-cases", summary="Cases past their time limit (督办) as GeoJSON")
+    async def live_overdue_cases(conn: Connection):
+        return await overdue_cases(conn)
 
     return Extension(router=router, startup=start_live_hub)

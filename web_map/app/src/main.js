@@ -19,7 +19,7 @@ const RECENT_ALARMS = 6;
 const INITIALLY_HIDDEN = new Set(new URLSearchParams(location.search).has('all-layers') ? [] : ['components']);
 const $ = (selector) => document.querySelector(selector);
 
-const wall = window.__wall = { idle: false, errors: [], figures: null, figureUpdates: 0, alarmUpdates: 0,
+const wall = window.__wall = { idle: false, errors: [], figures: null, figureUpdates: 0, alarmUpdates: 0, overdueCases: null,
   reviewCount: null, live: 'connecting', tileVersion: 0 };
 
 const [catalogue, paths] = await Promise.all([getJSON('/catalogue'), installedPaths()]);
@@ -48,6 +48,28 @@ async function refreshAlarms() {
   redrawFigures();
 }
 
+// Overdue cases (督办) blink on the map: a GeoJSON layer refetched when cases change.
+const OVERDUE = 'overdue-cases';
+const BLINK_MS = 600;
+function addOverdueLayer() {
+  map.addSource(OVERDUE, { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' });
+  map.addLayer({ id: OVERDUE, type: 'circle', source: OVERDUE, paint: {
+    'circle-color': '#ff1744', 'circle-radius': 9, 'circle-opacity': 0.9, 'circle-stroke-color': '#ffea00', 'circle-stroke-width': 2,
+    'circle-opacity-transition': { duration: BLINK_MS / 2 }, 'circle-stroke-opacity-transition': { duration: BLINK_MS / 2 } } });
+  let on = true;
+  setInterval(() => {
+    on = !on;
+    map.setPaintProperty(OVERDUE, 'circle-opacity', on ? 0.9 : 0.15);
+    map.setPaintProperty(OVERDUE, 'circle-stroke-opacity', on ? 1 : 0.2);
+  }, BLINK_MS);
+}
+
+async function refreshOverdue() {
+  const cases = await getJSON('/live/overdue-cases');
+  map.getSource(OVERDUE).setData(cases);
+  wall.overdueCases = cases.features.map((f) => f.properties.case_no);
+}
+
 // The vector sources (a few dataset-tile sources, see wall_style.js) and which of their layers are
 // switched off: a source asks only for its visible layers.
 const sources = vectorSources(catalogue);
@@ -62,6 +84,7 @@ function setSourceTiles(sourceId) {
 function refreshLayers(tables) {
   const changed = (table) => tables.includes('*') || tables.includes(table);
   if (changed('city.alarm') && mapReady) refreshAlarms();
+  if (changed('city.case_file') && mapReady) refreshOverdue();
   if (!mapReady) return;
   wall.tileVersion += 1;
   for (const [sourceId, layers] of Object.entries(sources)) {
@@ -107,7 +130,8 @@ map.on('load', async () => {
     new maplibregl.Marker({ element: label }).setLngLat(d.label_point).addTo(map);
   }
   buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN, onToggle);
-  await refreshAlarms();
+  addOverdueLayer();
+  await Promise.all([refreshAlarms(), refreshOverdue()]);
   await warmUpShaders(map);
   map.once('idle', () => { wall.idle = true; });
 });
