@@ -12,6 +12,7 @@ grid, in the same transaction. A sensor silent for twice its reporting interval 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,6 +42,21 @@ async def read_rules(conn: psycopg.AsyncConnection) -> dict[str, list[dict]]:
     for row in await (await conn.execute("SELECT * FROM city.alarm_rule ORDER BY alarm_type")).fetchall():
         rules.setdefault(row["observed_property"], []).append(row)
     return rules
+
+
+class RuleCache:
+    """The rules as last read, re-read after `ttl_s`: a batch need not ask for them each time; an edited
+    rule applies within `ttl_s`."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self.rules: dict[str, list[dict]] | None = None
+        self.read_at = 0.0
+
+    async def get(self, conn: psycopg.AsyncConnection) -> dict[str, list[dict]]:
+        if self.rules is None or time.monotonic() - self.read_at > self.ttl_s:
+            self.rules, self.read_at = await read_rules(conn), time.monotonic()
+        return self.rules
 
 
 def step(rule: dict, state: RuleState, at: datetime, value: float) -> str | None:
@@ -73,11 +89,15 @@ def step(rule: dict, state: RuleState, at: datetime, value: float) -> str | None
     return None
 
 
+# The covers' rule states, locked in key order so that concurrent batches for the same covers queue, not deadlock.
 STATE_SQL = """
+WITH locked AS (
+    SELECT * FROM city.alarm_state WHERE objcode = ANY(%(covers)s) ORDER BY objcode, alarm_type FOR UPDATE
+)
 SELECT k.objcode, k.alarm_type, s.breaching, s.streak, s.streak_since, s.last_time, s.changes, s.flapping,
        (SELECT a.id FROM city.alarm a WHERE a.objcode = k.objcode AND a.alarm_type = k.alarm_type AND a.status <> 'cleared') AS open_alarm
 FROM unnest(%(objcodes)s::text[], %(types)s::text[]) AS k(objcode, alarm_type)
-LEFT JOIN city.alarm_state s ON s.objcode = k.objcode AND s.alarm_type = k.alarm_type
+LEFT JOIN locked s ON s.objcode = k.objcode AND s.alarm_type = k.alarm_type
 ORDER BY k.objcode, k.alarm_type
 """
 
@@ -113,10 +133,8 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
     if not relevant:
         return {"raised": [], "cleared": [], "cases": []}
     keys = sorted({(o, rule["alarm_type"]) for o, p, _t, _v in relevant for rule in rules[p]})
-    # Lock the covers' states in key order so that concurrent batches for the same covers queue, not deadlock.
-    await conn.execute("SELECT 1 FROM city.alarm_state WHERE objcode = ANY(%s) ORDER BY objcode, alarm_type FOR UPDATE",
-                       [sorted({k[0] for k in keys})])
-    rows = await (await conn.execute(STATE_SQL, {"objcodes": [k[0] for k in keys], "types": [k[1] for k in keys]})).fetchall()
+    rows = await (await conn.execute(STATE_SQL, {"objcodes": [k[0] for k in keys], "types": [k[1] for k in keys],
+                                                 "covers": sorted({k[0] for k in keys})})).fetchall()
     states = {(r["objcode"], r["alarm_type"]): RuleState(
         breaching=bool(r["breaching"]), streak=r["streak"] or 0, streak_since=r["streak_since"], last_time=r["last_time"],
         changes=list(r["changes"] or []), flapping=bool(r["flapping"]), open_alarm=r["open_alarm"]) for r in rows}

@@ -21,7 +21,7 @@ from psycopg import sql
 from gis.errors import InvalidInput
 from gis.keys import Principal
 from ops import alarms
-from ops.settings import OpsSettings
+from ops.settings import OpsSettings, get_ops_settings
 
 # Where a property's values must lie (the cover table's CHECKs say the same).
 VALID_RANGE = {"tilt_deg": (0.0, 180.0), "lid_open": (0.0, 1.0), "methane_ppm": (0.0, 1e6),
@@ -117,6 +117,7 @@ class PartitionKeeper:
 
 
 PARTITIONS = PartitionKeeper()
+RULES = alarms.RuleCache(get_ops_settings().rule_cache_s)
 
 STREAMS_SQL = """
 SELECT d.id, d.objcode, d.observed_property, left(d.objcode, 6) AS district_code
@@ -149,7 +150,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
     if len(rows) > settings.reading_batch_limit:
         raise InvalidInput(f"a batch holds at most {settings.reading_batch_limit} readings, this one {len(rows)}")
     async with conn.transaction():
-        now = (await (await conn.execute("SELECT now() AS now")).fetchone())["now"]
+        now = datetime.now(timezone.utc)
         streams = {r["id"]: r for r in await (await conn.execute(
             STREAMS_SQL, [sorted({r.datastream_id for r in rows if r.datastream_id is not None})])).fetchall()}
         newest, oldest = now + timedelta(seconds=settings.reading_max_future_s), now - timedelta(days=settings.reading_max_age_days)
@@ -180,8 +181,9 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
                     latest[r.datastream_id] = r
             ids = sorted(latest)
             await conn.execute(LATEST_SQL, [ids, [latest[i].time for i in ids], [latest[i].result for i in ids]])
-            outcome = await alarms.evaluate(conn, [(streams[r.datastream_id]["objcode"], streams[r.datastream_id]["observed_property"],
-                                                    r.time, r.result) for r in good])
+            observed = [(streams[r.datastream_id]["objcode"], streams[r.datastream_id]["observed_property"], r.time, r.result)
+                        for r in good]
+            outcome = await alarms.evaluate(conn, observed, await RULES.get(conn))
             last_of: dict[str, datetime] = {}
             for r in good:
                 objcode = streams[r.datastream_id]["objcode"]

@@ -280,3 +280,14 @@ def test_a_dispatchers_day_on_the_command_line(scene, city_db):
     assert closed.returncode == 0 and "closed" in closed.stderr and "已清运" in closed.stderr
     listed = cityops("case", "list", "--state", "closed", env=env)
     assert listed.returncode == 0 and case_id in listed.stderr
+
+
+def test_open_cases_are_a_features_collection_filtered_by_state_class_and_deadline(client, city_db):
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cql = f"state IN ('dispatched', 'processing') AND event_class_code = '0402' AND deadline_at < TIMESTAMP('{now}')"
+    response = client.get("/collections/cases/items", params={"filter": cql, "limit": 10000})
+    assert response.status_code == 200, response.text
+    with open_connection(city_db) as conn:
+        expected = conn.execute("SELECT count(*) AS n FROM city.case_file WHERE state IN ('dispatched', 'processing') "
+                                "AND event_class_code = '0402' AND deadline_at < %s", [now]).fetchone()["n"]
+    assert response.json()["numberMatched"] == expected > 0
