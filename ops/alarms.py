@@ -72,7 +72,8 @@ def step(rule: dict, state: RuleState, at: datetime, value: float) -> str | None
             state.changes.append(at)
         state.breaching, state.streak, state.streak_since = condition, 1, at
     else:
-        state.streak += 1
+        # only compared with the hold and clear counts: capped, a steady cover's state stops changing
+        state.streak = min(state.streak + 1, max(rule["hold_readings"], rule["clear_readings"]))
     state.last_time = at
     window_start = at - timedelta(seconds=rule["flap_window_s"])
     state.changes = [t for t in state.changes if t > window_start]
@@ -90,6 +91,15 @@ def step(rule: dict, state: RuleState, at: datetime, value: float) -> str | None
 
 
 # The covers' rule states, locked in key order so that concurrent batches for the same covers queue, not deadlock.
+def _essence(state: RuleState) -> tuple:
+    """What a stored state must keep (last_time only orders readings; a steady cover need not move it)."""
+    return (state.breaching, state.streak, state.streak_since, tuple(state.changes), state.flapping)
+
+
+def _is_idle(state: RuleState) -> bool:
+    return not state.breaching and not state.flapping and not state.changes and state.open_alarm is None
+
+
 STATE_SQL = """
 WITH locked AS (
     SELECT * FROM city.alarm_state WHERE objcode = ANY(%(covers)s) ORDER BY objcode, alarm_type FOR UPDATE
@@ -138,6 +148,7 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
     states = {(r["objcode"], r["alarm_type"]): RuleState(
         breaching=bool(r["breaching"]), streak=r["streak"] or 0, streak_since=r["streak_since"], last_time=r["last_time"],
         changes=list(r["changes"] or []), flapping=bool(r["flapping"]), open_alarm=r["open_alarm"]) for r in rows}
+    stored = {key: _essence(state) for key, state in states.items() if state.last_time is not None}
     raised, cleared, cases = [], [], []
     calendar = None
     for objcode, prop, at, value in sorted(relevant, key=lambda r: r[2]):
@@ -165,6 +176,11 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
                                    [at, state.open_alarm])
                 cleared.append(state.open_alarm)
                 state.open_alarm = None
+    # A steady cover (not breaching, not flapping, nothing open) whose stored state says the same is
+    # not written again: in normal operation nearly every reading is such.
+    keys = [k for k in keys if (_essence(states[k]) != stored[k] if k in stored else not _is_idle(states[k]))]
+    if not keys:
+        return {"raised": raised, "cleared": cleared, "cases": cases}
     await conn.execute(SAVE_STATE_SQL, {
         "objcodes": [k[0] for k in keys], "types": [k[1] for k in keys],
         "breaching": [states[k].breaching for k in keys], "streak": [states[k].streak for k in keys],
