@@ -20,11 +20,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psycopg
+from psycopg.rows import dict_row
 
 from bench.servers import free_port, running
 from gis.db import conninfo, open_connection
-from gis.keys import create_key
+from gis.keys import Principal, create_key
 from gis.settings import get_settings
+from ops import readings
+from ops.settings import get_ops_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -77,6 +81,23 @@ async def paced(base: str, key: str, all_streams, breaching: list[int], seconds:
             "alarm_max": max(alarm_latencies), "alarms": len(alarm_latencies)}
 
 
+def direct_ingest(info: str, all_streams, batches: int, size: int) -> dict:
+    """The same pipeline (validation, COPY, latest values, rules) called in-process on one connection:
+    what the API adds on top is HTTP, JSON and the scheduler of a loaded machine."""
+    async def run() -> list[float]:
+        async with await psycopg.AsyncConnection.connect(info, row_factory=dict_row, autocommit=True) as conn:
+            principal = Principal(key_id=0, label="bench", role="device", districts=())
+            times = []
+            for k in range(batches):
+                body = batch_of(all_streams, (k + 7919) * size, size, datetime.now(timezone.utc), None)
+                started = time.perf_counter()
+                await readings.ingest(conn, principal, readings.parse_batches(body), get_ops_settings())
+                times.append(time.perf_counter() - started)
+            return times
+    times = asyncio.run(run())
+    return {"rate": size * len(times) / sum(times), "p95": float(np.percentile(times, 95))}
+
+
 def copy_baseline(info: str, all_streams, readings: int) -> float:
     at = datetime.now(timezone.utc)
     with open_connection(info) as conn:
@@ -105,11 +126,14 @@ def main() -> None:
     command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--log-level", "warning", "--port", str(port)]
     with running("cityops", command, {"CITYOPS_DATABASE_URL": info}, port, log_dir=OUT) as base:
         result = asyncio.run(paced(base, key, all_streams, breaching, args.seconds, args.rate, args.batch))
+    direct = direct_ingest(info, all_streams, 100, args.batch)
     baseline = copy_baseline(info, all_streams, int(args.rate * args.seconds))
     print(f"readings through the API: {result['rate']:,.0f}/s (asked {args.rate:,}/s, batches of {args.batch}) "
           f"p95 batch {result['p95'] * 1000:.0f} ms")
     print(f"reading-to-alarm (alarm and case committed with the batch): p95 {result['alarm_p95'] * 1000:.0f} ms, "
           f"max {result['alarm_max'] * 1000:.0f} ms over {result['alarms']} alarms")
+    print(f"the same pipeline in-process, one connection, sequential: {direct['rate']:,.0f} readings/s, "
+          f"p95 batch {direct['p95'] * 1000:.0f} ms")
     print(f"baseline raw COPY into city.sensor_reading: {baseline:,.0f}/s; API pipeline uses "
           f"{args.rate / baseline:.1%} of raw COPY capacity at the asked rate")
 
