@@ -291,3 +291,23 @@ def test_open_cases_are_a_features_collection_filtered_by_state_class_and_deadli
         expected = conn.execute("SELECT count(*) AS n FROM city.case_file WHERE state IN ('dispatched', 'processing') "
                                 "AND event_class_code = '0402' AND deadline_at < %s", [now]).fetchone()["n"]
     assert response.json()["numberMatched"] == expected > 0
+
+
+@pytest.mark.parametrize("level, areas_sql", [("district", "SELECT count(*) AS n FROM city.district"),
+                                              ("street", "SELECT count(*) AS n FROM city.street")])
+def test_evaluation_figures_per_area_agree_with_the_case_log(client, city_db, level, areas_sql):
+    figures = client.get("/evaluation", params={"level": level, "days": 30})
+    assert figures.status_code == 200, figures.text
+    features = figures.json()["features"]
+    with open_connection(city_db) as conn:
+        assert len(features) == conn.execute(areas_sql).fetchone()["n"]
+        cases = conn.execute("SELECT count(*) AS n FROM city.case_file WHERE reported_at >= now() - interval '30 days' "
+                             "AND state <> 'voided'").fetchone()["n"]
+    assert sum(f["properties"]["cases"] for f in features) == cases
+    assert {f["properties"]["class"] for f in features} <= {1, 2, 3, 4, 5}
+    busiest = max(features, key=lambda f: f["properties"]["cases_per_km2"] or 0)
+    assert busiest["properties"]["class"] == 5 and busiest["geometry"]["type"] == "MultiPolygon"
+    assert all(0 <= (f["properties"]["on_time_percent"] or 0) <= 100 for f in features)
+    table = client.get("/evaluation", params={"level": level, "f": "csv"})
+    assert table.headers["content-type"].startswith("text/csv") and len(table.text.strip().splitlines()) == len(features) + 1
+    assert client.get("/evaluation", params={"level": "galaxy"}).status_code == 400

@@ -1,4 +1,5 @@
-"""Cases (案卷) by role: list, read with history, open, and take workflow steps; the deadline sweeper."""
+"""Cases (案卷) by role: list, read with history, open, and take workflow steps; the deadline sweeper;
+the evaluation (综合评价) figures."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import asyncio
 import logging
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from api.deps import Connection, require
 from api.extension import Extension
 from gis.keys import Principal
-from ops import alarms, cases
+from ops import alarms, cases, evaluation
 from ops.settings import get_ops_settings
 
 log = logging.getLogger("cityops.ops")
@@ -91,5 +92,16 @@ def cases_extension() -> Extension:
         return await cases.transition(conn, principal, case_id, action, note=body.note, reason=body.reason,
                                       unit_code=body.unit, hours=body.hours, passed=body.passed,
                                       evaluation=body.evaluation, photos=body.photos)
+
+    @router.get("/evaluation", tags=["Evaluation"], summary="综合评价 per district, street, community or unit grid",
+                description="GeoJSON with a class 1 (best) … 5 (worst) by quintile of cases per km² for a choropleth, or `f=csv` for the table.")
+    async def evaluation_figures(conn: Connection, level: Annotated[str, Query(max_length=12)] = "street",
+                                 days: Annotated[int, Query(ge=1, le=366)] = 30,
+                                 f: Annotated[Literal["json", "csv"], Query()] = "json"):
+        rows = await evaluation.evaluate(conn, level, days, with_geometry=f == "json")
+        if f == "csv":
+            return Response(evaluation.as_csv(rows), media_type="text/csv; charset=utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="evaluation-{level}-{days}d.csv"'})
+        return evaluation.as_features(rows, level, days)
 
     return Extension(router=router, startup=start_sweeper)
