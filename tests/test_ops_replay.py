@@ -96,3 +96,27 @@ def test_a_replayed_day_raises_exactly_the_scripted_alarms_and_cases(client, cit
     assert states["falls_silent"] == "offline" and states["rises"] == "alarm"
     assert {role for role, state in states.items() if state == "normal"} == {"steady", "holds", "flaps", "spikes", "methane_blip"}
     assert stored == 4 * (len(ROLES) * MINUTES - (MINUTES - 100))
+
+
+def test_retention_drops_whole_old_months_and_keeps_the_rest(city_db, covers):
+    from datetime import date
+
+    from ops.readings import PARTITIONS
+    from tests.test_cli import cityops
+
+    async def make_old_month():
+        async with await psycopg.AsyncConnection.connect(city_db, row_factory=dict_row, autocommit=True) as conn:
+            async with conn.transaction():
+                await PARTITIONS.ensure(conn, {date(2024, 3, 1)})
+                await conn.execute("INSERT INTO city.sensor_reading (datastream_id, phenomenon_time, result) VALUES (1, '2024-03-15T00:00:00Z', 1)")
+    asyncio.run(make_old_month())
+
+    def partitions():
+        with open_connection(city_db) as conn:
+            return {r["relname"] for r in conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                                       "WHERE i.inhparent = 'city.sensor_reading'::regclass").fetchall()}
+    before = partitions()
+    assert "sensor_reading_202403" in before and len(before) >= 2
+    result = cityops("sensors", "retention", "--keep-days", "90", env={"CITYOPS_DATABASE_URL": city_db})
+    assert result.returncode == 0 and "sensor_reading_202403" in result.stderr
+    assert partitions() == before - {"sensor_reading_202403"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import case, db, demo, drone, keys, query, serve, tiles, transfer
+from api.cli import case, db, demo, drone, keys, query, sensors, serve, tiles, transfer
 
 app = typer.Typer(name="cityops", help="cityops — GIS platform for city operations (城市运行管理服务平台).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -19,6 +19,7 @@ app.add_typer(query.app, name="query")
 app.add_typer(tiles.app, name="tiles")
 app.add_typer(drone.app, name="drone")
 app.add_typer(case.app, name="case")
+app.add_typer(sensors.app, name="sensors")
 
 
 def main() -> None:
