@@ -48,26 +48,24 @@ async function refreshAlarms() {
   redrawFigures();
 }
 
-// Overdue cases (督办) blink on the map: a GeoJSON layer refetched when cases change.
-const OVERDUE = 'overdue-cases';
-const BLINK_MS = 600;
-function addOverdueLayer() {
-  map.addSource(OVERDUE, { type: 'geojson', data: { type: 'FeatureCollection', features: [] }, promoteId: 'id' });
-  map.addLayer({ id: OVERDUE, type: 'circle', source: OVERDUE, paint: {
-    'circle-color': '#ff1744', 'circle-radius': 9, 'circle-opacity': 0.9, 'circle-stroke-color': '#ffea00', 'circle-stroke-width': 2,
-    'circle-opacity-transition': { duration: BLINK_MS / 2 }, 'circle-stroke-opacity-transition': { duration: BLINK_MS / 2 } } });
-  let on = true;
-  setInterval(() => {
-    on = !on;
-    map.setPaintProperty(OVERDUE, 'circle-opacity', on ? 0.9 : 0.15);
-    map.setPaintProperty(OVERDUE, 'circle-stroke-opacity', on ? 1 : 0.2);
-  }, BLINK_MS);
-}
-
+// Overdue cases (督办) blink on the map: HTML markers blinking in CSS (an animated map layer would
+// keep the map from ever being idle), refetched from /live/overdue-cases when cases change.
+const OVERDUE_MARKERS_MAX = 500;
+const overdueMarkers = new Map();
 async function refreshOverdue() {
   const cases = await getJSON('/live/overdue-cases');
-  map.getSource(OVERDUE).setData(cases);
-  wall.overdueCases = cases.features.map((f) => f.properties.case_no);
+  const shown = cases.features.slice(0, OVERDUE_MARKERS_MAX);
+  const keep = new Set(shown.map((f) => f.id));
+  for (const [id, marker] of overdueMarkers) if (!keep.has(id)) { marker.remove(); overdueMarkers.delete(id); }
+  for (const f of shown) {
+    if (overdueMarkers.has(f.id)) continue;
+    const p = f.properties;
+    const element = Object.assign(document.createElement('div'), {
+      className: 'overdue-case', title: `${p.case_no} ${p.class_name ?? ''} · ${p.unit ?? ''} · 超时 overdue` });
+    element.dataset.caseNo = p.case_no;
+    overdueMarkers.set(f.id, new maplibregl.Marker({ element }).setLngLat(f.geometry.coordinates).addTo(map));
+  }
+  wall.overdueCases = shown.map((f) => f.properties.case_no);
 }
 
 // The vector sources (a few dataset-tile sources, see wall_style.js) and which of their layers are
@@ -130,7 +128,6 @@ map.on('load', async () => {
     new maplibregl.Marker({ element: label }).setLngLat(d.label_point).addTo(map);
   }
   buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN, onToggle);
-  addOverdueLayer();
   await Promise.all([refreshAlarms(), refreshOverdue()]);
   await warmUpShaders(map);
   map.once('idle', () => { wall.idle = true; });
