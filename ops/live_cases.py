@@ -1,4 +1,4 @@
-"""Overdue cases as one GeoJSON FeatureCollection: the wall's blinking layer, refetched whenever the
+"""Overdue cases as one GeoJSON FeatureCollection, the most recently late first: the wall's blinking layer, refetched whenever the
 change feed reports a write to city.case_file (the 督办 sweep writes each case as it passes its
 deadline, so a case turning overdue is such a write)."""
 
@@ -14,7 +14,7 @@ SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_
         'id', c.id, 'case_no', c.case_no, 'state', c.state, 'class_name', coalesce(ec.name, c.component_class_code),
         'deadline_at', c.deadline_at, 'district_code', c.district_code, 'bgcode', c.bgcode,
         'unit', u.name, 'department', u.department)
-) ORDER BY c.deadline_at), '[]')) AS collection
+) ORDER BY c.deadline_at DESC), '[]')) AS collection
 FROM city.case_file c
 LEFT JOIN city.event_class ec ON ec.code = c.event_class_code
 LEFT JOIN city.responsible_unit u ON u.id = c.responsible_unit_id

@@ -48,7 +48,7 @@ async function refreshAlarms() {
   redrawFigures();
 }
 
-// Overdue cases (督办) blink on the map: HTML markers blinking in CSS (an animated map layer would
+// Overdue cases (督办) blink on the map, the most recently late first: HTML markers blinking in CSS (an animated map layer would
 // keep the map from ever being idle), refetched from /live/overdue-cases when cases change.
 const OVERDUE_MARKERS_MAX = 500;
 const overdueMarkers = new Map();
@@ -65,7 +65,7 @@ async function refreshOverdue() {
     element.dataset.caseNo = p.case_no;
     overdueMarkers.set(f.id, new maplibregl.Marker({ element }).setLngLat(f.geometry.coordinates).addTo(map));
   }
-  wall.overdueCases = shown.map((f) => f.properties.case_no);
+  wall.overdueCases = cases.features.map((f) => f.properties.case_no);
 }
 
 // The vector sources (a few dataset-tile sources, see wall_style.js) and which of their layers are
