@@ -13,12 +13,14 @@ grid, in the same transaction. A sensor silent for twice its reporting interval 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
-from ops.calendar import read_calendar
+from ops.calendar import WorkingCalendar, read_calendar
 from ops.cases import open_case
 
 ALARM_NAMES = {"displacement": "井盖位移", "opened": "井盖开启", "overflow": "井内水位超限", "methane": "甲烷浓度超限",
@@ -44,19 +46,20 @@ async def read_rules(conn: psycopg.AsyncConnection) -> dict[str, list[dict]]:
     return rules
 
 
-class RuleCache:
-    """The rules as last read, re-read after `ttl_s`: a batch need not ask for them each time; an edited
-    rule applies within `ttl_s`."""
+class TimedCache:
+    """What `load` read last, read again after `ttl_s`: a batch need not ask each time for data that
+    changes rarely (rules, the working calendar); an edit applies within `ttl_s`."""
 
-    def __init__(self, ttl_s: float):
+    def __init__(self, load: Callable[[psycopg.AsyncConnection], Awaitable[Any]], ttl_s: float):
+        self.load = load
         self.ttl_s = ttl_s
-        self.rules: dict[str, list[dict]] | None = None
+        self.value: Any = None
         self.read_at = 0.0
 
-    async def get(self, conn: psycopg.AsyncConnection) -> dict[str, list[dict]]:
-        if self.rules is None or time.monotonic() - self.read_at > self.ttl_s:
-            self.rules, self.read_at = await read_rules(conn), time.monotonic()
-        return self.rules
+    async def get(self, conn: psycopg.AsyncConnection) -> Any:
+        if self.value is None or time.monotonic() - self.read_at > self.ttl_s:
+            self.value, self.read_at = await self.load(conn), time.monotonic()
+        return self.value
 
 
 def step(rule: dict, state: RuleState, at: datetime, value: float) -> str | None:
@@ -135,7 +138,7 @@ def _changes_literal(changes: list[datetime]) -> str:
 
 
 async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str, datetime, float]],
-                   rules: dict[str, list[dict]] | None = None) -> dict:
+                   rules: dict[str, list[dict]] | None = None, calendar: WorkingCalendar | None = None) -> dict:
     """Run the rules over readings (objcode, observed property, time, value) in the caller's
     transaction; returns {raised: [alarm ids], cleared: [...], cases: [case ids]}."""
     rules = rules if rules is not None else await read_rules(conn)
@@ -150,7 +153,6 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
         changes=list(r["changes"] or []), flapping=bool(r["flapping"]), open_alarm=r["open_alarm"]) for r in rows}
     stored = {key: _essence(state) for key, state in states.items() if state.last_time is not None}
     raised, cleared, cases = [], [], []
-    calendar = None
     for objcode, prop, at, value in sorted(relevant, key=lambda r: r[2]):
         for rule in rules[prop]:
             state = states[(objcode, rule["alarm_type"])]

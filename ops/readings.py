@@ -21,6 +21,7 @@ from psycopg import sql
 from gis.errors import InvalidInput
 from gis.keys import Principal
 from ops import alarms
+from ops.calendar import read_calendar
 from ops.settings import OpsSettings, get_ops_settings
 
 # Where a property's values must lie (the cover table's CHECKs say the same).
@@ -117,7 +118,8 @@ class PartitionKeeper:
 
 
 PARTITIONS = PartitionKeeper()
-RULES = alarms.RuleCache(get_ops_settings().rule_cache_s)
+RULES = alarms.TimedCache(alarms.read_rules, get_ops_settings().rule_cache_s)
+CALENDAR = alarms.TimedCache(read_calendar, get_ops_settings().rule_cache_s)
 
 STREAMS_SQL = """
 SELECT d.id, d.objcode, d.observed_property, left(d.objcode, 6) AS district_code
@@ -183,7 +185,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
             await conn.execute(LATEST_SQL, [ids, [latest[i].time for i in ids], [latest[i].result for i in ids]])
             observed = [(streams[r.datastream_id]["objcode"], streams[r.datastream_id]["observed_property"], r.time, r.result)
                         for r in good]
-            outcome = await alarms.evaluate(conn, observed, await RULES.get(conn))
+            outcome = await alarms.evaluate(conn, observed, await RULES.get(conn), await CALENDAR.get(conn))
             last_of: dict[str, datetime] = {}
             for r in good:
                 objcode = streams[r.datastream_id]["objcode"]
