@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from api import errors, hardening, openapi
 from api.cql_search import CqlSearchByPost
 from api.extension import Extension
+from api.routers.cases import cases_extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
 from api.routers.features import collections_openapi, features_extension
@@ -26,6 +27,7 @@ from api.routers.qgis import qgis_extension
 from api.routers.queries import queries_extension
 from api.routers.schemas import schemas_extension
 from api.routers.search import search_extension
+from api.routers.sensors import sensors_extension
 from api.routers.tiles import tiles_extension
 from api.routers.transfer import transfer_extension
 from api.routers.web_map import web_map_extension
@@ -38,8 +40,9 @@ def extensions() -> list[Extension]:
     # The raster collections (/collections/imagery, /collections/orthophoto-{id}) are not layers of the
     # catalogue: their routes must be met before the Features routes' /collections/{collectionId}.
     return [landing_extension(), orthophotos_extension(), features_extension(), schemas_extension(), tiles_extension(),
-            queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(), live_extension(),
-            operations_extension(), web_map_extension(), open311_extension(), pages_extension(), qgis_extension()]
+            queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(),
+            live_extension(), operations_extension(), cases_extension(), sensors_extension(), web_map_extension(),
+            open311_extension(), pages_extension(), qgis_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:

@@ -15,7 +15,7 @@ import logging
 from psycopg_pool import AsyncConnectionPool
 
 from gis.changes import Change
-from gis.figures import read_figures
+from ops.figures import read_figures
 
 # Tables whose writes change a figure; changes to other tables are only forwarded to the map.
 FIGURE_TABLES = frozenset({"city.alarm", "city.stall_site", "city.case_file", "city.manhole_sensor"})

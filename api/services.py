@@ -1,6 +1,7 @@
 """Every background service of the app, started and stopped in one place (the app's lifespan):
 the async pool the routes share, the synchronous pool of the drone routes, the change feed, the
-live catalogue, the grid index, the vector tile service, the wall's live hub and the job workers.
+live catalogue, the grid index, the vector and raster tile services, the wall's live hub, the job
+workers and the operations sweep; reads go through the read router (a replica when configured).
 
 Order matters only here: the change feed listens before the catalogue is read, so a layer
 published in between is not missed; everything that subscribes to the feed does so after it.
@@ -8,6 +9,7 @@ published in between is not missed; everything that subscribes to the feed does 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +28,8 @@ from gis.settings import JobSettings, Settings, settings_of
 from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
+from ops.settings import OpsSettings
+from ops.sweeper import sweep_forever
 from tiles.raster import RasterTiles
 from tiles.service import VectorTiles
 from tiles.settings import TileSettings
@@ -79,7 +83,12 @@ class Services:
             self.changes.subscribe(self.raster_tiles.on_change)
             self.changes.subscribe(self.live_hub.on_change)
             await to_thread.run_sync(self.workers.start)
-            yield
+            sweeper = asyncio.get_running_loop().create_task(
+                sweep_forever(self.pool, settings_of(OpsSettings).sweep_interval_s), name="cityops-ops-sweep")
+            try:
+                yield
+            finally:
+                sweeper.cancel()
         finally:
             await to_thread.run_sync(self.workers.stop)
             await self.changes.stop()

@@ -16,8 +16,8 @@ from psycopg.rows import dict_row
 
 from gis.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
-Role = Literal["viewer", "enforcement", "reviewer", "editor", "admin"]
-ROLES: tuple[Role, ...] = ("viewer", "enforcement", "reviewer", "editor", "admin")
+Role = Literal["viewer", "enforcement", "reviewer", "editor", "admin", "dispatcher", "field_unit", "supervisor", "device"]
+ROLES: tuple[Role, ...] = ("viewer", "enforcement", "reviewer", "editor", "admin", "dispatcher", "field_unit", "supervisor", "device")
 KEY_PREFIX = "cok_"
 # What each role may do; admin may do everything.
 GRANTS: dict[str, frozenset[str]] = {
@@ -25,6 +25,13 @@ GRANTS: dict[str, frozenset[str]] = {
     "enforcement": frozenset({"viewer", "enforcement"}),
     "reviewer": frozenset({"viewer", "enforcement", "reviewer"}),
     "editor": frozenset({"viewer", "editor"}),
+    # live operations (ops/): the command centre files, dispatches, checks and closes; a field unit
+    # accepts and handles its own unit's cases; a supervisor also approves returns, voids,
+    # extensions and deferrals and evaluates; a device only sends readings.
+    "dispatcher": frozenset({"viewer", "dispatcher"}),
+    "field_unit": frozenset({"viewer", "field_unit"}),
+    "supervisor": frozenset({"viewer", "dispatcher", "supervisor"}),
+    "device": frozenset({"device"}),
     "admin": frozenset(ROLES),
 }
 
@@ -35,6 +42,7 @@ class Principal:
     label: str
     role: Role
     districts: tuple[str, ...]
+    responsible_unit: str | None = None  # code of the responsible unit a field-unit key acts for
 
     @property
     def name(self) -> str:
@@ -59,10 +67,17 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def create_key(conn: psycopg.Connection, role: str, districts: list[str], label: str | None = None) -> tuple[str, int]:
+def create_key(conn: psycopg.Connection, role: str, districts: list[str], label: str | None = None,
+               responsible_unit: str | None = None) -> tuple[str, int]:
     """Store a new key; returns (the key itself, its id). The caller commits."""
     if role not in ROLES:
         raise InvalidInput(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if (role == "field_unit") != (responsible_unit is not None):
+        raise InvalidInput("a field_unit key needs a responsible unit (--unit CODE), and only a field_unit key has one")
+    if responsible_unit is not None:
+        with conn.cursor() as cur:
+            if cur.execute("SELECT 1 FROM city.responsible_unit WHERE code = %s", [responsible_unit]).fetchone() is None:
+                raise InvalidInput(f"unknown responsible unit {responsible_unit!r}; see city.responsible_unit")
     districts = sorted(set(districts))
     if districts:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -73,9 +88,9 @@ def create_key(conn: psycopg.Connection, role: str, districts: list[str], label:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
-            "INSERT INTO city.api_key (key_prefix, key_hash, role, districts, label) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            [key[:12], _digest(key), role, districts, label],
+            "INSERT INTO city.api_key (key_prefix, key_hash, role, districts, label, responsible_unit_code) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            [key[:12], _digest(key), role, districts, label, responsible_unit],
         ).fetchone()
     return key, row["id"]
 
@@ -83,7 +98,7 @@ def create_key(conn: psycopg.Connection, role: str, districts: list[str], label:
 def list_keys(conn: psycopg.Connection) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT id, key_prefix, role, districts, label, created_at, revoked_at FROM city.api_key ORDER BY id"
+            "SELECT id, key_prefix, role, districts, label, responsible_unit_code, created_at, revoked_at FROM city.api_key ORDER BY id"
         ).fetchall()
 
 
@@ -95,7 +110,7 @@ def revoke_key(conn: psycopg.Connection, key_id: int) -> None:
 
 
 AUTHENTICATE_SQL = (
-    "SELECT id, coalesce(label, '') AS label, role, districts FROM city.api_key "
+    "SELECT id, coalesce(label, '') AS label, role, districts, responsible_unit_code FROM city.api_key "
     "WHERE key_hash = %s AND revoked_at IS NULL"
 )
 
@@ -103,7 +118,8 @@ AUTHENTICATE_SQL = (
 def principal_from_row(row: dict | None) -> Principal:
     if row is None:
         raise Unauthorized("unknown or revoked key")
-    return Principal(key_id=row["id"], label=row["label"], role=row["role"], districts=tuple(d.strip() for d in row["districts"]))
+    return Principal(key_id=row["id"], label=row["label"], role=row["role"], districts=tuple(d.strip() for d in row["districts"]),
+                     responsible_unit=row.get("responsible_unit_code"))
 
 
 def parse_bearer(authorization: str | None) -> bytes:

@@ -307,7 +307,8 @@ CATALOGUE: tuple[Layer, ...] = (
     Layer(
         id="cases", title="案卷 Open cases", group="operations",
         relation="city.case_file", key="id", geometry_type="Point",
-        properties=("case_no", "kind", "state", "source", "reported_at", "deadline_at", "district_code", "bgcode"),
+        properties=("case_no", "kind", "state", "source", "event_class_code", "responsible_unit_id", "reported_at",
+                    "deadline_at", "district_code", "bgcode"),
         where="state NOT IN ('closed', 'evaluated', 'voided')", datetime_column="reported_at",
         minzoom=14, lowzoom="count_per_grid", style=_circle("#ea80fc", 3.5), legend="Case being handled (立案 → 结案)",
     ),

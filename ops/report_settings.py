@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from gis.settings import CityopsSettings
 
 
-class ReportSettings(BaseSettings):
+class ReportSettings(CityopsSettings):
     model_config = SettingsConfigDict(env_prefix="CITYOPS_REPORTS_", env_file=".env", extra="ignore")
 
     jurisdiction_id: str = Field(default="suqian.cityops", description="the Open311 jurisdiction this server answers for")
@@ -26,7 +26,3 @@ class ReportSettings(BaseSettings):
     list_days: int = Field(default=90, ge=1, description="GET requests defaults to (and may span at most) this many days")
     list_limit: int = Field(default=1000, ge=1, description="most requests one GET requests answer returns")
 
-
-@lru_cache
-def get_report_settings() -> ReportSettings:
-    return ReportSettings()

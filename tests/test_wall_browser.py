@@ -1,5 +1,5 @@
 """The command wall in a real browser (headless Debian Chromium via playwright-core, software WebGL):
-every layer drawn, layer toggles, a plain-SQL alarm shown in the figures and on the map within 2 s,
+every layer drawn, layer toggles, a plain-SQL alarm shown in the figures and on the map within 2 s, a case past its deadline blinking,
 search and the feature inspector, the review desk, and a 4K load. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
@@ -43,15 +43,19 @@ def wall_report(live_server: str, city_db: str, keys: dict[str, str], pending_ca
     browser = subprocess.Popen(
         ["node", str(SCRIPT), live_server, json.dumps(cover), keys["reviewer"], str(ARTIFACTS)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    alarm_id = None
+    alarm_id = late = None
     try:
         ready = _read_json_line(browser.stdout)
         if ready.get("ready_for_alarm"):
             with open_connection(city_db) as conn:  # a plain INSERT, as any program would write it
                 alarm_id = conn.execute("INSERT INTO city.alarm (objcode, alarm_type, severity) VALUES (%s, 'opened', 3) "
                                         "RETURNING id", [cover["objcode"]]).fetchone()["id"]
+                # and the clock passes a dispatched case's deadline
+                late = conn.execute("UPDATE city.case_file SET deadline_at = now() - interval '1 minute' WHERE id = "
+                                    "(SELECT id FROM city.case_file WHERE state = 'dispatched' AND deadline_at > now() ORDER BY id LIMIT 1) "
+                                    "RETURNING id, case_no, deadline_at + interval '1 minute' AS was").fetchone()
                 conn.commit()
-            browser.stdin.write("inserted\n")
+            browser.stdin.write(f"inserted {late['case_no'] if late else ''}\n")
             browser.stdin.flush()
             report = _read_json_line(browser.stdout)
         else:
@@ -62,6 +66,8 @@ def wall_report(live_server: str, city_db: str, keys: dict[str, str], pending_ca
         if alarm_id is not None:
             with open_connection(city_db) as conn:
                 conn.execute("DELETE FROM city.alarm WHERE id = %s", [alarm_id])
+                if late:
+                    conn.execute("UPDATE city.case_file SET deadline_at = %s WHERE id = %s", [late["was"], late["id"]])
                 conn.commit()
     (ARTIFACTS / "wall-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     assert "error" not in report, report["error"]
@@ -98,6 +104,12 @@ def test_inserted_alarm_reaches_figures_and_map_within_two_seconds(wall_report):
     live = wall_report["liveAlarm"]
     assert live["figureMs"] <= LIVE_LIMIT_MS
     assert live["figureAndMapMs"] <= LIVE_LIMIT_MS
+
+
+@pytest.mark.slow
+def test_a_case_past_its_deadline_blinks_on_the_wall_and_is_counted(wall_report):
+    late = wall_report["overdueCase"]
+    assert late["caseNo"] and late["ms"] <= 5000
 
 
 @pytest.mark.slow

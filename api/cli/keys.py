@@ -15,14 +15,15 @@ app = typer.Typer(help="Create, list and revoke access keys.", no_args_is_help=T
 
 @app.command()
 def create(
-    role: str = typer.Option(..., help="viewer | enforcement | reviewer | editor | admin"),
+    role: str = typer.Option(..., help=" | ".join(access_keys.ROLES)),
     district: list[str] = typer.Option([], "--district", help="GB/T 2260 code the key is limited to (repeatable)"),
     label: str = typer.Option(None, help="who or what holds the key"),
+    unit: str = typer.Option(None, help="code of the responsible unit a field_unit key acts for (city.responsible_unit)"),
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
     def action() -> None:
         with connect(get_settings()) as conn:
-            key, key_id = access_keys.create_key(conn, role, district, label)
+            key, key_id = access_keys.create_key(conn, role, district, label, unit)
             conn.commit()
         console.print(f"key {key_id} ({role}{', districts ' + ', '.join(district) if district else ''}) — shown once, keep it safe:")
         print(key)

@@ -12,7 +12,8 @@ from sse_starlette import EventSourceResponse
 from api.deps import Connection
 from api.extension import Extension
 from api.live_hub import LiveHub
-from gis.live_alarms import open_alarms
+from ops.live_alarms import open_alarms
+from ops.live_cases import overdue_cases
 
 PING_S = 15
 
@@ -40,5 +41,9 @@ def live_extension() -> Extension:
     @router.get("/live/alarms", summary="Open manhole alarms as GeoJSON")
     async def live_alarms(conn: Connection):
         return await open_alarms(conn)
+
+    @router.get("/live/overdue-cases", summary="Cases past their time limit (督办) as GeoJSON")
+    async def live_overdue_cases(conn: Connection):
+        return await overdue_cases(conn)
 
     return Extension(router=router)

@@ -28,7 +28,8 @@ from gis.keys import Principal
 from ops import reports
 from ops.open311 import SERVICES, Open311Error, definition_json, service_json, service_of, to_xml
 from ops.report_figures import report_figures
-from ops.report_settings import ReportSettings, get_report_settings
+from gis.settings import settings_of
+from ops.report_settings import ReportSettings
 
 Format = Literal["json", "xml"]
 PREFIX = "/open311/v2"
@@ -87,7 +88,7 @@ class OperatorRoute(APIRoute):
 
 
 def report_settings(request: Request) -> ReportSettings:
-    return getattr(request.app.state, "report_settings", None) or get_report_settings()
+    return getattr(request.app.state, "report_settings", None) or settings_of(ReportSettings)
 
 
 Settings = Annotated[ReportSettings, Depends(report_settings)]

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Connection, require
 from api.extension import Extension
-from gis import operations
+from ops import operations
 from gis.keys import Principal
 
 

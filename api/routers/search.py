@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import Connection
 from api.extension import Extension
-from gis import search as city_search
+from ops import search as city_search
 
 
 def search_extension() -> Extension:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -15,6 +16,9 @@ from gis.bulk import rebuilt_after_load
 from gis.errors import Conflict
 from layers.demo.plan import DISTRICTS, MUNICIPALITY, TownPlan, county_polygons, plan_city
 from layers.demo.population import DEPARTMENTS, Cases, Population, now_utc, populate
+from ops.calendar import load_calendar
+
+WORKING_CALENDAR = Path(__file__).with_name("working_calendar.yaml")
 
 # (table, rows) progress: called with the table name and how many rows were just written
 ProgressCallback = Callable[[str, int, int], None]
@@ -195,6 +199,18 @@ class CityWriter:
         )
         self.copy("case_event", ("case_id", "state", "at"), cases.events)
 
+    def live_operations(self) -> None:
+        """Each instrumented cover's datastreams, the working calendar, and the demo cases' units as
+        their grids route them (after the indexes are back: it is a spatial join)."""
+        self.rows["datastream"] = self.conn.execute(
+            "INSERT INTO city.datastream (objcode, observed_property) SELECT s.objcode, p.code "
+            "FROM city.manhole_sensor s CROSS JOIN city.observed_property p ORDER BY s.objcode, p.code").rowcount
+        load_calendar(self.conn, WORKING_CALENDAR)
+        self.conn.execute(
+            "UPDATE city.case_file c SET responsible_unit_id = coalesce("
+            "(SELECT r.responsible_unit_id FROM city.responsible_grid r WHERE ST_Intersects(r.geom, c.geom) ORDER BY r.code LIMIT 1), "
+            "g.responsible_unit_id) FROM city.unit_grid g WHERE g.bgcode = c.bgcode")
+
     def finish(self) -> None:
         for table in SERIAL_TABLES:
             self.conn.execute(
@@ -223,7 +239,7 @@ def load_demo(conn: psycopg.Connection, *, scale: int = 1, replace: bool = False
                 "nothing was loaded — use --replace to reload the demo over it"
             )
         conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(
-            sql.SQL(", ").join(sql.Identifier("city", t) for t in CITY_TABLES)))
+            sql.SQL(", ").join(sql.Identifier("city", t) for t in (*CITY_TABLES, "sensor_reading"))))
     report = progress or (lambda _step, _advance, _total: None)
     report("generate", 0, 2)
     plans = plan_city()
@@ -244,5 +260,6 @@ def write_city(conn: psycopg.Connection, plans: list[TownPlan], population: Popu
         writer.components(population)
         writer.operations(population)
     writer.finish()
+    writer.live_operations()
     conn.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(sql.Identifier("city", t) for t in CITY_TABLES)))
     return LoadSummary(writer.rows)

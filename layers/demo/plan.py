@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
+import shapely.ops
 from pyproj import CRS, Transformer
 from shapely.geometry import LineString, MultiPolygon, Polygon, box
 
@@ -113,16 +114,22 @@ def _local_frame(town: Town) -> Transformer:
     return Transformer.from_crs(local, CRS.from_epsg(4490), always_xy=True)
 
 
-def _canal(town: Town) -> Polygon:
-    """The Grand Canal: a gentle NW->SE curve, 80 m wide, running past the town's edges."""
+def _canal_line(town: Town) -> LineString:
+    """The Grand Canal's centre line: a gentle NW->SE curve running past the town's edges."""
     y = np.linspace(town.height_m * 0.9, -town.height_m * 0.9, 200)
     x = -0.3 * y + 600.0 * np.sin(y / 1800.0)
-    return LineString(np.column_stack([x, y])).buffer(40.0, cap_style="flat")
+    return LineString(np.column_stack([x, y]))
 
 
-def _split_by_canal(extent: Polygon, canal: Polygon) -> tuple[Polygon, Polygon]:
-    """West and east of the canal (the canal water itself belongs to neither)."""
-    pieces = sorted(shapely.get_parts(extent.difference(canal)), key=lambda p: p.centroid.x)
+def _canal(town: Town) -> Polygon:
+    """The Grand Canal, 80 m wide."""
+    return _canal_line(town).buffer(40.0, cap_style="flat")
+
+
+def _split_by_canal(extent: Polygon, centre_line: LineString) -> tuple[Polygon, Polygon]:
+    """West and east of the canal's centre line: each district takes its half of the water, so
+    every point of the town lies in exactly one district (streets keep to the land)."""
+    pieces = sorted(shapely.get_parts(shapely.ops.split(extent, centre_line)), key=lambda p: p.centroid.x)
     west = shapely.union_all([p for p in pieces if p.centroid.x < 0]) if len(pieces) > 2 else pieces[0]
     east = shapely.union_all([p for p in pieces if p.centroid.x >= 0]) if len(pieces) > 2 else pieces[-1]
     return west, east
@@ -152,7 +159,7 @@ def _plan_admin(plan: TownPlan, street_counter: dict[str, int], rng: np.random.G
         plan.district_parts[code] = plan.district_parts.get(code, land)
     for row, col, cell in _cells(plan.extent.bounds, town.street_block_m):
         for district_code, part in plan.district_parts.items():
-            street_area = _as_multipolygon(cell.intersection(part))
+            street_area = _as_multipolygon(cell.intersection(part).intersection(land))
             if street_area is None or street_area.area < 0.05 * town.street_block_m**2:
                 continue
             street_counter[district_code] += 1
@@ -251,7 +258,7 @@ def plan_city(seed: int = 3213) -> list[TownPlan]:
         if town.has_canal:
             canal = _canal(town)
             plan.water.append(("京杭大运河", canal))
-            west, east = _split_by_canal(extent, canal)
+            west, east = _split_by_canal(extent, _canal_line(town))
             plan.district_parts = {town.districts[0]: west, town.districts[1]: east}
         _plan_admin(plan, street_counter, rng)
         _plan_roads(plan, rng)
@@ -271,10 +278,13 @@ def county_polygons(plans: list[TownPlan]) -> dict[str, MultiPolygon]:
     for code in codes:
         seed = shapely.Point(COUNTY_SEEDS[code])
         by_code[code] = next(cell for cell in cells if cell.contains(seed)).intersection(outline)
-    town_extents = shapely.union_all([plan.to_4490([plan.extent])[0] for plan in plans])
+    # The towns' district parts as projected (not the towns' boxes: a projected edge with an extra
+    # vertex bends away from the box's chord), so the counties tile the outline without slivers.
+    parts_of = {code: [plan.to_4490([part])[0] for plan in plans for c, part in plan.district_parts.items() if c == code]
+                for code in codes}
+    all_parts = shapely.union_all([part for parts in parts_of.values() for part in parts])
     result = {}
     for code, cell in by_code.items():
-        parts = [plan.to_4490([part])[0] for plan in plans for c, part in plan.district_parts.items() if c == code]
-        area = shapely.union_all([cell.difference(town_extents), *parts])
+        area = shapely.union_all([cell.difference(all_parts), *parts_of[code]])
         result[code] = _as_multipolygon(shapely.make_valid(area))
     return result

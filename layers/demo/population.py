@@ -283,13 +283,15 @@ def _alarms(rng, components: Components, manhole_codes, manhole_sensors, scale: 
     covers = np.array(manhole_codes)[rng.integers(len(manhole_codes), size=n)]
     types = _choice(rng, ALARM_TYPE_WEIGHTS, n)
     rows = []
-    open_covers = set()
+    open_covers: set = set()
+    open_pairs: set = set()  # at most one open alarm per cover and type
     for raised_at, cover, alarm_type in zip(raised, covers, types):
         age_h = (now - raised_at).total_seconds() / 3600
-        still_open = age_h < 48 and rng.random() < 0.25
+        still_open = age_h < 48 and rng.random() < 0.25 and (cover, alarm_type) not in open_pairs
         if still_open:
             status, cleared_at = ("acknowledged" if rng.random() < 0.4 else "open"), None
             open_covers.add(cover)
+            open_pairs.add((cover, alarm_type))
         else:
             status = "cleared"
             cleared_at = min(now, raised_at + timedelta(minutes=float(rng.uniform(5, 240))))

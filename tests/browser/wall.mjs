@@ -82,8 +82,9 @@ async function checkLiveAlarm(page) {
   await settle(page);
   await page.waitForFunction(() => window.__wall.figures && window.__wall.live === 'live', null, { timeout: 20000 });
   const before = await page.evaluate(() => window.__wall.figures.open_alarms.total);
+  const overdueBefore = await page.evaluate(() => window.__wall.figures.open_cases.overdue);
   console.log(JSON.stringify({ ready_for_alarm: true }));
-  await stdinLines.next();
+  const caseNo = String((await stdinLines.next()).value ?? '').split(' ')[1];
   const start = Date.now();
   const seen = { figure: null, map: null };
   const shown = page.waitForFunction(({ objcode, before }) => {
@@ -96,6 +97,12 @@ async function checkLiveAlarm(page) {
   await Promise.all([shown, figure]);
   seen.map = Date.now() - start;
   report.liveAlarm = { openAlarmsBefore: before, figureMs: seen.figure, figureAndMapMs: seen.map };
+  if (caseNo) {
+    // the caller also moved a dispatched case past its deadline: it blinks on the map and is counted
+    await page.waitForFunction(({ caseNo, overdueBefore }) => (window.__wall.overdueCases ?? []).includes(caseNo)
+      && window.__wall.figures.open_cases.overdue === overdueBefore + 1, { caseNo, overdueBefore }, { timeout: 10000, polling: 50 });
+    report.overdueCase = { caseNo, ms: Date.now() - start, overdueBefore };
+  }
 }
 
 async function checkPlanner(page) {

@@ -10,7 +10,7 @@ Create Date: 2026-11-29
 from alembic import op
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

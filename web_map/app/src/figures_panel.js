@@ -2,8 +2,19 @@
 // review-queue figure comes from the drone review API when it exists.
 import { escapeHtml } from './api.js';
 
-const ALARM_TYPES = { displacement: '位移 displacement', opened: '开启 opened', overflow: '满溢 overflow', methane: '甲烷 methane' };
+const ALARM_TYPES = { displacement: '位移 displacement', opened: '开启 opened', overflow: '满溢 overflow', methane: '甲烷 methane', low_battery: '电量低 low battery' };
+const CASE_STEPS = { reported: '上报', filed: '立案', dispatched: '派遣', processing: '处理', handled: '反馈', checked: '核查', deferred: '缓办' };
 const fmt = (n) => (n ?? '—').toLocaleString('zh-CN');
+
+function caseSteps(open) {
+  return Object.entries(CASE_STEPS).map(([state, label]) =>
+    `<div><b data-figure="cases-${state}">${fmt(open.by_state[state] ?? 0)}</b><small>${label} ${state}</small></div>`).join('');
+}
+
+function departmentRows(departments) {
+  return departments.map((d) => `<tr><td>${escapeHtml(d.department)}</td><td>${d.on_time_today_percent ?? '—'}%</td>
+    <td data-figure="on-time-${escapeHtml(d.department)}">${d.on_time_30d_percent ?? '—'}%</td><td>${d.rework_30d_percent ?? '—'}%</td></tr>`).join('');
+}
 
 function alarmBars(byType, total) {
   return Object.entries(ALARM_TYPES).map(([type, label]) => {
@@ -21,6 +32,17 @@ export function renderFigures(container, figures, reviewCount, recentAlarms) {
       <h2>井盖告警 Open manhole alarms</h2>
       <div class="big red" data-figure="open-alarms">${fmt(alarms.total)}</div>
       ${alarmBars(alarms.by_type, alarms.total)}
+      <div class="rate">离线传感器 offline sensors <b data-figure="offline-sensors">${fmt(figures.offline_sensors)}</b></div>
+    </section>
+    <section class="card">
+      <h2>在办案件 Open cases by step</h2>
+      <div class="triple steps">${caseSteps(figures.open_cases)}</div>
+      <div class="rate">超时 overdue <b class="red" data-figure="cases-overdue">${fmt(figures.open_cases.overdue)}</b>
+        · 待人工派遣 manual queue <b data-figure="cases-unrouted">${fmt(figures.open_cases.unrouted)}</b></div>
+    </section>
+    <section class="card">
+      <h2>按期处置率 On-time rate by department</h2>
+      <table class="departments"><tr><th></th><th>今日 today</th><th>30 天</th><th>返工 rework</th></tr>${departmentRows(figures.departments)}</table>
     </section>
     <section class="card">
       <h2>疏导点占用 Stall sites occupied</h2>

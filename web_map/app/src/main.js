@@ -20,7 +20,7 @@ const RECENT_ALARMS = 6;
 const INITIALLY_HIDDEN = new Set(new URLSearchParams(location.search).has('all-layers') ? [] : ['components']);
 const $ = (selector) => document.querySelector(selector);
 
-const wall = window.__wall = { idle: false, errors: [], figures: null, figureUpdates: 0, alarmUpdates: 0,
+const wall = window.__wall = { idle: false, errors: [], figures: null, figureUpdates: 0, alarmUpdates: 0, overdueCases: null,
   reviewCount: null, live: 'connecting', tileVersion: 0 };
 
 const [catalogue, paths] = await Promise.all([getJSON('/catalogue'), installedPaths()]);
@@ -49,6 +49,26 @@ async function refreshAlarms() {
   redrawFigures();
 }
 
+// Overdue cases (督办) blink on the map, the most recently late first: HTML markers blinking in CSS (an animated map layer would
+// keep the map from ever being idle), refetched from /live/overdue-cases when cases change.
+const OVERDUE_MARKERS_MAX = 500;
+const overdueMarkers = new Map();
+async function refreshOverdue() {
+  const cases = await getJSON('/live/overdue-cases');
+  const shown = cases.features.slice(0, OVERDUE_MARKERS_MAX);
+  const keep = new Set(shown.map((f) => f.id));
+  for (const [id, marker] of overdueMarkers) if (!keep.has(id)) { marker.remove(); overdueMarkers.delete(id); }
+  for (const f of shown) {
+    if (overdueMarkers.has(f.id)) continue;
+    const p = f.properties;
+    const element = Object.assign(document.createElement('div'), {
+      className: 'overdue-case', title: `${p.case_no} ${p.class_name ?? ''} · ${p.unit ?? ''} · 超时 overdue` });
+    element.dataset.caseNo = p.case_no;
+    overdueMarkers.set(f.id, new maplibregl.Marker({ element }).setLngLat(f.geometry.coordinates).addTo(map));
+  }
+  wall.overdueCases = cases.features.map((f) => f.properties.case_no);
+}
+
 // The vector sources (a few dataset-tile sources, see wall_style.js) and which of their layers are
 // switched off: a source asks only for its visible layers.
 const sources = vectorSources(catalogue);
@@ -63,6 +83,7 @@ function setSourceTiles(sourceId) {
 function refreshLayers(tables) {
   const changed = (table) => tables.includes('*') || tables.includes(table);
   if (changed('city.alarm') && mapReady) refreshAlarms();
+  if (changed('city.case_file') && mapReady) refreshOverdue();
   if (!mapReady) return;
   wall.tileVersion += 1;
   for (const [sourceId, layers] of Object.entries(sources)) {
@@ -108,7 +129,7 @@ map.on('load', async () => {
     new maplibregl.Marker({ element: label }).setLngLat(d.label_point).addTo(map);
   }
   buildLayerPanel($('#layer-groups'), map, catalogue, INITIALLY_HIDDEN, onToggle);
-  await refreshAlarms();
+  await Promise.all([refreshAlarms(), refreshOverdue()]);
   startCitizenReports(map, paths);
   await warmUpShaders(map);
   map.once('idle', () => { wall.idle = true; });

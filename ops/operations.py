@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import psycopg
 
-from gis.errors import InvalidInput, NotFound
+from gis.errors import Conflict, InvalidInput, NotFound
 from gis.keys import Principal
 
-ALARM_TYPES = ("displacement", "opened", "overflow", "methane")
+ALARM_TYPES = ("displacement", "opened", "overflow", "methane", "low_battery")
 
 
 async def set_stall_occupancy(conn: psycopg.AsyncConnection, principal: Principal, code: str, occupied: int) -> dict:
@@ -37,6 +37,9 @@ async def raise_alarm(conn: psycopg.AsyncConnection, principal: Principal, objco
         principal.require_district(cover["district_code"])
         alarm = await (await conn.execute(
             "INSERT INTO city.alarm (objcode, alarm_type, severity, reading) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (objcode, alarm_type) WHERE status <> 'cleared' DO NOTHING "
             "RETURNING id, objcode, alarm_type, severity, status, raised_at", [objcode, alarm_type, severity, reading])).fetchone()
+        if alarm is None:
+            raise Conflict(f"cover {objcode} already has an open {alarm_type} alarm (one open alarm per cover and type)")
         await conn.execute("UPDATE city.manhole_sensor SET state = 'alarm', last_report_at = now() WHERE objcode = %s", [objcode])
         return alarm

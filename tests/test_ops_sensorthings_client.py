@@ -1,0 +1,45 @@
+"""A real SensorThings client (frost-sta-client 1.1.53) sends readings to cityops over HTTP with
+CreateObservations/dataArray and a device key as its Basic password; a bad row comes back as an error."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import frost_sta_client as fsc
+import pytest
+
+from gis.db import open_connection
+from gis.keys import create_key
+
+
+@pytest.fixture(scope="module")
+def device(city_db: str) -> dict:
+    with open_connection(city_db) as conn:
+        key, _ = create_key(conn, "device", [], "frost client")
+        stream = conn.execute("SELECT d.id FROM city.datastream d WHERE d.observed_property = 'water_level_cm' "
+                              "ORDER BY d.id OFFSET 321 LIMIT 1").fetchone()["id"]
+        conn.commit()
+    return {"key": key, "stream": stream}
+
+
+def test_frost_sta_client_sends_a_data_array(live_server, device, city_db):
+    service = fsc.SensorThingsService(f"{live_server}/sta/v1.1", auth_handler=fsc.AuthHandler(username="device", password=device["key"]))
+    stream = fsc.Datastream(id=device["stream"])
+    rows = fsc.DataArrayValue()
+    rows.datastream = stream
+    rows.components = {fsc.DataArrayValue.Property.PHENOMENON_TIME, fsc.DataArrayValue.Property.RESULT}
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    for i, value in enumerate([12.5, 13.0, 13.5]):
+        rows.add_observation(fsc.Observation(phenomenon_time=start + timedelta(minutes=i), result=value, datastream=stream))
+    rows.add_observation(fsc.Observation(phenomenon_time=start + timedelta(days=3), result=14.0, datastream=stream))
+    document = fsc.DataArrayDocument()
+    document.add_data_array_value(rows)
+    created = service.observations().create(document)
+    links = [o.self_link for o in created]
+    assert len(links) == 4 and all("/Observations(" in link for link in links[:3])
+    assert links[3].startswith("error") and "future" in links[3]
+    with open_connection(city_db) as conn:
+        latest = conn.execute("SELECT result FROM city.sensor_latest WHERE datastream_id = %s", [device["stream"]]).fetchone()
+    assert latest["result"] == 13.5
+    read = fsc.SensorThingsService(f"{live_server}/sta/v1.1")
+    assert read.datastreams().find(device["stream"]).id == device["stream"]
