@@ -54,16 +54,17 @@ class CqlSearchByPost:
         if media_type not in SEARCH_MEDIA_TYPES:
             return await self.app(scope, receive, send)
 
-        chunks, size, more = [], 0, True
-        while more:
+        chunks, size, client_has_more = [], 0, True
+        while client_has_more and size <= MAX_SEARCH_BYTES:  # a search is small: stop reading past the cap
             message = await receive()
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            more = message.get("more_body", False) and size <= MAX_SEARCH_BYTES
+            client_has_more = message.get("more_body", False)
         body = b"".join(chunks)
         expression = cql2_expression(body) if size <= MAX_SEARCH_BYTES else None
         if expression is None:
-            read = {"type": "http.request", "body": body, "more_body": size > MAX_SEARCH_BYTES}
+            # what was read, then the rest of the client's body if it has more (not a promise of more)
+            read = {"type": "http.request", "body": body, "more_body": client_has_more}
             return await self.app(scope, _first_then(read, receive), send)
 
         query = scope.get("query_string", b"").decode("latin-1")
