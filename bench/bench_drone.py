@@ -19,9 +19,9 @@ from pathlib import Path
 
 import rasterio
 
-from drone.evaluate import object_scores, registration_error_px
+from tests.support.drone_scoring import object_scores, registration_error_px
 from drone.pipeline import GDAL_CACHE_MB, detect_changes
-from drone.synthetic import SyntheticPairSpec, write_synthetic_pair
+from tests.support.drone_scenes import SceneSpec, write_scene_pair
 
 OUT = Path(__file__).parent / "out"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from drone.synthetic import SyntheticPairSpec, write_synthetic_pair
+from tests.support.drone_scenes import SceneSpec, write_scene_pair
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import pytest
 import rasterio
 
 from drone.errors import CancelledError
-from drone.evaluate import object_scores, registration_error_px
+from tests.support.drone_scoring import object_scores, registration_error_px
 from drone.params import ChangeParams
 from drone.pipeline import detect_changes
 

@@ -7,7 +7,7 @@ from affine import Affine
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from drone.errors import NoOverlapError, NotGeoreferencedError, RegistrationError
-from drone.evaluate import object_scores
+from tests.support.drone_scoring import object_scores
 from drone.pipeline import detect_changes
 
 
