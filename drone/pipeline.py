@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -109,11 +110,13 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
         with rasterio.open(before_rgb) as b, rasterio.open(after_rgb) as a:
             grid = common_grid(b, a)
-            registration = register_pair(b, a, grid)
-            after_crs = a.crs
-        for path in (before_dsm, after_dsm):
-            if path is not None:
-                _check_dsm(path, after_crs if path == after_dsm else None)
+            for path, rgb in ((before_dsm, b), (after_dsm, a)):
+                if path is not None:
+                    _check_dsm(path, rgb)
+            with contextlib.ExitStack() as stack:
+                dsms = [stack.enter_context(rasterio.open(p)) if p is not None else None
+                        for p in (before_dsm, after_dsm)]
+                registration = register_pair(b, a, grid, *dsms)
         analysis = grid.coarsened(max(params.analysis_gsd_m, grid.pixel_size))
         inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
                          analysis, registration.correction)
@@ -138,13 +141,20 @@ def _temporary_tif() -> Path:
     return Path(name)
 
 
-def _check_dsm(path, rgb_crs: CRS | None) -> None:
+def _check_dsm(path, rgb: rasterio.DatasetReader) -> None:
+    """A DSM must be one band, in its orthophoto's CRS and cover most of it (the same flight's product)."""
     with rasterio.open(path) as src:
         require_georeferenced(src, "DSM")
         if src.count != 1:
             raise DroneError(f"DSM {path} must have one band, it has {src.count}")
-        if rgb_crs is not None and src.crs != rgb_crs:
-            raise DroneError("the after DSM must be in the same CRS as the after orthophoto")
+        if src.crs != rgb.crs:
+            raise DroneError(f"DSM {path} is in {src.crs}, its orthophoto in {rgb.crs}: they must come from one flight")
+        left, bottom, right, top = rgb.bounds
+        shared = (max(0.0, min(right, src.bounds.right) - max(left, src.bounds.left))
+                  * max(0.0, min(top, src.bounds.top) - max(bottom, src.bounds.bottom)))
+        if shared < 0.5 * (right - left) * (top - bottom):
+            raise DroneError(f"DSM {path} covers {shared / ((right - left) * (top - bottom)):.0%} of its orthophoto: "
+                             "not the same flight's DSM")
 
 
 def _sample_windows(grid: Grid) -> list[Window]:
