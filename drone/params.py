@@ -12,9 +12,13 @@ class ChangeParams:
     min_area_m2: float = 10.0  # a parked car (about 8 m2) must not pass
     rgb_change_sigmas: float = 8.0  # RGB change threshold in residual-noise sigmas of the radiometric fit
     rgb_change_floor_dn: float = 30.0  # never below this (before-scale DN), whatever the noise estimate
-    vegetation_exg: float = 0.10  # excess green (2G-R-B)/(R+G+B) above this is vegetation
+    vegetation_exg: float = 0.10  # excess green (2G-R-B)/(R+G+B) above this (and G the top band) is vegetation
+    earth_red_blue: tuple[float, float] = (0.04, 0.25)  # (R-B)/(R+G+B) of soil, dry grass, bare branches ...
+    earth_red_green_max: float = 0.16  # ... whose red does not dominate green as on red tile
     shadow_ratio: float = 0.7  # after darker than this fraction of before ...
     shadow_max_dn: float = 110.0  # ... and darker than this in every band: a cast shadow, not a roof
+    vehicle_max_width_m: float = 3.0  # an object no wider than a truck ...
+    vehicle_max_length_m: float = 9.0  # ... and no longer is a vehicle, not a structure
     open_radius_m: float = 0.4
     close_radius_m: float = 0.6
     rectangular_enough: float = 0.8  # area / minimum rotated rectangle area above which outlines become rectangles

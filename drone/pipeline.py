@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import mapping
 
-from drone.change import candidate_mask, change_score, halo_px
+from drone.change import candidate_mask, change_score, halo_px, vegetation
 from drone.errors import CancelledError, DroneError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
@@ -29,6 +29,7 @@ from drone.vectorize import Candidate, block_parts, finish, merge_seams
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
+STABLE_MIN_SUM_DN = 120  # R+G+B below this is shadow: no use for a radiometric fit
 SHARE_HANDLES = os.environ.get('DRONE_SHARE_HANDLES', '1') == '1'
 
 
@@ -40,14 +41,15 @@ class ChangeResult:
     radiometry: LinearRadiometry
     change_map_path: Path  # GeoTIFF: band 1 change score 0-1 (0.5 = decision), band 2 height gain m (DSM only)
     used_dsm: bool
-    dsm_bias_m: float | None  # after - before median over the sample windows, removed before differencing
+    dsm_offset: VerticalOffset | None  # after - before plane on stable ground, removed before differencing
 
     def to_geojson(self) -> dict:
         return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": self.crs.to_string()}},
                 "features": [{"type": "Feature", "geometry": mapping(c.geometry),
                               "properties": {"score": c.score, "area_m2": c.area_m2,
                                              "mean_height_gain_m": c.mean_height_gain_m,
-                                             "rectangularity": c.rectangularity}} for c in self.candidates]}
+                                             "rectangularity": c.rectangularity,
+                                             "checks_passed": list(c.checks_passed)}} for c in self.candidates]}
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
                          analysis, registration.correction)
         views = _Views(inputs)
         try:
-            radiometry, bias = _calibrate(views.get(), analysis)
+            radiometry, bias = _calibrate(views.get(), analysis, params)
             threshold = max(params.rgb_change_floor_dn, params.rgb_change_sigmas * float(np.linalg.norm(radiometry.sigma)))
             parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
         except BaseException:
@@ -130,8 +132,7 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
             raise
         finally:
             views.close()
-    candidates = finish(merge_seams(parts), analysis.transform, params.min_area_m2, params.rectangular_enough,
-                        with_height=before_dsm is not None)
+    candidates = finish(merge_seams(parts), analysis.transform, params, with_height=before_dsm is not None)
     return ChangeResult(candidates, grid.crs, registration, radiometry, out, before_dsm is not None, bias)
 
 
@@ -163,9 +164,28 @@ def _sample_windows(grid: Grid) -> list[Window]:
             for x in np.linspace(0, grid.width - side, 3)]
 
 
-def _calibrate(views: dict, grid: Grid) -> tuple[LinearRadiometry, float | None]:
-    """Radiometric fit and DSM vertical bias from a 3 x 3 spread of sample windows."""
-    before, after, dh = [], [], []
+@dataclass(frozen=True)
+class VerticalOffset:
+    """after DSM - before DSM on stable ground: a plane (bias and tilt), metres at grid pixel (col, row)."""
+
+    at_origin: float
+    per_col: float
+    per_row: float
+
+    def on(self, window: Window) -> np.ndarray:
+        cols = np.arange(window.width, dtype=np.float32) + window.col_off + 0.5
+        rows = np.arange(window.height, dtype=np.float32) + window.row_off + 0.5
+        return self.at_origin + self.per_col * cols[None, :] + self.per_row * rows[:, None]
+
+
+def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRadiometry, VerticalOffset | None]:
+    """Radiometric fit on stable pixels and the DSM vertical offset plane, from a 3 x 3 spread of sample windows.
+
+    Season and shadows change whole classes of pixels (grass, leaves, the ground a shadow moved
+    off), so a first fit only serves to find the pixels that are neither vegetation nor dark in
+    either epoch; the fit that is used is made on those alone.
+    """
+    before, after, dh, where = [], [], [], []
     for window in _sample_windows(grid):
         b, b_ok = views["before_rgb"].read(window)
         a, a_ok = views["after_rgb"].read(window)
@@ -174,12 +194,33 @@ def _calibrate(views: dict, grid: Grid) -> tuple[LinearRadiometry, float | None]
         after.append(a[:, ok].T)
         if "before_dsm" in views:
             diff = views["after_dsm"].read(window)[0] - views["before_dsm"].read(window)[0]
-            dh.append(diff[np.isfinite(diff)])
+            rows, cols = np.nonzero(np.isfinite(diff))
+            dh.append(diff[rows, cols])
+            where.append(np.column_stack([cols + window.col_off + 0.5, rows + window.row_off + 0.5]))
     before, after = np.concatenate(before), np.concatenate(after)
     if len(before) < 1000:
         raise DroneError("too few overlapping pixels to compare radiometry")
-    bias = float(np.median(np.concatenate(dh))) if dh else None
-    return fit_linear_radiometry(before, after), bias
+    first = fit_linear_radiometry(before, after)
+    after_first = first.apply(after.T[:, :, None])[:, :, 0]
+    stable = ~(vegetation(before.T, params) | vegetation(after_first, params)
+               | (before.sum(axis=1) < STABLE_MIN_SUM_DN) | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
+    radiometry = fit_linear_radiometry(before[stable], after[stable]) if stable.sum() >= 1000 else first
+    offset = _vertical_offset(np.concatenate(dh), np.concatenate(where)) if dh else None
+    return radiometry, offset
+
+
+def _vertical_offset(dh: np.ndarray, where: np.ndarray) -> VerticalOffset:
+    """Robust plane through the DSM differences: changed ground (new roofs, grown trees) is trimmed away."""
+    if len(dh) < 100:
+        raise DroneError("the DSMs share too few valid heights to compare")
+    design = np.column_stack([np.ones(len(dh)), where])
+    keep = np.ones(len(dh), bool)
+    for _ in range(4):
+        coef, *_ = np.linalg.lstsq(design[keep], dh[keep], rcond=None)
+        residual = dh - design @ coef
+        spread = 1.4826 * np.median(np.abs(residual[keep] - np.median(residual[keep])))
+        keep = np.abs(residual) <= 3 * max(spread, 0.05)
+    return VerticalOffset(*(float(c) for c in coef))
 
 
 def _blocks(grid: Grid, size: int) -> list[Window]:
@@ -187,7 +228,7 @@ def _blocks(grid: Grid, size: int) -> list[Window]:
             for r in range(0, grid.height, size) for c in range(0, grid.width, size)]
 
 
-def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRadiometry, bias: float | None,
+def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRadiometry, bias: VerticalOffset | None,
                    threshold: float, params: ChangeParams):
     halo = halo_px(params)
     c0, r0 = max(0, core.col_off - halo), max(0, core.row_off - halo)
@@ -199,7 +240,7 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
     after, a_ok = v["after_rgb"].read(padded)
     height_gain = None
     if "before_dsm" in v:
-        height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias
+        height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias.on(padded)
     score = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
     mask = candidate_mask(score, params)
     inner = (slice(core.row_off - r0, core.row_off - r0 + core.height),

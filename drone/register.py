@@ -236,8 +236,9 @@ def _hann(shape: tuple[int, int]) -> np.ndarray:
 
 def _tie_windows(grid: Grid, side: int) -> list[Window]:
     side = min(side, grid.width // 2, grid.height // 2)
-    n_x = int(np.clip(grid.width // side, 2, TIES_PER_SIDE))
-    n_y = int(np.clip(grid.height // side, 2, TIES_PER_SIDE))
+    # half-overlapping windows: a small or partial overlap still gives enough ties for RANSAC
+    n_x = int(np.clip(2 * grid.width // side - 1, 3, TIES_PER_SIDE))
+    n_y = int(np.clip(2 * grid.height // side - 1, 3, TIES_PER_SIDE))
     xs = np.linspace(0, grid.width - side, n_x).astype(int)
     ys = np.linspace(0, grid.height - side, n_y).astype(int)
     return [Window(int(x), int(y), side, side) for y in ys for x in xs]

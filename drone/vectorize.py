@@ -36,6 +36,7 @@ class Candidate:
     area_m2: float
     mean_height_gain_m: float | None
     rectangularity: float
+    checks_passed: tuple[str, ...] = ()  # nuisance tests this object was put through and passed
 
 
 def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | None, col_off: int, row_off: int,
@@ -80,24 +81,39 @@ def merge_seams(parts: list[Part]) -> list[Part]:
     return whole + [Part(g, int(s[0]), s[1], s[2], False) for g, s in zip(merged, sums)]
 
 
-def finish(parts: list[Part], grid_transform: Affine, min_area_m2: float, rectangular_enough: float,
-           with_height: bool) -> list[Candidate]:
-    """Drop small objects, regularise outlines, score each object and move it to world coordinates."""
+RGB_CHECKS = ("not vegetation", "not seasonal or bare ground", "not shadow", "not vehicle", "min area")
+DSM_CHECKS = ("height gain", "DSM vertical offset removed", "not vegetation", "not vehicle", "min area")
+
+
+def is_vehicle(rectangle: Polygon, pixel_m: float, max_width_m: float, max_length_m: float) -> bool:
+    """Small, compact and car- or truck-shaped: a parked vehicle, not a structure."""
+    x, y = np.asarray(rectangle.exterior.coords)[:3].T
+    sides = sorted(np.hypot(np.diff(x), np.diff(y)) * pixel_m)
+    return sides[0] <= max_width_m and sides[1] <= max_length_m
+
+
+def finish(parts: list[Part], grid_transform: Affine, params, with_height: bool) -> list[Candidate]:
+    """Drop small objects and vehicles, regularise outlines, score each object and move it to world coordinates."""
     out = []
+    pixel_m = abs(grid_transform.a)
     pixel_area_m2 = abs(grid_transform.determinant)
     t = grid_transform @ _pixel_frame(0, 0)
     to_world = [t.a, t.b, t.d, t.e, t.c, t.f]
+    checks = DSM_CHECKS if with_height else RGB_CHECKS
     for p in parts:
         area = p.pixels * pixel_area_m2
-        if area < min_area_m2:
+        if area < params.min_area_m2:
             continue
         rectangle = shapely.minimum_rotated_rectangle(p.geometry)
+        if is_vehicle(rectangle, pixel_m, params.vehicle_max_width_m, params.vehicle_max_length_m):
+            continue
         rectangularity = p.geometry.area / rectangle.area
-        outline = rectangle if rectangularity >= rectangular_enough else p.geometry.simplify(1.0)
+        outline = rectangle if rectangularity >= params.rectangular_enough else p.geometry.simplify(1.0)
         outline = shapely.affinity.affine_transform(outline, to_world)
         strength = np.clip(2 * p.score_sum / p.pixels - 1, 0, 1)  # mean pixel score 0.5..1 -> 0..1
-        size = min(1.0, area / (4 * min_area_m2))
+        size = min(1.0, area / (4 * params.min_area_m2))
         score = 0.6 * strength + 0.25 * rectangularity + 0.15 * size
         out.append(Candidate(outline, round(float(score), 4), round(area, 2),
-                             round(p.height_sum / p.pixels, 2) if with_height else None, round(rectangularity, 3)))
+                             round(p.height_sum / p.pixels, 2) if with_height else None, round(rectangularity, 3),
+                             checks))
     return sorted(out, key=lambda c: -c.score)
