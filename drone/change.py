@@ -38,7 +38,7 @@ def earthy(rgb: np.ndarray, params: ChangeParams) -> np.ndarray:
     r, g, b = rgb
     total = r + g + b + 1.0
     red_blue, red_green, green_blue = (r - b) / total, (r - g) / total, (g - b) / total
-    return ((red_blue > params.earth_red_blue[0]) & (red_blue < params.earth_red_blue[1])
+    return ((total < 3 * params.ground_max_dn) & (red_blue > params.earth_red_blue[0]) & (red_blue < params.earth_red_blue[1])
             & (red_green > -0.03) & (red_green < params.earth_red_green_max) & (green_blue > -0.01))
 
 
@@ -46,7 +46,8 @@ def shadow_like(before: np.ndarray, after: np.ndarray, params: ChangeParams) -> 
     """Cast shadows (new or gone) darken ground by a roughly constant factor and are dark in every band."""
     b_sum, a_sum = before.sum(axis=0), after.sum(axis=0)
     new = (a_sum < params.shadow_ratio * b_sum) & (after.max(axis=0) < params.shadow_max_dn)
-    gone = (b_sum < params.shadow_ratio * a_sum) & (before.max(axis=0) < params.shadow_max_dn)
+    gone = ((b_sum < params.shadow_ratio * a_sum) & (before.max(axis=0) < params.shadow_max_dn)
+            & (a_sum < 3 * params.ground_max_dn))  # a bright roof built in an old shadow still counts
     return new | gone
 
 

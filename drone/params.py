@@ -14,6 +14,7 @@ class ChangeParams:
     rgb_change_floor_dn: float = 30.0  # never below this (before-scale DN), whatever the noise estimate
     vegetation_exg: float = 0.10  # excess green (2G-R-B)/(R+G+B) above this (and G the top band) is vegetation
     earth_red_blue: tuple[float, float] = (0.04, 0.25)  # (R-B)/(R+G+B) of soil, dry grass, bare branches ...
+    ground_max_dn: float = 170.0  # mean DN above which a pixel is too bright for soil, dry grass or lit ground
     earth_red_green_max: float = 0.16  # ... whose red does not dominate green as on red tile
     shadow_ratio: float = 0.7  # after darker than this fraction of before ...
     shadow_max_dn: float = 110.0  # ... and darker than this in every band: a cast shadow, not a roof
