@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import mapping
 
-from drone.change import candidate_mask, change_score, halo_px, vegetation
+from drone.change import candidate_mask, change_score, earthy, halo_px, vegetation
 from drone.errors import CancelledError, DroneError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
@@ -181,9 +181,9 @@ class VerticalOffset:
 def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRadiometry, VerticalOffset | None]:
     """Radiometric fit on stable pixels and the DSM vertical offset plane, from a 3 x 3 spread of sample windows.
 
-    Season and shadows change whole classes of pixels (grass, leaves, the ground a shadow moved
-    off), so a first fit only serves to find the pixels that are neither vegetation nor dark in
-    either epoch; the fit that is used is made on those alone.
+    Season and shadows change whole classes of pixels (grass, leaves, soil, the ground a shadow
+    moved off), so the fit that is used is made on pixels that are neither vegetation, nor
+    earth-coloured, nor dark in the before epoch (roads, roofs) and not dark after.
     """
     before, after, dh, where = [], [], [], []
     for window in _sample_windows(grid):
@@ -202,7 +202,8 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
         raise DroneError("too few overlapping pixels to compare radiometry")
     first = fit_linear_radiometry(before, after)
     after_first = first.apply(after.T[:, :, None])[:, :, 0]
-    stable = ~(vegetation(before.T, params) | vegetation(after_first, params)
+    # classes judged on the before epoch alone, which the fit cannot bias: roads and roofs remain
+    stable = ~(vegetation(before.T, params) | earthy(before.T, params)
                | (before.sum(axis=1) < STABLE_MIN_SUM_DN) | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
     radiometry = fit_linear_radiometry(before[stable], after[stable]) if stable.sum() >= 1000 else first
     offset = _vertical_offset(np.concatenate(dh), np.concatenate(where)) if dh else None
