@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from shapely.geometry import mapping
 
 from drone.change import candidate_mask, change_score, earthy, halo_px, vegetation
-from drone.errors import CancelledError, DroneError
+from drone.errors import CancelledError, DroneError, InvalidRasterError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
 from drone.params import ChangeParams
@@ -108,18 +108,21 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
     """
     if (before_dsm is None) != (after_dsm is None):
         raise DroneError("give both DSMs or neither")
-    out = Path(change_map_path) if change_map_path else _temporary_tif()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
-        with rasterio.open(before_rgb) as b, rasterio.open(after_rgb) as a:
+        with contextlib.ExitStack() as stack:
+            b, a = (stack.enter_context(_open(p, role, bands=(3, 4)))
+                    for p, role in ((before_rgb, "before orthophoto"), (after_rgb, "after orthophoto")))
             grid = common_grid(b, a)
             for path, rgb in ((before_dsm, b), (after_dsm, a)):
                 if path is not None:
                     _check_dsm(path, rgb)
-            with contextlib.ExitStack() as stack:
-                dsms = [stack.enter_context(rasterio.open(p)) if p is not None else None
-                        for p in (before_dsm, after_dsm)]
-                registration = register_pair(b, a, grid, *dsms)
-        analysis = grid.coarsened(max(params.analysis_gsd_m, grid.pixel_size))
+            dsms = [stack.enter_context(_open(p, "DSM", bands=(1,))) if p is not None else None
+                    for p in (before_dsm, after_dsm)]
+            registration = register_pair(b, a, grid, *dsms)
+        # nothing is written before the pair is known to be comparable: a refusal leaves no file
+        out = Path(change_map_path) if change_map_path else _temporary_tif()
+        # a whole multiple of the grid pixel keeps reads on the plain windowed path (no GDAL warp)
+        analysis = grid.coarsened(grid.pixel_size * max(1, round(params.analysis_gsd_m / grid.pixel_size)))
         inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
                          analysis, registration.correction)
         views = _Views(inputs)
@@ -142,12 +145,23 @@ def _temporary_tif() -> Path:
     return Path(name)
 
 
+def _open(path, role: str, bands: tuple[int, ...]) -> rasterio.DatasetReader:
+    """Open an input raster or refuse it with the reason (unreadable, wrong band count)."""
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InvalidRasterError(f"{role} {path} is not a raster GDAL can read ({exc})") from None
+    if src.count not in bands:
+        src.close()
+        raise InvalidRasterError(f"{role} {path} needs {' or '.join(map(str, bands))} band(s); this one has "
+                                 f"{src.count} (a DSM given as an orthophoto, or the other way round?)")
+    return src
+
+
 def _check_dsm(path, rgb: rasterio.DatasetReader) -> None:
     """A DSM must be one band, in its orthophoto's CRS and cover most of it (the same flight's product)."""
-    with rasterio.open(path) as src:
+    with _open(path, "DSM", bands=(1,)) as src:
         require_georeferenced(src, "DSM")
-        if src.count != 1:
-            raise DroneError(f"DSM {path} must have one band, it has {src.count}")
         if src.crs != rgb.crs:
             raise DroneError(f"DSM {path} is in {src.crs}, its orthophoto in {rgb.crs}: they must come from one flight")
         left, bottom, right, top = rgb.bounds
