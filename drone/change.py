@@ -9,8 +9,8 @@ with a visible-band test on both epochs, so only changes that look like a new bu
   over ground), whatever they were before: leaf fall, browning and digging all end there;
 - shadow: pixels much darker than in the other epoch and dark in every band, in either direction.
 
-With DSMs the height gain decides (vegetation still masked: trees grow), and the RGB evidence
-fills DSM voids. Vehicles are removed later by shape (drone/vectorize.py).
+With DSMs the height gain decides (vegetation is then judged per object: trees grow, but a green
+roof is still a roof), and the RGB evidence fills DSM voids. Vehicles are removed later by shape (drone/vectorize.py).
 """
 
 from __future__ import annotations
@@ -57,19 +57,24 @@ def nuisance_mask(before: np.ndarray, after: np.ndarray, params: ChangeParams) -
 
 
 def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, height_gain: np.ndarray | None,
-                 rgb_threshold: float, params: ChangeParams) -> np.ndarray:
-    """Score 0-1 per pixel; height gain decides where DSMs have heights, the RGB change elsewhere."""
+                 rgb_threshold: float, params: ChangeParams) -> tuple[np.ndarray, np.ndarray]:
+    """Score 0-1 per pixel, and where the after epoch looks like vegetation.
+
+    Height gain decides where DSMs have heights, the RGB change (nuisance masked) elsewhere. With
+    heights, vegetation is judged per object (drone/vectorize.py): a green roof stands straight,
+    a tree is round, and a pixel cannot tell them apart.
+    """
+    green = vegetation(after, params)
     magnitude = np.sqrt(((after - before) ** 2).sum(axis=0))
     rgb_evidence = magnitude / (2 * rgb_threshold)
     rgb_evidence[nuisance_mask(before, after, params)] = 0
     if height_gain is not None:
         evidence = np.where(np.isfinite(height_gain), height_gain / (2 * params.min_height_m), rgb_evidence)
-        evidence[vegetation(after, params)] = 0
     else:
         evidence = rgb_evidence
     score = np.clip(evidence, 0, 1).astype(np.float32)
     score[~valid | ~np.isfinite(score)] = 0
-    return score
+    return score, green
 
 
 def _disk(radius_px: float) -> np.ndarray:

@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import mapping
 
-from drone.change import candidate_mask, change_score, earthy, halo_px, vegetation
+from drone.change import candidate_mask, change_score, halo_px, vegetation
 from drone.errors import CancelledError, DroneError, InvalidRasterError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
@@ -196,8 +196,8 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
     """Radiometric fit on stable pixels and the DSM vertical offset plane, from a 3 x 3 spread of sample windows.
 
     Season and shadows change whole classes of pixels (grass, leaves, soil, the ground a shadow
-    moved off), so the fit that is used is made on pixels that are neither vegetation, nor
-    earth-coloured, nor dark in the before epoch (roads, roofs) and not dark after.
+    moved off), so the fit that is used is made on pixels that are neither vegetation nor dark in
+    the before epoch (roads, roofs, bare soil) and not dark after.
     """
     before, after, dh, where = [], [], [], []
     for window in _sample_windows(grid):
@@ -216,9 +216,9 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
         raise DroneError("too few overlapping pixels to compare radiometry")
     first = fit_linear_radiometry(before, after)
     after_first = first.apply(after.T[:, :, None])[:, :, 0]
-    # classes judged on the before epoch alone, which the fit cannot bias: roads and roofs remain
-    stable = ~(vegetation(before.T, params) | earthy(before.T, params)
-               | (before.sum(axis=1) < STABLE_MIN_SUM_DN) | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
+    # classes judged on the before epoch alone, which the fit cannot bias: roads, roofs and bare soil remain
+    stable = ~(vegetation(before.T, params) | (before.sum(axis=1) < STABLE_MIN_SUM_DN)
+               | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
     radiometry = fit_linear_radiometry(before[stable], after[stable]) if stable.sum() >= 1000 else first
     offset = _vertical_offset(np.concatenate(dh), np.concatenate(where)) if dh else None
     return radiometry, offset
@@ -256,7 +256,7 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
     height_gain = None
     if "before_dsm" in v:
         height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias.on(padded)
-    score = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
+    score, green = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
     mask = candidate_mask(score, params)
     inner = (slice(core.row_off - r0, core.row_off - r0 + core.height),
              slice(core.col_off - c0, core.col_off - c0 + core.width))
@@ -265,7 +265,7 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
              core.col_off > 0, core.col_off + core.width < grid.width)
     gain_core = height_gain[inner] if height_gain is not None else None
     parts = block_parts(mask[inner], np.nan_to_num(score[inner]), np.nan_to_num(gain_core) if gain_core is not None
-                        else None, core.col_off, core.row_off, seams)
+                        else None, green[inner], core.col_off, core.row_off, seams)
     return score[inner], gain_core, parts
 
 

@@ -26,6 +26,7 @@ class Part:
     pixels: int
     score_sum: float
     height_sum: float
+    green_sum: float  # pixels that look like vegetation in the after epoch
     on_seam: bool
 
 
@@ -39,8 +40,8 @@ class Candidate:
     checks_passed: tuple[str, ...] = ()  # nuisance tests this object was put through and passed
 
 
-def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | None, col_off: int, row_off: int,
-                seams: tuple[bool, bool, bool, bool]) -> list[Part]:
+def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | None, green: np.ndarray,
+                col_off: int, row_off: int, seams: tuple[bool, bool, bool, bool]) -> list[Part]:
     """Polygonise a block core in whole-grid pixel coordinates.
 
     Pixel coordinates are small integers, so edges on both sides of a seam coincide exactly and
@@ -54,6 +55,7 @@ def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | N
     pixels = ndimage.sum_labels(mask, labels, index)
     score_sum = ndimage.sum_labels(score, labels, index)
     height_sum = ndimage.sum_labels(height_gain, labels, index) if height_gain is not None else np.zeros(n)
+    green_sum = ndimage.sum_labels(green, labels, index)
     edge_labels = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
     touching = np.zeros(n + 1, bool)
     for edge, shared in zip(edge_labels, seams):
@@ -63,7 +65,7 @@ def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | N
     for geom, value in shapes(labels, mask=mask, transform=_pixel_frame(col_off, row_off), connectivity=4):
         i = int(value)
         parts.append(Part(shape(geom), int(pixels[i - 1]), float(score_sum[i - 1]), float(height_sum[i - 1]),
-                          bool(touching[i])))
+                          float(green_sum[i - 1]), bool(touching[i])))
     return parts
 
 
@@ -76,9 +78,10 @@ def merge_seams(parts: list[Part]) -> list[Part]:
     merged = shapely.get_parts(shapely.union_all([p.geometry for p in cut]))
     owner = shapely.STRtree(merged).query(
         shapely.point_on_surface([p.geometry for p in cut]), predicate="intersects")
-    sums = np.zeros((len(merged), 3))
-    np.add.at(sums, owner[1], [(p.pixels, p.score_sum, p.height_sum) for p in np.array(cut, object)[owner[0]]])
-    return whole + [Part(g, int(s[0]), s[1], s[2], False) for g, s in zip(merged, sums)]
+    sums = np.zeros((len(merged), 4))
+    np.add.at(sums, owner[1], [(p.pixels, p.score_sum, p.height_sum, p.green_sum)
+                               for p in np.array(cut, object)[owner[0]]])
+    return whole + [Part(g, int(s[0]), s[1], s[2], s[3], False) for g, s in zip(merged, sums)]
 
 
 RGB_CHECKS = ("not vegetation", "not seasonal or bare ground", "not shadow", "not vehicle", "min area")
@@ -108,6 +111,8 @@ def finish(parts: list[Part], grid_transform: Affine, params, with_height: bool)
         if is_vehicle(rectangle, pixel_m, params.vehicle_max_width_m, params.vehicle_max_length_m):
             continue
         rectangularity = p.geometry.area / rectangle.area
+        if p.green_sum > 0.5 * p.pixels and rectangularity < params.rectangular_enough:
+            continue  # a green, rounded object: a tree or a hedge grew, not a structure (a green roof is straight)
         outline = rectangle if rectangularity >= params.rectangular_enough else p.geometry.simplify(1.0)
         outline = shapely.affinity.affine_transform(outline, to_world)
         strength = np.clip(2 * p.score_sum / p.pixels - 1, 0, 1)  # mean pixel score 0.5..1 -> 0..1
