@@ -11,7 +11,8 @@ class ChangeParams:
     min_height_m: float = 2.0  # one storey minus DSM noise; sheds of 2.5 m must pass
     min_area_m2: float = 10.0  # a parked car (about 8 m2) must not pass
     rgb_change_sigmas: float = 8.0  # RGB change threshold in residual-noise sigmas of the radiometric fit
-    rgb_change_floor_dn: float = 30.0  # never below this (before-scale DN), whatever the noise estimate
+    rgb_change_floor_dn: float = 30.0  # never below this (before-scale DN), whatever the noise estimate ...
+    rgb_change_cap_dn: float = 60.0  # ... nor above: vignetting and gamma inflate the estimate, a new roof is ~100 DN off
     vegetation_exg: float = 0.10  # excess green (2G-R-B)/(R+G+B) above this (and G the top band) is vegetation
     earth_red_blue: tuple[float, float] = (0.04, 0.25)  # (R-B)/(R+G+B) of soil, dry grass, bare branches ...
     ground_max_dn: float = 170.0  # mean DN above which a pixel is too bright for soil, dry grass or lit ground

@@ -128,7 +128,8 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
         views = _Views(inputs)
         try:
             radiometry, bias = _calibrate(views.get(), analysis, params)
-            threshold = max(params.rgb_change_floor_dn, params.rgb_change_sigmas * float(np.linalg.norm(radiometry.sigma)))
+            threshold = float(np.clip(params.rgb_change_sigmas * np.linalg.norm(radiometry.sigma),
+                                      params.rgb_change_floor_dn, params.rgb_change_cap_dn))
             parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
         except BaseException:
             out.unlink(missing_ok=True)
