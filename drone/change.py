@@ -42,12 +42,22 @@ def earthy(rgb: np.ndarray, params: ChangeParams) -> np.ndarray:
             & (red_green > -0.03) & (red_green < params.earth_red_green_max) & (green_blue > -0.01))
 
 
+def chromaticity(rgb: np.ndarray) -> np.ndarray:
+    """(r, g) = (R, G) / (R + G + B): what a shadow (a roughly uniform darkening) leaves unchanged."""
+    return rgb[:2] / (rgb.sum(axis=0) + 1.0)
+
+
 def shadow_like(before: np.ndarray, after: np.ndarray, params: ChangeParams) -> np.ndarray:
-    """Cast shadows (new or gone) darken ground by a roughly constant factor and are dark in every band."""
+    """Cast shadows, new or gone: one epoch much darker and dark in every band.
+
+    A shadow that is gone must also leave the colour alone: that keeps a blue roof built where a
+    tree's shadow lay, which darkening alone would mask.
+    """
     b_sum, a_sum = before.sum(axis=0), after.sum(axis=0)
+    same_colour = np.abs(chromaticity(before) - chromaticity(after)).max(axis=0) < params.shadow_chroma_tolerance
     new = (a_sum < params.shadow_ratio * b_sum) & (after.max(axis=0) < params.shadow_max_dn)
     gone = ((b_sum < params.shadow_ratio * a_sum) & (before.max(axis=0) < params.shadow_max_dn)
-            & (a_sum < 3 * params.ground_max_dn))  # a bright roof built in an old shadow still counts
+            & (a_sum < 3 * params.ground_max_dn) & same_colour)  # a roof built in an old shadow still counts
     return new | gone
 
 

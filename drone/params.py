@@ -18,7 +18,8 @@ class ChangeParams:
     ground_max_dn: float = 170.0  # mean DN above which a pixel is too bright for soil, dry grass or lit ground
     earth_red_green_max: float = 0.16  # ... whose red does not dominate green as on red tile
     shadow_ratio: float = 0.6  # one epoch darker than this fraction of the other ...
-    shadow_max_dn: float = 100.0  # ... and darker than this in every band: a cast shadow, not a roof
+    shadow_max_dn: float = 100.0  # ... and darker than this in every band ...
+    shadow_chroma_tolerance: float = 0.08  # ... and of the same chromaticity: a cast shadow, not a roof
     vehicle_max_width_m: float = 3.0  # an object no wider than a truck ...
     vehicle_max_length_m: float = 9.0  # ... and no longer is a vehicle, not a structure
     open_radius_m: float = 0.4
