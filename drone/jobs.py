@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 
 import psycopg
+from psycopg.types.json import Jsonb
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping
 
@@ -35,7 +36,7 @@ PROGRESS_EVERY_S = 0.5
 BLOCKS_START, BLOCKS_END = 0.1, 0.9
 
 JOB_COLUMNS = ("id, state, progress, before_id, after_id, before_dsm_id, after_dsm_id, cancel_requested, error, "
-               "residual_px, candidates_found, candidates_queued, dropped_registered, dropped_known_illegal, "
+               "residual_px, registration, candidates_found, candidates_queued, dropped_registered, dropped_known_illegal, "
                "dropped_dismissed, dropped_already_queued, dropped_outside_city, change_map_id, created_by, "
                "created_at, started_at, finished_at")
 INPUT_KINDS = (("before_id", "rgb"), ("after_id", "rgb"), ("before_dsm_id", "dsm"), ("after_dsm_id", "dsm"))
@@ -121,19 +122,20 @@ def run(conn: psycopg.Connection, settings: Settings, job_id: int, *, stop: thre
                                 progress=beat.blocks_done, cancel=cancel)
         beat.report(BLOCKS_END, force=True)
         candidates = [{"geometry": transform_geom(result.crs, "EPSG:4490", mapping(c.geometry)), "score": c.score,
-                       "height_gain_m": c.mean_height_gain_m} for c in result.candidates]
+                       "height_gain_m": c.mean_height_gain_m, "checks_passed": c.checks_passed}
+                      for c in result.candidates]
         with staged_cog(settings, raw_change_map, "change") as cog, conn.transaction():
             change_map = cog.catalogue(conn, name=f"change map of detection {job_id}",
                                        captured_on=_captured_on(conn, job["after_id"]))
             counts = queue_candidates(conn, job, candidates)
             conn.execute(
                 "UPDATE city.drone_detection SET state = 'succeeded', progress = 1, finished_at = now(), "
-                "residual_px = %(residual)s, change_map_id = %(map)s, candidates_found = %(candidates_found)s, "
+                "residual_px = %(residual)s, registration = %(registration)s, change_map_id = %(map)s, candidates_found = %(candidates_found)s, "
                 "candidates_queued = %(candidates_queued)s, dropped_registered = %(dropped_registered)s, "
                 "dropped_known_illegal = %(dropped_known_illegal)s, dropped_dismissed = %(dropped_dismissed)s, "
                 "dropped_already_queued = %(dropped_already_queued)s, dropped_outside_city = %(dropped_outside_city)s "
                 "WHERE id = %(id)s",
-                {"residual": result.registration.residual_px, "map": change_map["id"], "id": job_id,
+                {"residual": result.registration.residual_px, "registration": Jsonb(result.figures()), "map": change_map["id"], "id": job_id,
                  **counts.as_columns()})
         if on_progress:
             on_progress(1.0)

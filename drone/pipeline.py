@@ -43,6 +43,15 @@ class ChangeResult:
     used_dsm: bool
     dsm_offset: VerticalOffset | None  # after - before plane on stable ground, removed before differencing
 
+    def figures(self) -> dict:
+        """What registration and calibration measured, for the job's report."""
+        r = self.registration
+        return {"residual_px": round(r.residual_px, 3), "residual_p95_px": round(r.residual_p95_px, 3),
+                "overlap_share": r.overlap_share, "tie_points": r.tie_points, "inliers": r.inliers,
+                "shift_px": [round(v, 2) for v in r.shift_px], "rotation_deg": round(r.rotation_deg, 4),
+                "scale": round(r.scale, 5), "source": r.source,
+                "dsm_offset_m": None if self.dsm_offset is None else round(self.dsm_offset.at_origin, 3)}
+
     def to_geojson(self) -> dict:
         return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": self.crs.to_string()}},
                 "features": [{"type": "Feature", "geometry": mapping(c.geometry),
