@@ -45,7 +45,7 @@ MIN_TIES = 5
 MIN_INLIER_SHARE = 0.25  # of the measured tie windows
 OVERVIEW_SIDE = 512
 LEVEL_STEP = 6  # decimation between successive levels
-TIE_SIDE = {"overview": 128, "fine": 192}
+TIE_SIDE = {"overview": 96, "fine": 192}
 TIES_PER_SIDE = 6
 MAX_PASSES = 3
 CONVERGED_PX = 0.05
@@ -109,8 +109,13 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
         correction = _overview_shift(coarse, overview, grid_to_source_affine(overview, after.crs), evidence)
         while factor > 1:
             level = grid.coarsened(grid.pixel_size * factor)
-            correction, *_ = _refine(_Level(level, coarse, TIE_SIDE["overview"]), correction,
-                                     grid_to_source_affine(level, after.crs), pool, evidence, passes=1)
+            try:
+                correction, *_ = _refine(_Level(level, coarse, TIE_SIDE["overview"]), correction,
+                                         grid_to_source_affine(level, after.crs), pool, evidence, passes=1)
+            except RegistrationError:
+                # a small overlap at a coarse level holds few windows; the next level has more, and the
+                # full-resolution fit below still has to find its consensus or refuse
+                pass
             factor = factor // LEVEL_STEP if factor > LEVEL_STEP else 1
         correction, ties, inliers, model = _refine(_Level(grid, [(before, after)], TIE_SIDE["fine"]), correction,
                                                    to_after_world, pool, evidence, passes=MAX_PASSES)
