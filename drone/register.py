@@ -48,7 +48,6 @@ LEVEL_STEP = 6  # decimation between successive levels
 TIE_SIDE = {"overview": 96, "fine": 192}
 TIES_PER_SIDE = 6
 MAX_PASSES = 3
-CONVERGED_PX = 0.05
 FINAL_STEP_PX = 0.25  # a fitted step below this is applied without measuring the ties again
 MAX_RESIDUAL_PX = 0.75
 TIE_WORKERS = 2
