@@ -45,6 +45,8 @@ MIN_TIES = 5
 MIN_INLIER_SHARE = 0.25  # of the measured tie windows
 OVERVIEW_SIDE = 512
 LEVEL_STEP = 6  # decimation between successive levels
+OVERVIEW_PEAKS = 4  # overview translations tried, strongest first
+MAX_SHIFT_M = 10.0  # GNSS error of a drone flight without RTK is metres; a fit moving further is a false match
 TIE_SIDE = {"overview": 96, "fine": 128}
 TIES_PER_SIDE = 8
 MAX_PASSES = 3
@@ -105,19 +107,18 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
     evidence = f"overlap {share:.0%} of the smaller footprint"
     with ThreadPoolExecutor(TIE_WORKERS) as pool:
         overview = grid.coarsened(grid.pixel_size * factor)
-        correction = _overview_shift(coarse, overview, grid_to_source_affine(overview, after.crs), evidence)
-        while factor > 1:
-            level = grid.coarsened(grid.pixel_size * factor)
+        refusal = None
+        # the strongest overview peak is usually the shift; when moved shadows and another season
+        # make it a wrong one, the full-resolution consensus fails and the next peak is tried
+        for correction in _overview_shifts(coarse, overview, grid_to_source_affine(overview, after.crs), evidence):
             try:
-                correction, *_ = _refine(_Level(level, coarse, TIE_SIDE["overview"]), correction,
-                                         grid_to_source_affine(level, after.crs), pool, evidence, passes=1)
-            except RegistrationError:
-                # a small overlap at a coarse level holds few windows; the next level has more, and the
-                # full-resolution fit below still has to find its consensus or refuse
-                pass
-            factor = factor // LEVEL_STEP if factor > LEVEL_STEP else 1
-        correction, ties, inliers, model = _refine(_Level(grid, [(before, after)], TIE_SIDE["fine"]), correction,
-                                                   to_after_world, pool, evidence, passes=MAX_PASSES)
+                correction, ties, inliers, model = _coarse_to_fine(before, after, coarse, grid, factor, correction,
+                                                                   pool, evidence)
+                break
+            except RegistrationError as exc:
+                refusal = refusal or exc
+        else:
+            raise refusal
     misfit = np.hypot(*(ties.displacement[inliers] - _model_shift(model, ties.centres[inliers])).T)
     residual = float(np.sqrt(np.mean(misfit**2)))
     if residual > MAX_RESIDUAL_PX:
@@ -133,6 +134,26 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
         overlap_share=round(min(share, 1.0), 4), source="rgb+dsm" if use_dsm else "rgb")
 
 
+def _coarse_to_fine(before, after, coarse: list, grid: Grid, factor: int, correction: Affine, pool, evidence: str):
+    """Refine an overview shift level by level; the full-resolution fit must find its consensus or refuse."""
+    while factor > 1:
+        level = grid.coarsened(grid.pixel_size * factor)
+        try:
+            correction, *_ = _refine(_Level(level, coarse, TIE_SIDE["overview"]), correction,
+                                     grid_to_source_affine(level, after.crs), pool, evidence, passes=1)
+        except RegistrationError:
+            pass  # a small overlap holds few windows at a coarse level; the next level has more
+        factor = factor // LEVEL_STEP if factor > LEVEL_STEP else 1
+    found = _refine(_Level(grid, [(before, after)], TIE_SIDE["fine"]), correction,
+                    grid_to_source_affine(grid, after.crs), pool, evidence, passes=MAX_PASSES)
+    centre = grid_to_source_affine(grid, after.crs) @ (grid.width / 2, grid.height / 2)
+    moved = math.dist(found[0] @ centre, centre)
+    if moved > MAX_SHIFT_M:
+        raise RegistrationError(f"the only consistent fit moves the after epoch {moved:.0f} m (more than "
+                                f"{MAX_SHIFT_M:.0f} m of GNSS error): repeated structure, not a match ({evidence})")
+    return found
+
+
 def _apply(correction: Affine, model: Affine, to_after_world: Affine) -> Affine:
     """Fold a grid-pixel model (before(p) ~ view(model p)) into the world correction of the after georeference."""
     return to_after_world @ ~model @ ~to_after_world @ correction
@@ -146,9 +167,10 @@ def _view(src, grid: Grid, correction: Affine = Affine.identity()):
 
 RGB_EDGE_DN = 20.0  # a clear RGB edge, DN per pixel
 DSM_EDGE_M = 0.5  # a clear DSM edge (kerb, eave), metres per pixel
+SHADOW_SHARE = 0.6  # grey below this share of the window's median is shadow
 
 
-def _gradient(view, window: Window) -> tuple[np.ndarray, np.ndarray]:
+def _gradient(view, window: Window, without_shadows: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Gradient magnitude of a window in units of a clear edge (grey for RGB, heights for a DSM), and validity."""
     data, ok = view.read(window, grey=True)
     dsm = ok is None
@@ -159,26 +181,32 @@ def _gradient(view, window: Window) -> tuple[np.ndarray, np.ndarray]:
     magnitude = ndimage.gaussian_gradient_magnitude(image.astype(np.float32), 1.0)
     # walls of tall buildings would drown everything else: an edge counts once, however high
     magnitude = np.minimum(magnitude / (DSM_EDGE_M if dsm else RGB_EDGE_DN), 2.0)
-    if not ok.all():
-        magnitude[ndimage.binary_dilation(~ok, iterations=3)] = 0
+    unusable = ~ok
+    if without_shadows and not dsm and ok.any():
+        # cast shadows all move together when the sun moves: their edges would register the sun, not the
+        # ground, so edges next to clearly dark pixels do not count
+        unusable |= image < SHADOW_SHARE * np.median(image[ok])
+    if unusable.any():
+        magnitude[ndimage.binary_dilation(unusable, iterations=3)] = 0
     return magnitude, ok
 
 
-def _gradients(views: list, window: Window) -> tuple[np.ndarray, np.ndarray]:
+def _gradients(views: list, window: Window, without_shadows: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sum of the sources' edge images (RGB, DSM) on one window; valid where every source is."""
     total, valid = None, None
     for view in views:
-        g, ok = _gradient(view, window)
+        g, ok = _gradient(view, window, without_shadows)
         total, valid = (g, ok) if total is None else (total + g, valid & ok)
     return total, valid
 
 
-def _overview_shift(sources: list, overview: Grid, to_after_world: Affine, evidence: str) -> Affine:
-    """Translation from phase correlation of the whole overlap's edge overviews."""
+def _overview_shifts(sources: list, overview: Grid, to_after_world: Affine, evidence: str) -> list[Affine]:
+    """Candidate translations, strongest first, from phase correlation of the whole overlap's edge overviews."""
     window = Window(0, 0, overview.width, overview.height)
     views = [[open_on_grid(src, overview, fallback=Resampling.average) for src in pair] for pair in sources]
     try:
         (b, b_ok), (a, a_ok) = (_gradients([v[i] for v in views], window) for i in (0, 1))
+        (b_lit, _), (a_lit, _) = (_gradients([v[i] for v in views], window, without_shadows=True) for i in (0, 1))
     finally:
         for pair in views:
             for v in pair:
@@ -189,8 +217,25 @@ def _overview_shift(sources: list, overview: Grid, to_after_world: Affine, evide
         if g[ok].mean() < MIN_EDGES:
             raise RegistrationError(f"the {name} epoch is featureless: too little texture or relief to register "
                                     f"(mean edge strength {g[ok].mean():.3f}, need {MIN_EDGES}; {evidence})")
-    d = _correlate(b, a, upsample=4)
-    return _apply(Affine.identity(), Affine.translation(*d), to_after_world)
+    # all edges first; then lit edges only (when the sun moved, shadow edges agree on the sun's shift); then
+    # the next peaks. The full-resolution consensus decides between them.
+    tried = [_correlate(b, a, upsample=4), _correlate(b_lit, a_lit, upsample=4), *_peaks(b, a, OVERVIEW_PEAKS)]
+    distinct = [d for i, d in enumerate(tried) if all(math.dist(d, e) > 2 for e in tried[:i])]
+    return [_apply(Affine.identity(), Affine.translation(*d), to_after_world) for d in distinct]
+
+
+def _peaks(b: np.ndarray, a: np.ndarray, n: int) -> list[tuple[float, float]]:
+    """The n strongest local maxima of the phase correlation, as whole-pixel (dx, dy) with b(p) ~ a(p + d)."""
+    hann = _hann(b.shape)
+    spectrum = fft.fft2((b - b.mean()) * hann) * fft.fft2((a - a.mean()) * hann).conj()
+    spectrum /= np.maximum(np.abs(spectrum), 1e-6)
+    surface = np.abs(fft.ifft2(spectrum))
+    local = surface == ndimage.maximum_filter(surface, size=5, mode="wrap")
+    order = np.argsort(surface[local])[::-1][:n]
+    rows, cols = np.nonzero(local)
+    h, w = surface.shape
+    return [(-float(c - w if c > w // 2 else c), -float(r - h if r > h // 2 else r))
+            for r, c in zip(rows[order], cols[order])]
 
 
 def _correlate(b: np.ndarray, a: np.ndarray, upsample: int) -> tuple[float, float]:
