@@ -170,14 +170,19 @@ DSM_EDGE_M = 0.5  # a clear DSM edge (kerb, eave), metres per pixel
 SHADOW_SHARE = 0.6  # grey below this share of the window's median is shadow
 
 
-def _gradient(view, window: Window, without_shadows: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient magnitude of a window in units of a clear edge (grey for RGB, heights for a DSM), and validity."""
+def _read(view, window: Window) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A window as one band (grey for RGB, heights for a DSM), its validity, and whether it is a DSM."""
     data, ok = view.read(window, grey=True)
     dsm = ok is None
     image = data if dsm else data[0]
     if dsm:  # NaN where there is no height
         ok = np.isfinite(image)
         image = np.where(ok, image, np.nanmedian(image) if ok.any() else 0)
+    return image, ok, dsm
+
+
+def _edges(image: np.ndarray, ok: np.ndarray, dsm: bool, without_shadows: bool = False) -> np.ndarray:
+    """Gradient magnitude in units of a clear edge, zero where it cannot be trusted."""
     magnitude = ndimage.gaussian_gradient_magnitude(image.astype(np.float32), 1.0)
     # walls of tall buildings would drown everything else: an edge counts once, however high
     magnitude = np.minimum(magnitude / (DSM_EDGE_M if dsm else RGB_EDGE_DN), 2.0)
@@ -185,19 +190,20 @@ def _gradient(view, window: Window, without_shadows: bool = False) -> tuple[np.n
     if without_shadows and not dsm and ok.any():
         # cast shadows all move together when the sun moves: their edges would register the sun, not the
         # ground, so edges next to clearly dark pixels do not count
-        unusable |= image < SHADOW_SHARE * np.median(image[ok])
+        unusable = unusable | (image < SHADOW_SHARE * np.median(image[ok]))
     if unusable.any():
         magnitude[ndimage.binary_dilation(unusable, iterations=3)] = 0
-    return magnitude, ok
+    return magnitude
 
 
-def _gradients(views: list, window: Window, without_shadows: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of the sources' edge images (RGB, DSM) on one window; valid where every source is."""
-    total, valid = None, None
+def _gradients(views: list, window: Window, variants: tuple[bool, ...] = (False,)) -> tuple[list, np.ndarray]:
+    """Sum of the sources' edge images (RGB, DSM) on one window, one per shadow variant; valid where every source is."""
+    totals, valid = [0.0] * len(variants), None
     for view in views:
-        g, ok = _gradient(view, window, without_shadows)
-        total, valid = (g, ok) if total is None else (total + g, valid & ok)
-    return total, valid
+        image, ok, dsm = _read(view, window)
+        totals = [t + _edges(image, ok, dsm, v) for t, v in zip(totals, variants)]
+        valid = ok if valid is None else valid & ok
+    return totals, valid
 
 
 def _overview_shifts(sources: list, overview: Grid, to_after_world: Affine, evidence: str) -> list[Affine]:
@@ -205,8 +211,8 @@ def _overview_shifts(sources: list, overview: Grid, to_after_world: Affine, evid
     window = Window(0, 0, overview.width, overview.height)
     views = [[open_on_grid(src, overview, fallback=Resampling.average) for src in pair] for pair in sources]
     try:
-        (b, b_ok), (a, a_ok) = (_gradients([v[i] for v in views], window) for i in (0, 1))
-        (b_lit, _), (a_lit, _) = (_gradients([v[i] for v in views], window, without_shadows=True) for i in (0, 1))
+        ((b, b_lit), b_ok), ((a, a_lit), a_ok) = (_gradients([v[i] for v in views], window, (False, True))
+                                                  for i in (0, 1))
     finally:
         for pair in views:
             for v in pair:
@@ -300,7 +306,7 @@ def _measure(level: _Level, correction: Affine, windows: list[Window], before_ti
         b, b_ok = before_tile
         if b_ok.mean() < MIN_VALID or not b.any():
             return None
-        a, a_ok = _gradients(after_views, window)
+        (a,), a_ok = _gradients(after_views, window)
         if a_ok.mean() < MIN_VALID or not a.any():
             return None
         return _correlate(b, a, upsample=10)
@@ -319,7 +325,7 @@ def _refine(level: _Level, correction: Affine, to_after_world: Affine, pool, evi
     """Tie grid at one level: measure, fit a similarity, fold it in; repeat until it stops moving."""
     windows = _tie_windows(level.grid, level.side)
     before_views = [_view(before, level.grid) for before, _ in level.sources]
-    before_tiles = list(pool.map(lambda w: _gradients(before_views, w), windows))
+    before_tiles = [(g[0], ok) for g, ok in pool.map(lambda w: _gradients(before_views, w), windows)]
     for view in before_views:
         view.close()
     for _ in range(passes):
