@@ -110,7 +110,7 @@ def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader,
         refusal = None
         # the strongest overview peak is usually the shift; when moved shadows and another season
         # make it a wrong one, the full-resolution consensus fails and the next peak is tried
-        for correction in _overview_shifts(coarse, overview, grid_to_source_affine(overview, after.crs), evidence):
+        for correction in _overview_candidates(coarse, overview, grid_to_source_affine(overview, after.crs), evidence):
             try:
                 correction, ties, inliers, model = _coarse_to_fine(before, after, coarse, grid, factor, correction,
                                                                    pool, evidence)
@@ -204,6 +204,17 @@ def _gradients(views: list, window: Window, variants: tuple[bool, ...] = (False,
         totals = [t + _edges(image, ok, dsm, v) for t, v in zip(totals, variants)]
         valid = ok if valid is None else valid & ok
     return totals, valid
+
+
+def _overview_candidates(coarse: list, overview: Grid, to_after_world: Affine, evidence: str):
+    """Overview translations to try: from the DSMs first when both epochs have one (16x fewer pixels
+    than the RGB, and illumination-free), then from the RGB, which is only read if those all fail."""
+    if len(coarse) > 1:
+        try:
+            yield from _overview_shifts(coarse[1:], overview, to_after_world, evidence)
+        except RegistrationError:
+            pass  # flat, featureless DSMs: the RGB below decides
+    yield from _overview_shifts(coarse[:1], overview, to_after_world, evidence)
 
 
 def _overview_shifts(sources: list, overview: Grid, to_after_world: Affine, evidence: str) -> list[Affine]:
