@@ -85,7 +85,8 @@ def _document_collections(app: FastAPI, services: Services) -> None:
         if version not in built:
             generic = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             built.clear()
-            built[version] = openapi.as_ogc_document(collections_openapi(generic, services.catalogue))
+            built[version] = openapi.as_ogc_document(
+                hardening.declare_bearer_scheme(collections_openapi(generic, services.catalogue)))
         return built[version]
 
     app.openapi = document

@@ -235,27 +235,18 @@ def _local_swagger_ui(app: FastAPI) -> None:
                             headers={"Cache-Control": "public, max-age=86400"})
 
 
-def add_security_schemes(app: FastAPI) -> None:
-    """The bearer scheme in the OpenAPI, required by each operation that reads an Authorization header."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema and "bearerAuth" in app.openapi_schema.get("components", {}).get("securitySchemes", {}):
-            return app.openapi_schema
-        schema = build()
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
-            "type": "http", "scheme": "bearer",
-            "description": "an access key (cok_…) from `cityops keys create`; reads of public layers need none"}
-        for path in schema.get("paths", {}).values():
-            for operation in path.values():
-                if isinstance(operation, dict) and any(
-                        p.get("in") == "header" and p.get("name", "").lower() == "authorization"
-                        for p in operation.get("parameters", [])):
-                    operation["security"] = [{"bearerAuth": []}]
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi
+def declare_bearer_scheme(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with the bearer scheme, required by each operation that reads an Authorization header."""
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
+        "type": "http", "scheme": "bearer",
+        "description": "an access key (cok_…) from `cityops keys create`; reads of public layers need none"}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict) and any(
+                    p.get("in") == "header" and p.get("name", "").lower() == "authorization"
+                    for p in operation.get("parameters", [])):
+                operation["security"] = [{"bearerAuth": []}]
+    return schema
 
 
 def install(app: FastAPI, settings: SecuritySettings | None = None) -> None:
@@ -270,4 +261,3 @@ def install(app: FastAPI, settings: SecuritySettings | None = None) -> None:
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(SecurityHeaders)
     _local_swagger_ui(app)
-    add_security_schemes(app)

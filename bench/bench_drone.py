@@ -1,16 +1,22 @@
 """Benchmark of drone change detection on SYNTHETIC pairs (there is no real drone pair with truth offline).
 
-For each size: write the pair once (kept under bench/out/), then in a fresh child process time a
-plain block-wise read of the inputs, run detection with DSMs and RGB-only, and report object F1
-(IoU >= 0.5), registration residual (reported and true), peak RSS and detection/read time.
+Two parts, each pair generated once into bench/out/ under a key of EVERY generator parameter
+(tests/support/drone_scenes.SceneSpec.key), so a changed parameter never reuses a stale pair:
 
-    .venv/bin/python bench/bench_drone.py --sizes 1000 5000 20000
+- conditions: each condition of drone_scenes.CONDITIONS on its own and all at once, on held-out
+  seeds, with DSMs and RGB-only: object F1 (IoU >= 0.5), false candidates on the no-change pair,
+  registration residual (reported and true), refusals;
+- speed: at each --sizes, in a fresh child process, a plain block-wise read of the inputs, then
+  detection with DSMs; ratio detect/read and peak RSS.
+
+    python -m bench.bench_drone --condition-size 1000 --seeds 2 --sizes 5000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import resource
 import subprocess
 import sys
@@ -19,11 +25,20 @@ from pathlib import Path
 
 import rasterio
 
-from drone.evaluate import object_scores, registration_error_px
+from drone.errors import DroneError
 from drone.pipeline import GDAL_CACHE_MB, detect_changes
-from drone.synthetic import SyntheticPairSpec, write_synthetic_pair
+from tests.support.drone_scenes import CONDITIONS, CRS_EPSG, HELD_OUT_SEEDS, SceneSpec, scene_spec, write_scene_pair
+from tests.support.drone_scoring import object_scores, registration_error_px
 
 OUT = Path(__file__).parent / "out"
+
+
+def cached_pair(spec: SceneSpec):
+    folder = OUT / f"drone_{spec.key()}"
+    if not (folder / "pair.pkl").exists():
+        pair = write_scene_pair(folder, spec)
+        (folder / "pair.pkl").write_bytes(pickle.dumps(pair))
+    return folder, pickle.loads((folder / "pair.pkl").read_bytes())
 
 
 def plain_read_seconds(paths: list[Path]) -> float:
@@ -37,62 +52,78 @@ def plain_read_seconds(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
-def measure(size: int) -> dict:
-    """Runs in a child process so peak RSS belongs to this size alone."""
-    folder = OUT / f"drone_{size}"
-    meta = json.loads((folder / "pair.json").read_text())
-    truth = [__import__("shapely").geometry.shape(f["geometry"])
-             for f in json.loads((folder / "synthetic_truth.geojson").read_text())["features"]]
-    rgb = [folder / "synthetic_before_rgb.tif", folder / "synthetic_after_rgb.tif"]
-    dsm = [folder / "synthetic_before_dsm.tif", folder / "synthetic_after_dsm.tif"]
-    row = {"size_px": size, "truth": len(truth)}
-    for mode, inputs in (("dsm", rgb + dsm), ("rgb", rgb)):
-        read_s = plain_read_seconds(inputs)
-        start = time.perf_counter()
-        result = detect_changes(*inputs, change_map_path=folder / f"change_{mode}.tif")
-        detect_s = time.perf_counter() - start
-        scores = object_scores([c.geometry for c in result.candidates], truth)
-        with rasterio.open(rgb[0]) as src:
-            true_error = registration_error_px(result.registration.correction,
-                                               rasterio.Affine(*meta["true_correction"]), src.bounds, 0.05)
-        row[mode] = dict(f1=round(scores.f1, 3), precision=round(scores.precision, 3), recall=round(scores.recall, 3),
-                         candidates=len(result.candidates), residual_px=round(result.registration.residual_px, 3),
-                         true_error_max_px=round(float(true_error.max()), 3), read_s=round(read_s, 2),
-                         detect_s=round(detect_s, 2), ratio=round(detect_s / read_s, 2))
-    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+def run_condition(name: str, seed: int, size: int, changes: bool = True) -> dict:
+    spec = scene_spec(name, size_px=size, seed=seed, plant_changes=changes)
+    folder, pair = cached_pair(spec)
+    row = {"condition": name if changes else f"no change ({name})", "seed": seed, "truth": len(pair.truth)}
+    for mode in ("dsm", "rgb"):
+        dsm = (pair.before_dsm, pair.after_dsm) if mode == "dsm" else (None, None)
+        try:
+            result = detect_changes(pair.before_rgb, pair.after_rgb, *dsm, change_map_path=folder / f"cm_{mode}.tif")
+        except DroneError as exc:
+            row[mode] = {"refused": str(exc)}
+            continue
+        s = object_scores([c.geometry for c in result.candidates], pair.truth, ignore=pair.ignore)
+        reg = result.registration
+        true_error = None
+        if spec.after_epsg == CRS_EPSG:
+            true_error = float(registration_error_px(reg.correction, pair.true_correction, pair.overlap.bounds,
+                                                     reg.pixel_size_m).max())
+        row[mode] = dict(tp=s.true_positives, fp=s.false_positives, fn=s.false_negatives, f1=round(s.f1, 3),
+                         residual_px=round(reg.residual_px, 3), true_error_px=true_error and round(true_error, 3),
+                         overlap=round(reg.overlap_share, 2), inliers=f"{reg.inliers}/{reg.tie_points}")
     return row
 
 
-def ensure_pair(size: int) -> None:
-    folder = OUT / f"drone_{size}"
-    if (folder / "pair.json").exists():
-        return
+def measure_speed(size: int) -> dict:
+    """Runs in a child process so peak RSS belongs to this size alone."""
+    _, pair = cached_pair(scene_spec("all", size_px=size, gsd_m=0.05, seed=HELD_OUT_SEEDS[0], overlap_shift=0.0,
+                                     after_gsd_m=0.05))
+    inputs = [pair.before_rgb, pair.after_rgb, pair.before_dsm, pair.after_dsm]
+    read_s = plain_read_seconds(inputs)
     start = time.perf_counter()
-    pair = write_synthetic_pair(folder, SyntheticPairSpec(size_px=size, seed=size))
-    (folder / "pair.json").write_text(json.dumps({
-        "true_correction": list(pair.true_correction)[:6], "generate_s": round(time.perf_counter() - start, 1)}))
+    result = detect_changes(*inputs, change_map_path=pair.before_rgb.parent / "cm_speed.tif")
+    detect_s = time.perf_counter() - start
+    s = object_scores([c.geometry for c in result.candidates], pair.truth, ignore=pair.ignore)
+    return dict(size_px=size, read_s=round(read_s, 2), detect_s=round(detect_s, 2), ratio=round(detect_s / read_s, 2),
+                f1=round(s.f1, 3), residual_px=round(result.registration.residual_px, 3),
+                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def _cell(m: dict) -> str:
+    if "refused" in m:
+        return "REFUSED"
+    return f"{m['f1']:.2f} ({m['tp']}/{m['fp']}/{m['fn']})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--condition-size", type=int, default=1000, help="before raster side for the condition table")
+    parser.add_argument("--seeds", type=int, default=2, help="held-out seeds per condition")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[5000], help="sides for the speed runs")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child)))
+        print(json.dumps(measure_speed(args.child)))
         return
+    print("| condition | seed | truth | F1 with DSM (TP/FP/FN) | F1 RGB-only (TP/FP/FN) | residual px (DSM/RGB) "
+          "| true error px | overlap | inliers |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows = [(name, seed, True) for name in CONDITIONS for seed in HELD_OUT_SEEDS[:args.seeds]]
+    rows += [("all", seed, False) for seed in HELD_OUT_SEEDS[10:10 + args.seeds]]
+    for name, seed, changes in rows:
+        r = run_condition(name, seed, args.condition_size, changes)
+        d, g = r["dsm"], r["rgb"]
+        res = "/".join(str(m.get("residual_px", "-")) for m in (d, g))
+        print(f"| {r['condition']} | {seed} | {r['truth']} | {_cell(d)} | {_cell(g)} | {res} | "
+              f"{d.get('true_error_px', '-')} | {d.get('overlap', '-')} | {d.get('inliers', '-')} |", flush=True)
     for size in args.sizes:
-        ensure_pair(size)
         child = subprocess.run([sys.executable, "-m", "bench.bench_drone", "--child", str(size)],
                                capture_output=True, text=True, check=True)
         row = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"{size}x{size} px ({row['truth']} planted): peak RSS {row['peak_rss_mb']} MB")
-        for mode in ("dsm", "rgb"):
-            m = row[mode]
-            print(f"  {mode:3}: F1 {m['f1']:.3f} (P {m['precision']:.3f} R {m['recall']:.3f}, {m['candidates']} found) "
-                  f"residual {m['residual_px']:.3f} px, true error max {m['true_error_max_px']:.3f} px, "
-                  f"read {m['read_s']} s, detect {m['detect_s']} s, ratio {m['ratio']}")
-        print(json.dumps(row), flush=True)
+        print(f"speed {size}x{size} px (all conditions, DSM): read {row['read_s']} s, detect {row['detect_s']} s, "
+              f"ratio {row['ratio']}, peak RSS {row['peak_rss_mb']} MB, F1 {row['f1']}, "
+              f"residual {row['residual_px']} px", flush=True)
 
 
 if __name__ == "__main__":

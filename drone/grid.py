@@ -94,6 +94,6 @@ def warped(src: rasterio.DatasetReader, grid: Grid, correction: Affine = Affine.
         return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
                          src_transform=correction @ src.transform, resampling=resampling,
                          src_nodata=src.nodata, nodata=np.nan, dtype="float32")
-    # RGB: an alpha band marks pixels outside the source footprint
+    # RGB: an alpha band (the source's own, or one added) marks pixels outside the source footprint
     return WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                     src_transform=correction @ src.transform, resampling=resampling, add_alpha=True)
+                     src_transform=correction @ src.transform, resampling=resampling, add_alpha=src.count == 3)

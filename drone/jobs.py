@@ -33,7 +33,7 @@ WHAT = "change-detection job"
 BLOCKS_START, BLOCKS_END = 0.1, 0.9
 
 JOB_COLUMNS = ("id, state, progress, before_id, after_id, before_dsm_id, after_dsm_id, cancel_requested, error, "
-               "residual_px, candidates_found, candidates_queued, dropped_registered, dropped_known_illegal, "
+               "residual_px, registration, candidates_found, candidates_queued, dropped_registered, dropped_known_illegal, "
                "dropped_dismissed, dropped_already_queued, dropped_outside_city, change_map_id, created_by, "
                "created_at, started_at, finished_at")
 INPUT_KINDS = (("before_id", "rgb"), ("after_id", "rgb"), ("before_dsm_id", "dsm"), ("after_dsm_id", "dsm"))
@@ -95,13 +95,14 @@ def _run(job: jobs.Job, settings: Settings) -> None:
             raise jobs.JobCancelled(str(exc)) from None
         job.progress(BLOCKS_END, force=True)
         candidates = [{"geometry": transform_geom(result.crs, CATALOGUE_CRS, mapping(c.geometry)), "score": c.score,
-                       "height_gain_m": c.mean_height_gain_m} for c in result.candidates]
+                       "height_gain_m": c.mean_height_gain_m, "checks_passed": c.checks_passed}
+                      for c in result.candidates]
         with staged_cog(settings, raw_change_map, "change") as cog, conn.transaction():
             change_map = cog.catalogue(conn, name=f"change map of detection {job.id}",
                                        captured_on=orthophotos.flight_day(conn, spec["after_id"]))
             counts = queue_candidates(conn, {"id": job.id, **spec}, candidates)
-            job.succeed(conn, {"residual_px": result.registration.residual_px, "change_map_id": change_map["id"],
-                               **counts.as_columns()})
+            job.succeed(conn, {"residual_px": result.registration.residual_px, "registration": result.figures(),
+                               "change_map_id": change_map["id"], **counts.as_columns()})
     finally:
         raw_change_map.unlink(missing_ok=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -16,8 +17,8 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from drone.change import candidate_mask, change_score, halo_px
-from drone.errors import CancelledError, DroneError
+from drone.change import candidate_mask, change_score, halo_px, vegetation
+from drone.errors import CancelledError, DroneError, InvalidRasterError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
 from drone.params import ChangeParams
@@ -29,6 +30,7 @@ from gis.settings import settings_of
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
+STABLE_MIN_SUM_DN = 120  # R+G+B below this is shadow: no use for a radiometric fit
 
 
 @dataclass
@@ -39,7 +41,16 @@ class ChangeResult:
     radiometry: LinearRadiometry
     change_map_path: Path  # GeoTIFF: band 1 change score 0-1 (0.5 = decision), band 2 height gain m (DSM only)
     used_dsm: bool
-    dsm_bias_m: float | None  # after - before median over the sample windows, removed before differencing
+    dsm_offset: VerticalOffset | None  # after - before plane on stable ground, removed before differencing
+
+    def figures(self) -> dict:
+        """What registration and calibration measured, for the job's report."""
+        r = self.registration
+        return {"residual_px": round(r.residual_px, 3), "residual_p95_px": round(r.residual_p95_px, 3),
+                "overlap_share": r.overlap_share, "tie_points": r.tie_points, "inliers": r.inliers,
+                "shift_px": [round(v, 2) for v in r.shift_px], "rotation_deg": round(r.rotation_deg, 4),
+                "scale": round(r.scale, 5), "source": r.source,
+                "dsm_offset_m": None if self.dsm_offset is None else round(self.dsm_offset.at_origin, 3)}
 
 
 @dataclass(frozen=True)
@@ -98,30 +109,35 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
     """
     if (before_dsm is None) != (after_dsm is None):
         raise DroneError("give both DSMs or neither")
-    out = Path(change_map_path) if change_map_path else _temporary_tif()
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
-        with rasterio.open(before_rgb) as b, rasterio.open(after_rgb) as a:
+        with contextlib.ExitStack() as stack:
+            b, a = (stack.enter_context(_open(p, role, bands=(3, 4)))
+                    for p, role in ((before_rgb, "before orthophoto"), (after_rgb, "after orthophoto")))
             grid = common_grid(b, a)
-            registration = register_pair(b, a, grid)
-            after_crs = a.crs
-        for path in (before_dsm, after_dsm):
-            if path is not None:
-                _check_dsm(path, after_crs if path == after_dsm else None)
-        analysis = grid.coarsened(max(params.analysis_gsd_m, grid.pixel_size))
+            for path, rgb in ((before_dsm, b), (after_dsm, a)):
+                if path is not None:
+                    _check_dsm(path, rgb)
+            dsms = [stack.enter_context(_open(p, "DSM", bands=(1,))) if p is not None else None
+                    for p in (before_dsm, after_dsm)]
+            registration = register_pair(b, a, grid, *dsms)
+        # nothing is written before the pair is known to be comparable: a refusal leaves no file
+        out = Path(change_map_path) if change_map_path else _temporary_tif()
+        # a whole multiple of the grid pixel keeps reads on the plain windowed path (no GDAL warp)
+        analysis = grid.coarsened(grid.pixel_size * max(1, round(params.analysis_gsd_m / grid.pixel_size)))
         inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
                          analysis, registration.correction)
         views = _Views(inputs)
         try:
-            radiometry, bias = _calibrate(views.get(), analysis)
-            threshold = max(params.rgb_change_floor_dn, params.rgb_change_sigmas * float(np.linalg.norm(radiometry.sigma)))
+            radiometry, bias = _calibrate(views.get(), analysis, params)
+            threshold = float(np.clip(params.rgb_change_sigmas * np.linalg.norm(radiometry.sigma),
+                                      params.rgb_change_floor_dn, params.rgb_change_cap_dn))
             parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
         except BaseException:
             out.unlink(missing_ok=True)
             raise
         finally:
             views.close()
-    candidates = finish(merge_seams(parts), analysis.transform, params.min_area_m2, params.rectangular_enough,
-                        with_height=before_dsm is not None)
+    candidates = finish(merge_seams(parts), analysis.transform, params, with_height=before_dsm is not None)
     return ChangeResult(candidates, grid.crs, registration, radiometry, out, before_dsm is not None, bias)
 
 
@@ -131,13 +147,31 @@ def _temporary_tif() -> Path:
     return Path(name)
 
 
-def _check_dsm(path, rgb_crs: CRS | None) -> None:
-    with rasterio.open(path) as src:
+def _open(path, role: str, bands: tuple[int, ...]) -> rasterio.DatasetReader:
+    """Open an input raster or refuse it with the reason (unreadable, wrong band count)."""
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InvalidRasterError(f"{role} {path} is not a raster GDAL can read ({exc})") from None
+    if src.count not in bands:
+        src.close()
+        raise InvalidRasterError(f"{role} {path} needs {' or '.join(map(str, bands))} band(s); this one has "
+                                 f"{src.count} (a DSM given as an orthophoto, or the other way round?)")
+    return src
+
+
+def _check_dsm(path, rgb: rasterio.DatasetReader) -> None:
+    """A DSM must be one band, in its orthophoto's CRS and cover most of it (the same flight's product)."""
+    with _open(path, "DSM", bands=(1,)) as src:
         require_georeferenced(src, "DSM")
-        if src.count != 1:
-            raise DroneError(f"DSM {path} must have one band, it has {src.count}")
-        if rgb_crs is not None and src.crs != rgb_crs:
-            raise DroneError("the after DSM must be in the same CRS as the after orthophoto")
+        if src.crs != rgb.crs:
+            raise DroneError(f"DSM {path} is in {src.crs}, its orthophoto in {rgb.crs}: they must come from one flight")
+        left, bottom, right, top = rgb.bounds
+        shared = (max(0.0, min(right, src.bounds.right) - max(left, src.bounds.left))
+                  * max(0.0, min(top, src.bounds.top) - max(bottom, src.bounds.bottom)))
+        if shared < 0.5 * (right - left) * (top - bottom):
+            raise DroneError(f"DSM {path} covers {shared / ((right - left) * (top - bottom)):.0%} of its orthophoto: "
+                             "not the same flight's DSM")
 
 
 def _sample_windows(grid: Grid) -> list[Window]:
@@ -146,9 +180,28 @@ def _sample_windows(grid: Grid) -> list[Window]:
             for x in np.linspace(0, grid.width - side, 3)]
 
 
-def _calibrate(views: dict, grid: Grid) -> tuple[LinearRadiometry, float | None]:
-    """Radiometric fit and DSM vertical bias from a 3 x 3 spread of sample windows."""
-    before, after, dh = [], [], []
+@dataclass(frozen=True)
+class VerticalOffset:
+    """after DSM - before DSM on stable ground: a plane (bias and tilt), metres at grid pixel (col, row)."""
+
+    at_origin: float
+    per_col: float
+    per_row: float
+
+    def on(self, window: Window) -> np.ndarray:
+        cols = np.arange(window.width, dtype=np.float32) + window.col_off + 0.5
+        rows = np.arange(window.height, dtype=np.float32) + window.row_off + 0.5
+        return self.at_origin + self.per_col * cols[None, :] + self.per_row * rows[:, None]
+
+
+def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRadiometry, VerticalOffset | None]:
+    """Radiometric fit on stable pixels and the DSM vertical offset plane, from a 3 x 3 spread of sample windows.
+
+    Season and shadows change whole classes of pixels (grass, leaves, soil, the ground a shadow
+    moved off), so the fit that is used is made on pixels that are neither vegetation nor dark in
+    the before epoch (roads, roofs, bare soil) and not dark after.
+    """
+    before, after, dh, where = [], [], [], []
     for window in _sample_windows(grid):
         b, b_ok = views["before_rgb"].read(window)
         a, a_ok = views["after_rgb"].read(window)
@@ -157,12 +210,34 @@ def _calibrate(views: dict, grid: Grid) -> tuple[LinearRadiometry, float | None]
         after.append(a[:, ok].T)
         if "before_dsm" in views:
             diff = views["after_dsm"].read(window)[0] - views["before_dsm"].read(window)[0]
-            dh.append(diff[np.isfinite(diff)])
+            rows, cols = np.nonzero(np.isfinite(diff))
+            dh.append(diff[rows, cols])
+            where.append(np.column_stack([cols + window.col_off + 0.5, rows + window.row_off + 0.5]))
     before, after = np.concatenate(before), np.concatenate(after)
     if len(before) < 1000:
         raise DroneError("too few overlapping pixels to compare radiometry")
-    bias = float(np.median(np.concatenate(dh))) if dh else None
-    return fit_linear_radiometry(before, after), bias
+    first = fit_linear_radiometry(before, after)
+    after_first = first.apply(after.T[:, :, None])[:, :, 0]
+    # classes judged on the before epoch alone, which the fit cannot bias: roads, roofs and bare soil remain
+    stable = ~(vegetation(before.T, params) | (before.sum(axis=1) < STABLE_MIN_SUM_DN)
+               | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
+    radiometry = fit_linear_radiometry(before[stable], after[stable]) if stable.sum() >= 1000 else first
+    offset = _vertical_offset(np.concatenate(dh), np.concatenate(where)) if dh else None
+    return radiometry, offset
+
+
+def _vertical_offset(dh: np.ndarray, where: np.ndarray) -> VerticalOffset:
+    """Robust plane through the DSM differences: changed ground (new roofs, grown trees) is trimmed away."""
+    if len(dh) < 100:
+        raise DroneError("the DSMs share too few valid heights to compare")
+    design = np.column_stack([np.ones(len(dh)), where])
+    keep = np.ones(len(dh), bool)
+    for _ in range(4):
+        coef, *_ = np.linalg.lstsq(design[keep], dh[keep], rcond=None)
+        residual = dh - design @ coef
+        spread = 1.4826 * np.median(np.abs(residual[keep] - np.median(residual[keep])))
+        keep = np.abs(residual) <= 3 * max(spread, 0.05)
+    return VerticalOffset(*(float(c) for c in coef))
 
 
 def _blocks(grid: Grid, size: int) -> list[Window]:
@@ -170,7 +245,7 @@ def _blocks(grid: Grid, size: int) -> list[Window]:
             for r in range(0, grid.height, size) for c in range(0, grid.width, size)]
 
 
-def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRadiometry, bias: float | None,
+def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRadiometry, bias: VerticalOffset | None,
                    threshold: float, params: ChangeParams):
     halo = halo_px(params)
     c0, r0 = max(0, core.col_off - halo), max(0, core.row_off - halo)
@@ -182,8 +257,8 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
     after, a_ok = v["after_rgb"].read(padded)
     height_gain = None
     if "before_dsm" in v:
-        height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias
-    score = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
+        height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias.on(padded)
+    score, green = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
     mask = candidate_mask(score, params)
     inner = (slice(core.row_off - r0, core.row_off - r0 + core.height),
              slice(core.col_off - c0, core.col_off - c0 + core.width))
@@ -192,7 +267,7 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
              core.col_off > 0, core.col_off + core.width < grid.width)
     gain_core = height_gain[inner] if height_gain is not None else None
     parts = block_parts(mask[inner], np.nan_to_num(score[inner]), np.nan_to_num(gain_core) if gain_core is not None
-                        else None, core.col_off, core.row_off, seams)
+                        else None, green[inner], core.col_off, core.row_off, seams)
     return score[inner], gain_core, parts
 
 

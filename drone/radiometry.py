@@ -25,10 +25,12 @@ class LinearRadiometry:
 
 
 def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, iterations: int = 3) -> LinearRadiometry:
-    """Per-band least squares on pseudo-invariant pixels (rows of (n, 3) arrays).
+    """Per-band linear map of after onto before by matching quantiles of pseudo-invariant pixels (rows of (n, 3)).
 
-    Changed pixels are what spoils a plain fit, so each round drops pixels whose residual in any
-    band exceeds 3 robust sigmas and refits on the rest.
+    A least-squares regression of before on after shrinks the gain towards zero as soon as the
+    epochs correlate weakly (another season, another sun): matching the spread (10th-90th
+    percentile) and the median does not. Changed pixels still spoil the match, so each round
+    drops pixels whose residual in any band exceeds 3 robust sigmas and matches again on the rest.
     """
     if len(before) > MAX_SAMPLES:  # an even stride keeps the spread; 2e5 pixels pin a gain to ~1e-3
         step = -(-len(before) // MAX_SAMPLES)
@@ -36,11 +38,11 @@ def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, iterations: int
     keep = np.ones(len(before), bool)
     before, after = before.astype(np.float64), after.astype(np.float64)
     for _ in range(iterations):
-        # per-band simple regression in closed form (the least-squares solution, without lstsq's SVD)
         b, a = before[keep], after[keep]
-        a_mean, b_mean = a.mean(axis=0), b.mean(axis=0)
-        gains = ((a - a_mean) * (b - b_mean)).sum(axis=0) / np.maximum(((a - a_mean) ** 2).sum(axis=0), 1e-12)
-        offsets = b_mean - gains * a_mean
+        b_lo, b_mid, b_hi = np.percentile(b, [10, 50, 90], axis=0)
+        a_lo, a_mid, a_hi = np.percentile(a, [10, 50, 90], axis=0)
+        gains = (b_hi - b_lo) / np.maximum(a_hi - a_lo, 1e-6)
+        offsets = b_mid - gains * a_mid
         residual = before - (after * gains + offsets)
         kept = residual[keep]
         sigma = MAD_TO_SIGMA * np.median(np.abs(kept - np.median(kept, axis=0)), axis=0)

@@ -1,13 +1,20 @@
-"""Co-registration of the after epoch onto the before epoch.
+"""Co-registration of the after epoch onto the before epoch, robust to light, season and GNSS error.
 
-A coarse translation comes from phase correlation of a decimated central window (it absorbs GNSS
-offsets of metres). Then a grid of tie windows is phase-correlated at full resolution with
-sub-pixel upsampling, and a RANSAC similarity (shift, rotation, scale) is fitted; tie windows on
-changed ground fall out as outliers. The fit is applied and the tie points re-measured until the
-correction stops moving; the last re-measurement is the reported residual.
+Registration works on what does not change with light: gradient-magnitude images (roof, road and
+kerb edges; a gain, offset or white balance leaves their positions alone), and on the DSMs when
+both epochs have one (heights are illumination-free). It runs coarse to fine:
 
-The result is a world affine on the after georeference, so it applies unchanged to the after
-DSM and to any other product of the same flight.
+1. an overview of the whole overlap (~512 px): phase correlation of the two gradient images gives
+   the translation (GNSS offsets of metres are a few overview pixels);
+2. at every level (overview, intermediate, full resolution) a grid of tie windows across the
+   overlap is phase-correlated with sub-pixel upsampling and a RANSAC similarity (shift, rotation,
+   scale) is fitted; windows on changed ground or moved shadows fall out as outliers;
+3. at full resolution the fit is applied and the ties re-measured until the correction stops
+   moving; the inliers' misfit is the reported residual.
+
+A pair is refused only when it cannot be registered (under MIN_OVERLAP of shared footprint,
+featureless, or tie points that agree on no similarity), and the refusal carries the evidence.
+The result is a world affine on the after georeference, so it applies unchanged to the after DSM.
 """
 
 from __future__ import annotations
@@ -21,25 +28,31 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
-from scipy import fft
+from scipy import fft, ndimage
 from skimage.measure import ransac
 from skimage.transform import SimilarityTransform
 
-from drone.errors import RegistrationError
+from drone.errors import NoOverlapError, RegistrationError
 from drone.grid import Grid, grid_to_source_affine
 from drone.ongrid import open_on_grid
 
-MIN_TEXTURE_DN = 3.0  # grey std of a window below this carries no usable structure
-MIN_NCC = 0.5  # normalised cross-correlation of an aligned tie window; below it the match is noise
-MIN_TIES = 6
+MIN_OVERLAP = 0.3  # shared share of the smaller footprint below which a pair is refused
+MIN_EDGES = 0.02  # mean edge strength (share of a clear edge per pixel) below which an epoch is featureless
+MIN_VALID = 0.7  # share of a tie window that must hold data in both epochs
+MIN_TIES = 5
+MIN_INLIER_SHARE = 0.25  # of the measured tie windows
+OVERVIEW_SIDE = 512
+LEVEL_STEP = 6  # decimation between successive levels
+OVERVIEW_PEAKS = 4  # overview translations tried, strongest first
+MAX_SHIFT_M = 10.0  # GNSS error of a drone flight without RTK is metres; a fit moving further is a false match
+TIE_SIDE = {"overview": 96, "fine": 128}
+TIES_PER_SIDE = 8
 MAX_PASSES = 3
-CONVERGED_PX = 0.05
 FINAL_STEP_PX = 0.25  # a fitted step below this is applied without measuring the ties again
-MAX_RESIDUAL_PX = 1.0
+MAX_RESIDUAL_PX = 0.75
 TIE_WORKERS = 2
-COARSE_WINDOW = 2048
-COARSE_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -50,57 +63,95 @@ class RegistrationReport:
     shift_px: tuple[float, float]  # how far the after georeference was off at the grid centre (x east, y south)
     rotation_deg: float  # counter-clockwise rotation of the correction
     scale: float
-    tie_points: int
+    tie_points: int  # tie windows measured at full resolution
     inliers: int
     pixel_size_m: float
+    overlap_share: float  # shared area / the smaller epoch's footprint
+    source: str  # what the coarse levels registered on: "rgb+dsm" or "rgb"
 
 
 @dataclass
 class _Ties:
-    centres: np.ndarray  # (n, 2) grid pixel x, y
+    centres: np.ndarray  # (n, 2) level pixel x, y
     displacement: np.ndarray  # (n, 2): before(p) matches the current after view at p + d
 
 
-def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader, grid: Grid) -> RegistrationReport:
-    """Estimate the correction that puts `after` onto `before` over `grid`; raise RegistrationError if unreliable."""
-    before_view = _view(before, grid)
+@dataclass(frozen=True)
+class _Level:
+    grid: Grid
+    sources: list[tuple[rasterio.DatasetReader, rasterio.DatasetReader]]  # (before, after): RGB, then DSM
+    side: int
+
+
+def overlap_share(before: rasterio.DatasetReader, after: rasterio.DatasetReader, grid: Grid) -> float:
+    """Area of the analysis grid over the smaller of the two footprints (both in the before CRS)."""
+    b = before.bounds
+    a = transform_bounds(after.crs, before.crs, *after.bounds)
+    smaller = min((b[2] - b[0]) * (b[3] - b[1]), (a[2] - a[0]) * (a[3] - a[1]))
+    return grid.width * grid.height * grid.pixel_size**2 / smaller
+
+
+def register_pair(before: rasterio.DatasetReader, after: rasterio.DatasetReader, grid: Grid,
+                  before_dsm: rasterio.DatasetReader | None = None,
+                  after_dsm: rasterio.DatasetReader | None = None) -> RegistrationReport:
+    """Estimate the correction that puts `after` onto `before` over `grid`; raise RegistrationError if it cannot."""
+    share = overlap_share(before, after, grid)
+    if share < MIN_OVERLAP:
+        raise NoOverlapError(f"the epochs share {share:.0%} of the smaller footprint (need {MIN_OVERLAP:.0%}): "
+                             "too little overlap to register and compare")
+    use_dsm = before_dsm is not None and after_dsm is not None
+    # the coarse levels see RGB edges and DSM relief together; full resolution is the RGB's alone
+    coarse = [(before, after)] + ([(before_dsm, after_dsm)] if use_dsm else [])
     to_after_world = grid_to_source_affine(grid, after.crs)
-    # a whole-pixel coarse shift: the first pass then reads the after epoch with no resampling at all
-    shift = np.round(_coarse_shift(before, after, grid))
-    correction = _apply(Affine.identity(), Affine.translation(*shift), to_after_world)
-    size = int(np.clip(min(grid.width, grid.height) // 6, 96, 384))
-    centres = _tie_centres(grid, size)
-    with ThreadPoolExecutor(TIE_WORKERS) as pool:  # reads are serialised per view; resampling and FFTs overlap
-        before_tiles = list(pool.map(lambda c: _grey(before_view, _tie_window(c, size)), centres))  # never moves
-        converged = False
-        for _ in range(MAX_PASSES):
-            ties = _measure(before_tiles, _view(after, grid, correction), centres, size, pool)
-            model, inliers = _fit(ties)
-            motion = _motion(model, grid)
-            if motion < CONVERGED_PX:
-                converged = True
+    factor = max(1, int(math.ceil(max(grid.width, grid.height) / OVERVIEW_SIDE)))
+    evidence = f"overlap {share:.0%} of the smaller footprint"
+    with ThreadPoolExecutor(TIE_WORKERS) as pool:
+        overview = grid.coarsened(grid.pixel_size * factor)
+        refusal = None
+        # the strongest overview peak is usually the shift; when moved shadows and another season
+        # make it a wrong one, the full-resolution consensus fails and the next peak is tried
+        for correction in _overview_candidates(coarse, overview, grid_to_source_affine(overview, after.crs), evidence):
+            try:
+                correction, ties, inliers, model = _coarse_to_fine(before, after, coarse, grid, factor, correction,
+                                                                   pool, evidence)
                 break
-            correction = _apply(correction, model, to_after_world)
-            if motion < FINAL_STEP_PX:
-                # a last small step: applied, and the residual is the tie misfit to it (no re-measuring pass)
-                ties = _Ties(ties.centres, ties.displacement - _model_shift(model, ties.centres))
-                converged = True
-                break
-        if not converged:
-            ties = _measure(before_tiles, _view(after, grid, correction), centres, size, pool)
-            _, inliers = _fit(ties)
-    before_view.close()
-    misfit = np.hypot(*ties.displacement[inliers].T)
+            except RegistrationError as exc:
+                refusal = refusal or exc
+        else:
+            raise refusal
+    misfit = np.hypot(*(ties.displacement[inliers] - _model_shift(model, ties.centres[inliers])).T)
     residual = float(np.sqrt(np.mean(misfit**2)))
     if residual > MAX_RESIDUAL_PX:
-        raise RegistrationError(f"residual misalignment {residual:.2f} px after correction exceeds {MAX_RESIDUAL_PX} px")
+        raise RegistrationError(f"residual misalignment {residual:.2f} px after correction exceeds "
+                                f"{MAX_RESIDUAL_PX} px ({inliers.sum()} of {len(inliers)} tie points agree; {evidence})")
     centre = to_after_world @ (grid.width / 2, grid.height / 2)
     moved = correction @ centre
     return RegistrationReport(
         correction=correction, residual_px=residual, residual_p95_px=float(np.percentile(misfit, 95)),
         shift_px=((moved[0] - centre[0]) / grid.pixel_size, (centre[1] - moved[1]) / grid.pixel_size),
         rotation_deg=math.degrees(math.atan2(correction.d, correction.a)), scale=math.hypot(correction.a, correction.d),
-        tie_points=len(ties.centres), inliers=int(inliers.sum()), pixel_size_m=grid.pixel_size)
+        tie_points=len(ties.centres), inliers=int(inliers.sum()), pixel_size_m=grid.pixel_size,
+        overlap_share=round(min(share, 1.0), 4), source="rgb+dsm" if use_dsm else "rgb")
+
+
+def _coarse_to_fine(before, after, coarse: list, grid: Grid, factor: int, correction: Affine, pool, evidence: str):
+    """Refine an overview shift level by level; the full-resolution fit must find its consensus or refuse."""
+    while factor > 1:
+        level = grid.coarsened(grid.pixel_size * factor)
+        try:
+            correction, *_ = _refine(_Level(level, coarse, TIE_SIDE["overview"]), correction,
+                                     grid_to_source_affine(level, after.crs), pool, evidence, passes=1)
+        except RegistrationError:
+            pass  # a small overlap holds few windows at a coarse level; the next level has more
+        factor = factor // LEVEL_STEP if factor > LEVEL_STEP else 1
+    found = _refine(_Level(grid, [(before, after)], TIE_SIDE["fine"]), correction,
+                    grid_to_source_affine(grid, after.crs), pool, evidence, passes=MAX_PASSES)
+    centre = grid_to_source_affine(grid, after.crs) @ (grid.width / 2, grid.height / 2)
+    moved = math.dist(found[0] @ centre, centre)
+    if moved > MAX_SHIFT_M:
+        raise RegistrationError(f"the only consistent fit moves the after epoch {moved:.0f} m (more than "
+                                f"{MAX_SHIFT_M:.0f} m of GNSS error): repeated structure, not a match ({evidence})")
+    return found
 
 
 def _apply(correction: Affine, model: Affine, to_after_world: Affine) -> Affine:
@@ -109,45 +160,105 @@ def _apply(correction: Affine, model: Affine, to_after_world: Affine) -> Affine:
 
 
 def _view(src, grid: Grid, correction: Affine = Affine.identity()):
-    """`src` on `grid`: plain windowed reads plus a cubic spline for the correction (GDAL cubic warp otherwise)."""
-    return open_on_grid(src, grid, correction, order=3, fallback=Resampling.cubic)
+    """`src` on `grid`: plain windowed reads plus a cubic spline for the correction (GDAL warp otherwise)."""
+    return open_on_grid(src, grid, correction, order=3, fallback=Resampling.cubic if src.count > 1
+                        else Resampling.bilinear)
 
 
-def _grey(view, window: Window) -> tuple[np.ndarray, np.ndarray]:
-    grey, ok = view.read(window, grey=True)
-    return grey[0], ok
+RGB_EDGE_DN = 20.0  # a clear RGB edge, DN per pixel
+DSM_EDGE_M = 0.5  # a clear DSM edge (kerb, eave), metres per pixel
+SHADOW_SHARE = 0.6  # grey below this share of the window's median is shadow
 
 
-def _coarse_shift(before, after, grid: Grid) -> tuple[float, float]:
-    """Translation (grid px) from a decimated central window; tolerates offsets up to ~1/4 of it."""
-    side = min(COARSE_WINDOW, grid.width, grid.height)
-    factor = max(1, side // COARSE_SIDE)
-    coarse = grid.coarsened(grid.pixel_size * factor)  # box-averaged reads, no warp
-    n = side // factor
-    window = Window((coarse.width - n) // 2, (coarse.height - n) // 2, n, n)
-    views = (open_on_grid(before, coarse, fallback=Resampling.average),
-             open_on_grid(after, coarse, fallback=Resampling.average))
+def _read(view, window: Window) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A window as one band (grey for RGB, heights for a DSM), its validity, and whether it is a DSM."""
+    data, ok = view.read(window, grey=True)
+    dsm = ok is None
+    image = data if dsm else data[0]
+    if dsm:  # NaN where there is no height
+        ok = np.isfinite(image)
+        image = np.where(ok, image, np.nanmedian(image) if ok.any() else 0)
+    return image, ok, dsm
+
+
+def _edges(image: np.ndarray, ok: np.ndarray, dsm: bool, without_shadows: bool = False) -> np.ndarray:
+    """Gradient magnitude in units of a clear edge, zero where it cannot be trusted."""
+    magnitude = ndimage.gaussian_gradient_magnitude(image.astype(np.float32), 1.0)
+    # walls of tall buildings would drown everything else: an edge counts once, however high
+    magnitude = np.minimum(magnitude / (DSM_EDGE_M if dsm else RGB_EDGE_DN), 2.0)
+    unusable = ~ok
+    if without_shadows and not dsm and ok.any():
+        # cast shadows all move together when the sun moves: their edges would register the sun, not the
+        # ground, so edges next to clearly dark pixels do not count
+        unusable = unusable | (image < SHADOW_SHARE * np.median(image[ok]))
+    if unusable.any():
+        magnitude[ndimage.binary_dilation(unusable, iterations=3)] = 0
+    return magnitude
+
+
+def _gradients(views: list, window: Window, variants: tuple[bool, ...] = (False,)) -> tuple[list, np.ndarray]:
+    """Sum of the sources' edge images (RGB, DSM) on one window, one per shadow variant; valid where every source is."""
+    totals, valid = [0.0] * len(variants), None
+    for view in views:
+        image, ok, dsm = _read(view, window)
+        totals = [t + _edges(image, ok, dsm, v) for t, v in zip(totals, variants)]
+        valid = ok if valid is None else valid & ok
+    return totals, valid
+
+
+def _overview_candidates(coarse: list, overview: Grid, to_after_world: Affine, evidence: str):
+    """Overview translations to try: from the DSMs first when both epochs have one (16x fewer pixels
+    than the RGB, and illumination-free), then from the RGB, which is only read if those all fail."""
+    if len(coarse) > 1:
+        try:
+            yield from _overview_shifts(coarse[1:], overview, to_after_world, evidence)
+        except RegistrationError:
+            pass  # flat, featureless DSMs: the RGB below decides
+    yield from _overview_shifts(coarse[:1], overview, to_after_world, evidence)
+
+
+def _overview_shifts(sources: list, overview: Grid, to_after_world: Affine, evidence: str) -> list[Affine]:
+    """Candidate translations, strongest first, from phase correlation of the whole overlap's edge overviews."""
+    window = Window(0, 0, overview.width, overview.height)
+    views = [[open_on_grid(src, overview, fallback=Resampling.average) for src in pair] for pair in sources]
     try:
-        (b, b_ok), (a, a_ok) = (_grey(v, window) for v in views)
+        ((b, b_lit), b_ok), ((a, a_lit), a_ok) = (_gradients([v[i] for v in views], window, (False, True))
+                                                  for i in (0, 1))
     finally:
-        for v in views:
-            v.close()
-    if not (b_ok.mean() > 0.5 and a_ok.mean() > 0.5):
-        raise RegistrationError("the centre of the overlap holds no data in one of the epochs")
-    if b.std() < MIN_TEXTURE_DN or a.std() < MIN_TEXTURE_DN:
-        raise RegistrationError("too little texture to register (featureless or blank imagery)")
-    d = _correlate(b, a, upsample=4)
-    if d is None:
-        raise RegistrationError("the epochs do not correlate: different places or too much change")
-    return d[0] * factor, d[1] * factor
+        for pair in views:
+            for v in pair:
+                v.close()
+    if b_ok.mean() < 0.3 or a_ok.mean() < 0.3:
+        raise RegistrationError(f"one epoch holds data on under 30 % of the overlap ({evidence})")
+    for name, g, ok in (("before", b, b_ok), ("after", a, a_ok)):
+        if g[ok].mean() < MIN_EDGES:
+            raise RegistrationError(f"the {name} epoch is featureless: too little texture or relief to register "
+                                    f"(mean edge strength {g[ok].mean():.3f}, need {MIN_EDGES}; {evidence})")
+    # all edges first; then lit edges only (when the sun moved, shadow edges agree on the sun's shift); then
+    # the next peaks. The full-resolution consensus decides between them.
+    tried = [_correlate(b, a, upsample=4), _correlate(b_lit, a_lit, upsample=4), *_peaks(b, a, OVERVIEW_PEAKS)]
+    distinct = [d for i, d in enumerate(tried) if all(math.dist(d, e) > 2 for e in tried[:i])]
+    return [_apply(Affine.identity(), Affine.translation(*d), to_after_world) for d in distinct]
 
 
-def _correlate(b: np.ndarray, a: np.ndarray, upsample: int) -> tuple[float, float] | None:
-    """(dx, dy) with b(p) ~ a(p + d), or None when the aligned windows do not correlate."""
+def _peaks(b: np.ndarray, a: np.ndarray, n: int) -> list[tuple[float, float]]:
+    """The n strongest local maxima of the phase correlation, as whole-pixel (dx, dy) with b(p) ~ a(p + d)."""
+    hann = _hann(b.shape)
+    spectrum = fft.fft2((b - b.mean()) * hann) * fft.fft2((a - a.mean()) * hann).conj()
+    spectrum /= np.maximum(np.abs(spectrum), 1e-6)
+    surface = np.abs(fft.ifft2(spectrum))
+    local = surface == ndimage.maximum_filter(surface, size=5, mode="wrap")
+    order = np.argsort(surface[local])[::-1][:n]
+    rows, cols = np.nonzero(local)
+    h, w = surface.shape
+    return [(-float(c - w if c > w // 2 else c), -float(r - h if r > h // 2 else r))
+            for r, c in zip(rows[order], cols[order])]
+
+
+def _correlate(b: np.ndarray, a: np.ndarray, upsample: int) -> tuple[float, float]:
+    """(dx, dy) with b(p) ~ a(p + d)."""
     hann = _hann(b.shape)
     dy, dx = -_phase_shift((b - b.mean()) * hann, (a - a.mean()) * hann, upsample)
-    if _ncc(b, a, int(round(dx)), int(round(dy))) < MIN_NCC:
-        return None
     return float(dx), float(dy)
 
 
@@ -183,56 +294,74 @@ def _hann(shape: tuple[int, int]) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
-def _ncc(b: np.ndarray, a: np.ndarray, dx: int, dy: int) -> float:
-    h, w = b.shape
-    if abs(dx) >= w // 2 or abs(dy) >= h // 2:
-        return 0.0
-    bb = b[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
-    aa = a[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
-    bb, aa = bb - bb.mean(), aa - aa.mean()
-    return float((bb * aa).sum() / (np.sqrt((bb**2).sum() * (aa**2).sum()) + 1e-9))
+@lru_cache(maxsize=8)
+def _hann(shape: tuple[int, int]) -> np.ndarray:
+    """Taper so the window edges do not correlate as a strong artificial cross."""
+    return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
-def _tie_centres(grid: Grid, size: int) -> np.ndarray:
-    n = int(np.clip(min(grid.width, grid.height) // (size * 1.5), 3, 5))
-    xs = np.linspace(size, grid.width - size, n)
-    ys = np.linspace(size, grid.height - size, n)
-    return np.array([(x, y) for y in ys for x in xs])
+def _tie_windows(grid: Grid, side: int) -> list[Window]:
+    side = min(side, grid.width // 2, grid.height // 2)
+    # half-overlapping windows: a small or partial overlap still gives enough ties for RANSAC
+    n_x = int(np.clip(2 * grid.width // side - 1, 3, TIES_PER_SIDE))
+    n_y = int(np.clip(2 * grid.height // side - 1, 3, TIES_PER_SIDE))
+    xs = np.linspace(0, grid.width - side, n_x).astype(int)
+    ys = np.linspace(0, grid.height - side, n_y).astype(int)
+    return [Window(int(x), int(y), side, side) for y in ys for x in xs]
 
 
-def _tie_window(centre, size: int) -> Window:
-    return Window(int(centre[0]) - size // 2, int(centre[1]) - size // 2, size, size)
+def _measure(level: _Level, correction: Affine, windows: list[Window], before_tiles: list, pool) -> _Ties:
+    after_views = [_view(after, level.grid, correction) for _, after in level.sources]
 
-
-def _measure(before_tiles: list, after_view, centres: np.ndarray, size: int, pool) -> _Ties:
-    def one(centre, before_tile):
+    def one(window, before_tile):
         b, b_ok = before_tile
-        if not b_ok.all() or b.std() < MIN_TEXTURE_DN:
+        if b_ok.mean() < MIN_VALID or not b.any():
             return None
-        a, a_ok = _grey(after_view, _tie_window(centre, size))
-        if not a_ok.all():
+        (a,), a_ok = _gradients(after_views, window)
+        if a_ok.mean() < MIN_VALID or not a.any():
             return None
         return _correlate(b, a, upsample=10)
 
     found, displacement = [], []
-    for centre, d in zip(centres, pool.map(one, centres, before_tiles)):
+    for window, d in zip(windows, pool.map(one, windows, before_tiles)):
         if d is not None:
-            found.append(tuple(centre))
+            found.append((window.col_off + window.width / 2, window.row_off + window.height / 2))
             displacement.append(d)
-    after_view.close()
-    if len(found) < MIN_TIES:
-        raise RegistrationError(
-            f"only {len(found)} of {len(centres)} tie windows matched (need {MIN_TIES}): too little texture, "
-            "too little overlap or too much change")
-    return _Ties(np.array(found, float), np.array(displacement, float))
+    for view in after_views:
+        view.close()
+    return _Ties(np.array(found, float).reshape(-1, 2), np.array(displacement, float).reshape(-1, 2))
 
 
-def _fit(ties: _Ties) -> tuple[Affine, np.ndarray]:
+def _refine(level: _Level, correction: Affine, to_after_world: Affine, pool, evidence: str, passes: int):
+    """Tie grid at one level: measure, fit a similarity, fold it in; repeat until it stops moving."""
+    windows = _tie_windows(level.grid, level.side)
+    before_views = [_view(before, level.grid) for before, _ in level.sources]
+    before_tiles = [(g[0], ok) for g, ok in pool.map(lambda w: _gradients(before_views, w), windows)]
+    for view in before_views:
+        view.close()
+    for _ in range(passes):
+        ties = _measure(level, correction, windows, before_tiles, pool)
+        model, inliers = _fit(ties, len(windows), evidence)
+        correction = _apply(correction, model, to_after_world)
+        if _motion(model, level.grid) < FINAL_STEP_PX:
+            break
+    return correction, ties, inliers, model
+
+
+def _fit(ties: _Ties, windows: int, evidence: str) -> tuple[Affine, np.ndarray]:
+    n = len(ties.centres)
+    need = max(MIN_TIES, int(math.ceil(MIN_INLIER_SHARE * n)))
+    if n < need:
+        raise RegistrationError(f"only {n} of {windows} tie windows hold texture in both epochs (need {need}): "
+                                f"featureless or too little overlap ({evidence})")
     src, dst = ties.centres, ties.centres + ties.displacement
     model, inliers = ransac((src, dst), SimilarityTransform, min_samples=3, residual_threshold=1.0,
-                            max_trials=500, rng=0)
-    if model is None or inliers is None or inliers.sum() < max(MIN_TIES, len(src) // 2):
-        raise RegistrationError("tie points disagree: no consistent shift/rotation/scale (too much change or distortion)")
+                            max_trials=1000, rng=0)
+    found = 0 if inliers is None else int(inliers.sum())
+    if model is None or found < need:
+        raise RegistrationError(
+            f"tie points disagree: {found} of {n} measured tie windows agree on one shift/rotation/scale "
+            f"(need {need}): different places, too much change or heavy distortion ({evidence})")
     refined = SimilarityTransform.from_estimate(src[inliers], dst[inliers])  # least squares on all inliers
     m = refined.params if refined else model.params
     return Affine(*m[0], *m[1]), inliers

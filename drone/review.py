@@ -24,8 +24,8 @@ MIN_IOU = 0.3
 STATUSES = ("pending", "confirmed", "dismissed")
 Decision = Literal["confirm", "dismiss"]
 
-CANDIDATE_COLUMNS = ("id, detection_id, district_code, score, area_m2, height_gain_m, before_id, after_id, status, "
-                     "reviewer, note, decided_at, illegal_building_id, created_at")
+CANDIDATE_COLUMNS = ("id, detection_id, district_code, score, area_m2, height_gain_m, checks_passed, before_id, after_id, "
+                     "status, reviewer, note, decided_at, illegal_building_id, created_at")
 # Why a candidate was not queued, tested in this order; each names the rows it is compared with.
 REASONS: tuple[tuple[str, str, str], ...] = (
     ("dropped_registered", "city.building", "TRUE"),
@@ -72,7 +72,7 @@ FROM c ORDER BY ord
 
 
 def queue_candidates(conn: psycopg.Connection, detection: dict, candidates: list[dict]) -> QueueCounts:
-    """Queue the candidates (GeoJSON geometry in EPSG:4490, score, height_gain_m) of one detection.
+    """Queue the candidates (GeoJSON geometry in EPSG:4490, score, height_gain_m, checks_passed) of one detection.
 
     Runs in the caller's transaction; returns what was queued and why the rest was dropped."""
     counts = QueueCounts(candidates_found=len(candidates))
@@ -92,9 +92,11 @@ def queue_candidates(conn: psycopg.Connection, detection: dict, candidates: list
             counts.by_reason[reason] += 1
             continue
         conn.execute(
-            "INSERT INTO city.change_candidate (detection_id, district_code, score, height_gain_m, before_id, after_id, "
-            "geom) VALUES (%s, %s, %s, %s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), " f"{STORAGE_SRID}))",
-            [detection["id"], row["district_code"], row["score"], row["gain"], detection["before_id"],
+            "INSERT INTO city.change_candidate (detection_id, district_code, score, height_gain_m, checks_passed, "
+            "before_id, after_id, geom) VALUES (%s, %s, %s, %s, %s, %s, %s, ST_SetSRID(ST_GeomFromGeoJSON(%s), "
+            f"{STORAGE_SRID}))",
+            [detection["id"], row["district_code"], row["score"], row["gain"],
+             list(candidates[row["ord"] - 1].get("checks_passed", ())), detection["before_id"],
              detection["after_id"], row["geom"]])
         counts.candidates_queued += 1
     return counts

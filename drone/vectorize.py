@@ -26,6 +26,7 @@ class Part:
     pixels: int
     score_sum: float
     height_sum: float
+    green_sum: float  # pixels that look like vegetation in the after epoch
     on_seam: bool
 
 
@@ -36,10 +37,11 @@ class Candidate:
     area_m2: float
     mean_height_gain_m: float | None
     rectangularity: float
+    checks_passed: tuple[str, ...] = ()  # nuisance tests this object was put through and passed
 
 
-def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | None, col_off: int, row_off: int,
-                seams: tuple[bool, bool, bool, bool]) -> list[Part]:
+def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | None, green: np.ndarray,
+                col_off: int, row_off: int, seams: tuple[bool, bool, bool, bool]) -> list[Part]:
     """Polygonise a block core in whole-grid pixel coordinates.
 
     Pixel coordinates are small integers, so edges on both sides of a seam coincide exactly and
@@ -53,6 +55,7 @@ def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | N
     pixels = ndimage.sum_labels(mask, labels, index)
     score_sum = ndimage.sum_labels(score, labels, index)
     height_sum = ndimage.sum_labels(height_gain, labels, index) if height_gain is not None else np.zeros(n)
+    green_sum = ndimage.sum_labels(green, labels, index)
     edge_labels = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
     touching = np.zeros(n + 1, bool)
     for edge, shared in zip(edge_labels, seams):
@@ -62,7 +65,7 @@ def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | N
     for geom, value in shapes(labels, mask=mask, transform=_pixel_frame(col_off, row_off), connectivity=4):
         i = int(value)
         parts.append(Part(shape(geom), int(pixels[i - 1]), float(score_sum[i - 1]), float(height_sum[i - 1]),
-                          bool(touching[i])))
+                          float(green_sum[i - 1]), bool(touching[i])))
     return parts
 
 
@@ -75,29 +78,47 @@ def merge_seams(parts: list[Part]) -> list[Part]:
     merged = shapely.get_parts(shapely.union_all([p.geometry for p in cut]))
     owner = shapely.STRtree(merged).query(
         shapely.point_on_surface([p.geometry for p in cut]), predicate="intersects")
-    sums = np.zeros((len(merged), 3))
-    np.add.at(sums, owner[1], [(p.pixels, p.score_sum, p.height_sum) for p in np.array(cut, object)[owner[0]]])
-    return whole + [Part(g, int(s[0]), s[1], s[2], False) for g, s in zip(merged, sums)]
+    sums = np.zeros((len(merged), 4))
+    np.add.at(sums, owner[1], [(p.pixels, p.score_sum, p.height_sum, p.green_sum)
+                               for p in np.array(cut, object)[owner[0]]])
+    return whole + [Part(g, int(s[0]), s[1], s[2], s[3], False) for g, s in zip(merged, sums)]
 
 
-def finish(parts: list[Part], grid_transform: Affine, min_area_m2: float, rectangular_enough: float,
-           with_height: bool) -> list[Candidate]:
-    """Drop small objects, regularise outlines, score each object and move it to world coordinates."""
+RGB_CHECKS = ("not vegetation", "not seasonal or bare ground", "not shadow", "not vehicle", "min area")
+DSM_CHECKS = ("height gain", "DSM vertical offset removed", "not vegetation", "not vehicle", "min area")
+
+
+def is_vehicle(rectangle: Polygon, pixel_m: float, max_width_m: float, max_length_m: float) -> bool:
+    """Small, compact and car- or truck-shaped: a parked vehicle, not a structure."""
+    x, y = np.asarray(rectangle.exterior.coords)[:3].T
+    sides = sorted(np.hypot(np.diff(x), np.diff(y)) * pixel_m)
+    return sides[0] <= max_width_m and sides[1] <= max_length_m
+
+
+def finish(parts: list[Part], grid_transform: Affine, params, with_height: bool) -> list[Candidate]:
+    """Drop small objects and vehicles, regularise outlines, score each object and move it to world coordinates."""
     out = []
+    pixel_m = abs(grid_transform.a)
     pixel_area_m2 = abs(grid_transform.determinant)
     t = grid_transform @ _pixel_frame(0, 0)
     to_world = [t.a, t.b, t.d, t.e, t.c, t.f]
+    checks = DSM_CHECKS if with_height else RGB_CHECKS
     for p in parts:
         area = p.pixels * pixel_area_m2
-        if area < min_area_m2:
+        if area < params.min_area_m2:
             continue
         rectangle = shapely.minimum_rotated_rectangle(p.geometry)
+        if is_vehicle(rectangle, pixel_m, params.vehicle_max_width_m, params.vehicle_max_length_m):
+            continue
         rectangularity = p.geometry.area / rectangle.area
-        outline = rectangle if rectangularity >= rectangular_enough else p.geometry.simplify(1.0)
+        if p.green_sum > 0.5 * p.pixels and rectangularity < params.rectangular_enough:
+            continue  # a green, rounded object: a tree or a hedge grew, not a structure (a green roof is straight)
+        outline = rectangle if rectangularity >= params.rectangular_enough else p.geometry.simplify(1.0)
         outline = shapely.affinity.affine_transform(outline, to_world)
         strength = np.clip(2 * p.score_sum / p.pixels - 1, 0, 1)  # mean pixel score 0.5..1 -> 0..1
-        size = min(1.0, area / (4 * min_area_m2))
+        size = min(1.0, area / (4 * params.min_area_m2))
         score = 0.6 * strength + 0.25 * rectangularity + 0.15 * size
         out.append(Candidate(outline, round(float(score), 4), round(area, 2),
-                             round(p.height_sum / p.pixels, 2) if with_height else None, round(rectangularity, 3)))
+                             round(p.height_sum / p.pixels, 2) if with_height else None, round(rectangularity, 3),
+                             checks))
     return sorted(out, key=lambda c: -c.score)

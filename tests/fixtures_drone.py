@@ -15,7 +15,7 @@ import pytest
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping
 
-from drone.synthetic import SyntheticPairSpec, write_synthetic_pair
+from tests.support.drone_scenes import SceneSpec, write_scene_pair
 from gis.db import open_connection
 
 
@@ -48,8 +48,9 @@ def to_4490(polygon) -> dict:
 @pytest.fixture(scope="session")
 def city_pair(tmp_path_factory):
     """A pair inside 宿城区 (321302) of the demo city, away from its registered buildings and water."""
-    spec = SyntheticPairSpec(size_px=2048, seed=3, new_structures=8, origin=(618500.0, 3754500.0))
-    return spec, write_synthetic_pair(tmp_path_factory.mktemp("city"), spec)
+    spec = SceneSpec(size_px=2048, gsd_m=0.05, seed=3, new_structures=8, origin=(618500.0, 3754500.0),
+                     shift_m=(0.17, 0.13), rotation_deg=0.3, scale=1.0004, gain=1.12, offset=-9.0)
+    return spec, write_scene_pair(tmp_path_factory.mktemp("city"), spec)
 
 
 @pytest.fixture(scope="session")

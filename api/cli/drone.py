@@ -91,12 +91,14 @@ def detect(
                                       after_id=after, before_dsm_id=before_dsm, after_dsm_id=after_dsm)
         if result["state"] != "succeeded":
             fail(f"job {result['id']} {result['state']}: {result['error']}")
+        reg = result["registration"]
         console.print(f"job {result['id']}: {result['candidates_found']} candidates, {result['candidates_queued']} "
                       f"queued for review; dropped {result['dropped_registered']} registered, "
                       f"{result['dropped_known_illegal']} already recorded, {result['dropped_dismissed']} dismissed "
                       f"before, {result['dropped_already_queued']} already queued, {result['dropped_outside_city']} "
-                      f"outside the city; registration residual {result['residual_px']:.2f} px; "
-                      f"change map orthophoto {result['change_map_id']}")
+                      f"outside the city; registration residual {result['residual_px']:.2f} px "
+                      f"({reg['inliers']} of {reg['tie_points']} tie points agree, overlap {reg['overlap_share']:.0%}, "
+                      f"registered on {reg['source']}); change map orthophoto {result['change_map_id']}")
     run_guarded(action)
 
 

@@ -59,13 +59,14 @@ def bad_inputs(unchanged_pair, tmp_path_factory):
 
 
 def test_upload_makes_a_valid_cog_with_footprint_in_4490(client, city_db, keys, unchanged_pair, orthophoto_files):
-    _, pair = unchanged_pair
+    spec, pair = unchanged_pair
     answer = upload(client, keys["enforcement"], pair.before_rgb, kind="rgb", captured_on="2026-05-01", name="flight A")
     assert answer.status_code == 201, answer.text
     feature = answer.json()
     props = feature["properties"]
-    assert (props["kind"], props["width"], props["band_count"], props["source_crs"]) == ("rgb", 2048, 3, "EPSG:4548")
-    assert props["gsd_m"] == pytest.approx(0.05) and props["captured_on"] == "2026-05-01"
+    assert (props["kind"], props["width"], props["band_count"], props["source_crs"]) == (
+        "rgb", spec.size_px, 3, "EPSG:4548")
+    assert props["gsd_m"] == pytest.approx(spec.gsd_m) and props["captured_on"] == "2026-05-01"
     assert answer.headers["location"].endswith(f"/orthophotos/{feature['id']}")
     assert set(feature["geometry"]) == {"type", "coordinates"}  # RFC 7946: no "crs" member in a geometry
     lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)

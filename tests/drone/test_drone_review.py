@@ -13,7 +13,7 @@ from PIL import Image
 from rasterio.warp import Resampling, calculate_default_transform, reproject, transform_geom
 from shapely.geometry import shape
 
-from drone.evaluate import object_scores
+from tests.support.drone_scoring import object_scores
 from gis.db import open_connection
 from gis.keys import create_key
 from tests.conftest import bearer

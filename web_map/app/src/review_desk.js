@@ -1,7 +1,7 @@
 // Review desk for enforcement (违建审核): the drone change candidates awaiting review, before/after
 // orthophotos side by side, and confirm / dismiss with a note under a reviewer's key.
 // Contract (drone review API): GET /drone/candidates?status=pending -> FeatureCollection
-// (id, score, area_m2, before_id, after_id); POST /drone/candidates/{id}/confirm|dismiss {note}.
+// (id, score, area_m2, height_gain_m, checks_passed, before_id, after_id); POST /drone/candidates/{id}/confirm|dismiss {note}.
 // Before that API exists the desk says so and stays empty.
 import { escapeHtml, getJSON, postJSON } from './api.js';
 import { rasterSource } from './orthophotos.js';
@@ -16,6 +16,13 @@ function bboxOf(feature) {
   const walk = (c) => (typeof c[0] === 'number' ? (xs.push(c[0]), ys.push(c[1])) : c.forEach(walk));
   walk(feature.geometry.coordinates);
   return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+}
+
+// What the detector measured and ruled out, so the reviewer knows why the candidate is here.
+function evidence(p) {
+  const gain = p.height_gain_m == null ? '' : ` · 增高 +${Number(p.height_gain_m).toFixed(1)} m`;
+  const checks = (p.checks_passed ?? []).length ? `<br><small class="muted">已排除 passed: ${escapeHtml(p.checks_passed.join(', '))}</small>` : '';
+  return gain + checks;
 }
 
 // A small map showing one orthophoto with the candidate's outline on top.
@@ -60,7 +67,7 @@ export class ReviewDesk {
       <label class="key">审核员密钥 reviewer key <input type="password" id="reviewer-key" value="${escapeHtml(key)}"></label>
       <ol class="queue">${this.candidates.map((c) => `<li data-id="${escapeHtml(c.id ?? c.properties.id)}">
         <b>#${escapeHtml(c.id ?? c.properties.id)}</b> 置信度 score ${Number(c.properties.score).toFixed(2)} ·
-        ${Math.round(c.properties.area_m2)} m²</li>`).join('') || '<li class="none">队列为空 queue empty</li>'}</ol>
+        ${Math.round(c.properties.area_m2)} m²${evidence(c.properties)}</li>`).join('') || '<li class="none">队列为空 queue empty</li>'}</ol>
       <div class="compare" hidden><div class="pair"><figure><figcaption>前 before</figcaption><div class="before"></div></figure>
         <figure><figcaption>后 after</figcaption><div class="after"></div></figure></div>
         <textarea id="review-note" placeholder="审核意见 note"></textarea>

@@ -1,4 +1,4 @@
-"""Scoring detections against SYNTHETIC ground truth: object F1 and true registration error."""
+"""Scoring detections against SYNTHETIC ground truth (tests/support only): object F1 and true registration error."""
 
 from __future__ import annotations
 
@@ -29,9 +29,15 @@ class ObjectScores:
         return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
-def object_scores(detected, truth, min_iou: float = 0.5) -> ObjectScores:
-    """Greedy one-to-one matching by descending IoU; a pair counts when IoU >= min_iou."""
-    detected, truth = list(detected), list(truth)
+def object_scores(detected, truth, min_iou: float = 0.5, ignore=()) -> ObjectScores:
+    """Greedy one-to-one matching by descending IoU; a pair counts when IoU >= min_iou.
+
+    Detections touching an `ignore` footprint (a structure cut by an epoch's edge) count neither way.
+    """
+    detected, truth, ignore = list(detected), list(truth), list(ignore)
+    if ignore and detected:
+        touched = set(shapely.STRtree(ignore).query(detected, predicate="intersects")[0])
+        detected = [d for i, d in enumerate(detected) if i not in touched]
     pairs = []
     if detected and truth:
         tree = shapely.STRtree(truth)
