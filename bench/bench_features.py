@@ -25,12 +25,14 @@ import psycopg
 import shapely
 from psycopg.rows import dict_row
 
-from bench.servers import free_port, running
-from gis.db import conninfo, open_connection
-from gis.grid_index import GridIndex
-from gis.settings import get_settings
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script (`python bench/bench_features.py`), `bench` is not installed
+
+from bench.servers import free_port, running  # noqa: E402
+from gis.db import conninfo, open_connection  # noqa: E402
+from gis.grid_index import GridIndex  # noqa: E402
+from gis.settings import get_settings  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 TIPG = ROOT / ".cache/bench/tipg-venv/bin/uvicorn"
 PROPERTIES = "objcode,objname,class_code,bgcode,objstate,district_code,competent_dept_name,owner_dept_name,maintainer_dept_name"
