@@ -102,6 +102,18 @@ class EventStream:
             index = next(i for i in range(after, len(self.events)) if self.events[i][0] == name)
             return index + 1, self.events[index][1]
 
+    def change_of(self, table: str, after: int, timeout: float = 5.0) -> tuple[int, dict]:
+        """The first change event naming `table` after event `after` (an earlier write's burst may
+        still be in flight when a test starts)."""
+        while True:
+            after, change = self.next("change", after, timeout)
+            if table in change["tables"]:
+                return after, change
+
+    def figures_after(self, table: str, after: int, timeout: float = 5.0) -> tuple[int, dict]:
+        """The figures sent with the first change of `table` after event `after`."""
+        return self.next("figures", self.change_of(table, after, timeout)[0], timeout)
+
     def close(self) -> None:
         self.response.close()
         self.client.close()
@@ -142,9 +154,7 @@ def test_live_figures_are_the_tables_and_follow_a_plain_sql_write(stream, city_d
         conn.execute("UPDATE city.stall_site SET occupied = 0 WHERE id = %s", [site["id"]])
         conn.commit()
     try:
-        at, change = stream.next("change", at)
-        assert "city.stall_site" in change["tables"]
-        at, figures = stream.next("figures", at)
+        at, figures = stream.figures_after("city.stall_site", at)
         assert figures["stall_sites"]["occupied"] == first["stall_sites"]["occupied"] - 1
         with open_connection(city_db) as conn:
             assert _shown(figures) == _figures_from_the_tables(conn)
@@ -172,7 +182,7 @@ def test_cases_today_count_the_city_day_not_the_servers(stream, city_db):
             ids.append(row["id"])
         conn.commit()
     try:
-        at, figures = stream.next("figures", at)
+        at, figures = stream.figures_after("city.case_file", at)
         assert figures["cases_today"]["reported"] == before["cases_today"]["reported"] + 1
     finally:
         with open_connection(city_db) as conn:
