@@ -10,6 +10,11 @@ buildings = city.building, manhole covers = city.manhole_cover_v). Runs: (a) col
 URLs across z10–z17 on a freshly started server, at 1 and 10 connections (a separate URL set for
 each); (b) warm — the same URLs again; (c) the slowest tile per zoom z0–z12 over every tile of
 the city, cold. Prints a Markdown report (figures and ratios; nothing is asserted).
+
+Fair cold passes: PostgreSQL (the self-managed cluster) is restarted before each server starts,
+so neither server's cold pass reads shared buffers the other one warmed (the OS page cache is
+shared by both and left alone). `--order cityops-first` runs cityops first, to check that the
+order does not decide the ratio. `--urls-per-zoom N` shortens a run on a busy machine.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.servers import free_port, running  # noqa: E402
+from gis.cluster import cluster_for  # noqa: E402
 from gis.db import conninfo  # noqa: E402
 from gis.settings import get_settings  # noqa: E402
 
@@ -140,14 +146,36 @@ async def dataset_sizes(base: str, bounds) -> dict[int, float]:
     return largest
 
 
+def restart_postgres() -> None:
+    """Empty PostgreSQL's shared buffers before a cold pass (own cluster only)."""
+    settings = get_settings()
+    if not settings.uses_own_cluster:
+        print("warning: CITYOPS_DATABASE_URL is set; PostgreSQL is not restarted between passes", file=sys.stderr)
+        return
+    cluster = cluster_for(settings)
+    cluster.stop()
+    cluster.start()
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--order", choices=("tipg-first", "cityops-first"), default="tipg-first")
+    parser.add_argument("--urls-per-zoom", type=int, default=URLS_PER_ZOOM)
+    args = parser.parse_args()
     info = conninfo(get_settings())
     with psycopg.connect(info) as conn:
         bounds = conn.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) e FROM city.district) x").fetchone()
-    pairs = sample_tiles(info, 1, 2 * URLS_PER_ZOOM)
+    pairs = sample_tiles(info, 1, 2 * args.urls_per_zoom)
     sets = {1: pairs[0::2], 10: pairs[1::2]}
     results: dict[str, dict] = {}
-    for name, start, path_of in (("tipg", tipg_server, tipg_path), ("cityops", cityops_server, our_path)):
+    servers = [("tipg", tipg_server, tipg_path), ("cityops", cityops_server, our_path)]
+    if args.order == "cityops-first":
+        servers.reverse()
+    print(f"order {args.order}, {args.urls_per_zoom} URLs per zoom and run, load average {os.getloadavg()}", flush=True)
+    for name, start, path_of in servers:
+        restart_postgres()
         with start(info) as base:
             runs = {}
             for connections, pairs in sets.items():
@@ -158,7 +186,8 @@ def main() -> None:
                 paths = [path_of(layer, tile) for layer, tile in pairs]
                 runs[f"warm c={connections}"] = load(base, paths, connections)
                 print(name, "warm", connections, runs[f"warm c={connections}"], flush=True)
-        with start(info) as base:  # a fresh server: the low zooms cold
+        restart_postgres()
+        with start(info) as base:  # a fresh server and database: the low zooms cold
             runs["worst"] = asyncio.run(worst_per_zoom(base, path_of, bounds))
             if name == "cityops":
                 runs["dataset"] = asyncio.run(dataset_sizes(base, bounds))

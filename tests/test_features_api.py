@@ -168,7 +168,7 @@ def test_next_links_ask_for_a_full_page_after_a_small_first_one(client):
     ("/collections/stall_sites/items?datetime=2025-13-40", 400, "RFC 3339"),
     ("/collections/districts/items?datetime=2025-01-01", 400, "no temporal"),
     ("/collections/stall_sites/items?nosuch=1", 400, "nosuch"),
-    ("/collections/alarms/items?filter=T_AFTER(raised_at, TIMESTAMP('2025-99-01T00:00:00Z'))", 400, ""),
+    ("/collections/alarms/items?filter=T_AFTER(raised_at, TIMESTAMP('2025-99-01T00:00:00Z'))", 400, "2025-99-01"),
 ])
 def test_bad_input_is_a_4xx_with_a_reason(client, url, status, reason):
     response = client.get(url)

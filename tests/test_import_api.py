@@ -8,6 +8,7 @@ import time
 import pyogrio
 
 from gis.db import open_connection
+from layers.catalogue import FURNITURE_CLASSES
 from tests.conftest import bearer
 
 POINTS = {"type": "FeatureCollection", "features": [
@@ -57,13 +58,37 @@ def test_upload_runs_as_a_job_and_lands(client, keys, city_db):
         conn.commit()
 
 
-def test_a_failing_job_reports_why_and_writes_nothing(client, keys, city_db):
-    broken = json.dumps(POINTS).encode()[:-40]
-    response = _upload(client, keys["editor"], content=broken + b"\n", name="cut.geojsonl")
-    if response.status_code == 400:  # GDAL may see the damage already when the upload is opened
-        return
+def _furniture(city_db) -> list[tuple]:
+    with open_connection(city_db) as conn:  # another connection, after the job
+        return [tuple(r.values()) for r in conn.execute(
+            "SELECT objcode, objname, ST_AsBinary(geom) AS geom FROM city.component "
+            "WHERE class_code = ANY(%s) ORDER BY objcode", [list(FURNITURE_CLASSES)]).fetchall()]
+
+
+# Readable, so the upload is accepted (202); one good row and six the checks reject.
+BROKEN_CSV = """lon,lat,objname,class_code,objcode
+118.2101,33.9101,good bin,0305,
+118.2102,not-a-number,bad latitude,0305,
+118.2103,33.9103,unknown class,0999,
+118.2104,33.9104,bad code,0305,32130203050000
+,,no coordinates,0305,
+118.2105,33.9105,wrong county,0305,9999990305000001
+118.2106,33.9106,too,many,fields,here
+"""
+
+
+def test_a_job_failing_part_way_reports_why_and_writes_nothing(client, keys, city_db):
+    """A replace job empties the layer in its transaction, stages and checks the file, then fails on
+    too many rejects: the layer, read from another connection afterwards, is row for row as before."""
+    before = _furniture(city_db)
+    assert before
+    response = client.post("/imports", files={"file": ("broken.csv", BROKEN_CSV.encode(), "text/csv")},
+                           data={"layer": "city_furniture", "mode": "replace", "max_rejects": "2"}, headers=bearer(keys["editor"]))
+    assert response.status_code == 202, response.text
     job = _wait(client, keys["editor"], response.json()["id"])
-    assert job["state"] == "failed" and "nothing was imported" in job["error"]
+    assert job["state"] == "failed" and "6 rows rejected" in job["error"] and "Nothing was imported" in job["error"], job
+    assert job["rows_done"] == 7 and job["phase"] == "check", job  # it failed after reading every row, not at the door
+    assert _furniture(city_db) == before
 
 
 def test_exports_stream_each_format(client, tmp_path):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -22,13 +25,21 @@ def _counts(conn) -> tuple[int, int]:
     return tuple(conn.execute(f"SELECT count(*) AS n FROM city.{t}").fetchone()["n"] for t in ("component", "building"))
 
 
+def _counts_seen_from_outside(city_db) -> tuple[int, int]:
+    with open_connection(city_db) as outside:
+        return _counts(outside)
+
+
 @pytest.fixture
 def conn(city_db):
+    """The import's connection; the test's work stays in its open transaction, which is rolled back.
+    Another connection, while that transaction is still open, must see nothing of it: the importer
+    commits nothing behind its caller's back."""
+    before = _counts_seen_from_outside(city_db)
     with open_connection(city_db) as connection:
-        before = _counts(connection)
         yield connection
+        assert _counts_seen_from_outside(city_db) == before
         connection.rollback()
-        assert _counts(connection) == before
 
 
 def _feature(geometry: dict, **properties) -> dict:
@@ -126,17 +137,51 @@ def test_not_a_gis_file(conn, tmp_path):
 
 def test_gcj02_data_declared_wgs84_is_flagged_with_the_offset(conn, tmp_path):
     from gis.source_crs import wgs84_to_gcj02
-    rows = conn.execute("SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM city.streetlight_v ORDER BY objcode LIMIT 200").fetchall()
+    rows = conn.execute("SELECT objcode, ST_X(geom) AS x, ST_Y(geom) AS y FROM city.streetlight_v ORDER BY objcode LIMIT 200").fetchall()
     path = tmp_path / "amap.csv"
-    lines = ["lon,lat"] + [",".join(f"{v:.8f}" for v in wgs84_to_gcj02(r["x"], r["y"])) for r in rows]
+    # objname carries the original's code, so each imported light can be matched to the one it was shifted from
+    lines = ["lon,lat,objname"] + [",".join(f"{v:.8f}" for v in wgs84_to_gcj02(r["x"], r["y"])) + f",gcj {r['objcode']}" for r in rows]
     path.write_text("\n".join(lines), encoding="utf-8")
     report = import_file(conn, path, ImportOptions(layer="streetlights"))
     assert any("GCJ-02" in w and "--crs gcj02" in w for w in report.warnings), report.warnings
     conn.rollback()
-    fixed = import_file(conn, path, ImportOptions(layer="streetlights", crs="gcj02", dry_run=True))
-    assert fixed.warnings == []
-    moved = conn.execute("SELECT max(ST_Distance(a.geom::geography, b.geom::geography)) AS m FROM "
-                         "(SELECT geom, row_number() OVER (ORDER BY row_no) AS n FROM import_stage) a JOIN "
-                         "(SELECT geom, row_number() OVER (ORDER BY objcode) AS n FROM city.streetlight_v ORDER BY objcode LIMIT 200) b "
-                         "USING (n)").fetchone()["m"]
-    assert moved < 0.5
+    fixed = import_file(conn, path, ImportOptions(layer="streetlights", crs="gcj02"))
+    assert fixed.warnings == [] and fixed.inserted == {"streetlights": 200}
+    # read back what landed in the layer (not the importer's staging table): each light back on its original
+    moved = conn.execute("SELECT count(*) AS n, max(ST_Distance(a.geom::geography, b.geom::geography)) AS m "
+                         "FROM city.streetlight_v a JOIN city.streetlight_v b ON a.objname = 'gcj ' || b.objcode").fetchone()
+    assert moved["n"] == 200 and moved["m"] < 0.5
+
+
+def _layer_rows(city_db, layer_id: str) -> list[tuple]:
+    """A layer's rows as another connection sees them, after the command has ended."""
+    layer = get_layer(layer_id)
+    with open_connection(city_db) as outside:
+        return [tuple(r.values()) for r in outside.execute(
+            f"SELECT objcode, objname, ST_AsBinary(geom) AS geom FROM {layer.relation} WHERE {layer.where or 'true'} ORDER BY objcode").fetchall()]
+
+
+def _cityops_import(city_db, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "api.cli", "import", *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CITYOPS_DATABASE_URL": city_db})
+
+
+@pytest.mark.parametrize("case", ["truncated", "replace_then_too_many_rejects", "append_then_too_many_rejects"])
+def test_a_failed_import_command_leaves_the_layer_as_it_was(city_db, tmp_path, case):
+    """Through the public path (`cityops import`): the layer read from another connection after the
+    command is row for row what it was, even when the import had already emptied it (replace)."""
+    before = _layer_rows(city_db, "city_furniture")
+    assert before
+    if case == "truncated":
+        with open_connection(city_db) as conn:
+            path = export_to_file(conn, make_request(get_layer("city_furniture"), "gpkg", BBOX), tmp_path / "furniture.gpkg")
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        args = [path, "--layer", "city_furniture", "--mode", "replace"]
+    else:
+        path = tmp_path / "broken.csv"
+        path.write_text(BROKEN_CSV, encoding="utf-8")
+        args = [path, "--layer", "city_furniture", "--max-rejects", "2", "--mode", case.split("_")[0]]
+    result = _cityops_import(city_db, *args)
+    assert result.returncode != 0 and "error:" in result.stderr, result.stdout + result.stderr
+    assert _layer_rows(city_db, "city_furniture") == before

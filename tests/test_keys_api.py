@@ -45,19 +45,31 @@ def test_viewer_may_not_write(client, keys, stall_sites):
     assert response.status_code == 403 and "editor role" in response.json()["description"]
 
 
-def test_district_scoped_editor_inside_and_outside_its_district(client, keys, stall_sites):
+def _occupied(city_db, code: str) -> int:
+    """Read back from the database on a connection of its own, not from the response's echo."""
+    with open_connection(city_db) as conn:
+        return conn.execute("SELECT occupied FROM city.stall_site WHERE code = %s", [code]).fetchone()["occupied"]
+
+
+def test_district_scoped_editor_inside_and_outside_its_district(client, keys, stall_sites, city_db):
     sucheng, suyu = stall_sites
-    inside = client.put(f"/stall-sites/{sucheng['code']}/occupancy", json={"occupied": 2}, headers=bearer(keys["editor_sucheng"]))
-    assert inside.status_code == 200 and inside.json()["occupied"] == 2
-    outside = client.put(f"/stall-sites/{suyu['code']}/occupancy", json={"occupied": 2}, headers=bearer(keys["editor_sucheng"]))
+    wanted = 1 if sucheng["occupied"] != 1 else 2  # a value the row does not hold yet
+    inside = client.put(f"/stall-sites/{sucheng['code']}/occupancy", json={"occupied": wanted}, headers=bearer(keys["editor_sucheng"]))
+    assert inside.status_code == 200 and inside.json()["occupied"] == wanted
+    assert _occupied(city_db, sucheng["code"]) == wanted
+    refused = 1 if suyu["occupied"] != 1 else 2
+    outside = client.put(f"/stall-sites/{suyu['code']}/occupancy", json={"occupied": refused}, headers=bearer(keys["editor_sucheng"]))
     assert outside.status_code == 403
     assert "321302" in outside.json()["description"] and "321311" in outside.json()["description"]
+    assert _occupied(city_db, suyu["code"]) == suyu["occupied"]
 
 
 def test_occupancy_over_capacity_is_400_and_not_written(client, keys, stall_sites, city_db):
     site = stall_sites[0]
+    held = _occupied(city_db, site["code"])
     response = client.put(f"/stall-sites/{site['code']}/occupancy", json={"occupied": site["capacity"] + 1}, headers=bearer(keys["editor"]))
     assert response.status_code == 400 and "capacity" in response.json()["description"]
+    assert _occupied(city_db, site["code"]) == held
     assert client.put("/stall-sites/NOPE/occupancy", json={"occupied": 1}, headers=bearer(keys["editor"])).status_code == 404
     assert client.put(f"/stall-sites/{site['code']}/occupancy", json={"occupied": "many"}, headers=bearer(keys["editor"])).status_code == 400
 
@@ -65,15 +77,28 @@ def test_occupancy_over_capacity_is_400_and_not_written(client, keys, stall_site
 def test_alarm_write_and_district_scope(client, keys, city_db):
     with open_connection(city_db) as conn:
         suyu_cover = conn.execute("SELECT objcode FROM city.manhole_cover_v WHERE district_code = '321311' LIMIT 1").fetchone()["objcode"]
+
+    def alarms_on_cover() -> list[dict]:
+        with open_connection(city_db) as conn:
+            return conn.execute("SELECT id, objcode, alarm_type, status FROM city.alarm WHERE objcode = %s ORDER BY id",
+                                [suyu_cover]).fetchall()
+
+    before = alarms_on_cover()
     denied = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "opened"}, headers=bearer(keys["editor_sucheng"]))
     assert denied.status_code == 403
+    assert alarms_on_cover() == before
     created = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "opened"}, headers=bearer(keys["editor"]))
     assert created.status_code == 201 and created.json()["status"] == "open"
-    bad = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "fire"}, headers=bearer(keys["editor"]))
-    assert bad.status_code == 400
-    with open_connection(city_db) as conn:
-        conn.execute("DELETE FROM city.alarm WHERE id = %s", [created.json()["id"]])
-        conn.commit()
+    try:
+        stored = [row for row in alarms_on_cover() if row["id"] == created.json()["id"]]
+        assert stored == [{"id": created.json()["id"], "objcode": suyu_cover, "alarm_type": "opened", "status": "open"}]
+        bad = client.post("/alarms", json={"objcode": suyu_cover, "alarm_type": "fire"}, headers=bearer(keys["editor"]))
+        assert bad.status_code == 400
+        assert len(alarms_on_cover()) == len(before) + 1
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("DELETE FROM city.alarm WHERE id = %s", [created.json()["id"]])
+            conn.commit()
 
 
 def test_keys_store_only_a_hash_and_can_be_revoked(city_db, client):

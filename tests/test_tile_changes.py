@@ -46,13 +46,29 @@ def test_every_catalogue_table_is_watched(city_db):
 
 
 def test_a_big_update_sends_one_notification_with_the_bbox(city_db):
-    with open_connection(city_db, autocommit=True) as listener, open_connection(city_db) as writer:
-        listener.execute("LISTEN cityops_changes")
-        writer.execute("UPDATE city.stall_site SET occupied = occupied")
-        extent = writer.execute("SELECT ST_XMin(e) AS w, ST_YMin(e) AS s, ST_XMax(e) AS e, ST_YMax(e) AS n "
-                                "FROM (SELECT ST_Extent(geom) AS e FROM city.stall_site) x").fetchone()
-        writer.commit()
-        payloads = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
+    """Every stall site of a district moves 0.01° east in one statement: one notification, whose box
+    spans where the sites were and where they are now."""
+    district = "321302"
+    with open_connection(city_db) as conn:
+        saved = conn.execute("SELECT id, geom FROM city.stall_site WHERE district_code = %s", [district]).fetchall()
+    assert len(saved) > 50
+    try:
+        with open_connection(city_db, autocommit=True) as listener, open_connection(city_db) as writer:
+            listener.execute("LISTEN cityops_changes")
+            old = writer.execute("SELECT ST_Extent(geom) AS e FROM city.stall_site WHERE district_code = %s", [district]).fetchone()["e"]
+            moved = writer.execute("UPDATE city.stall_site SET geom = ST_Translate(geom, 0.01, 0) WHERE district_code = %s",
+                                   [district]).rowcount
+            extent = writer.execute("SELECT ST_XMin(e) AS w, ST_YMin(e) AS s, ST_XMax(e) AS e, ST_YMax(e) AS n "
+                                    "FROM (SELECT ST_Extent(g) AS e FROM (SELECT geom AS g FROM city.stall_site WHERE district_code = %s "
+                                    "UNION ALL SELECT %s::box2d::geometry) u) x", [district, old]).fetchone()
+            writer.commit()
+            payloads = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
+    finally:
+        with open_connection(city_db) as conn:
+            with conn.cursor() as cur:
+                cur.executemany("UPDATE city.stall_site SET geom = %s WHERE id = %s", [[r["geom"], r["id"]] for r in saved])
+            conn.commit()
+    assert moved == len(saved)
     assert payloads == [{"table": "city.stall_site", "bbox": pytest.approx([extent["w"], extent["s"], extent["e"], extent["n"]])}]
 
 
@@ -163,3 +179,33 @@ def test_a_published_layer_may_be_drawn_as_linework(client, city_db):
         with open_connection(city_db) as conn:
             conn.execute("DELETE FROM city.published_layer WHERE id = 'test_wards'")
             conn.commit()
+
+
+def test_a_moved_feature_leaves_its_old_tile_and_joins_its_new_one(live_server, city_db, watched_cover):
+    """A cover moved by plain SQL to a z17 tile three columns east: both tiles were cached; within a
+    second the old one no longer holds it and the new one does, where it now lies."""
+    cover, old_tile = watched_cover
+    new_tile = morecantile.Tile(old_tile.x + 3, old_tile.y, old_tile.z)
+    bounds = WEB_MERCATOR.bounds(new_tile)
+    destination = ((bounds.left + bounds.right) / 2, (bounds.bottom + bounds.top) / 2)
+    urls = {tile: f"{live_server}/collections/manhole_covers/tiles/WebMercatorQuad/17/{tile.y}/{tile.x}" for tile in (old_tile, new_tile)}
+
+    def holds(tile) -> bool:
+        return cover["objcode"] in {f["properties"]["objcode"] for f in layer_features(httpx.get(urls[tile]), "manhole_covers")}
+
+    for tile, url in urls.items():  # both cached before the move
+        first = httpx.get(url)
+        assert httpx.get(url, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    assert holds(old_tile) and not holds(new_tile)
+    with open_connection(city_db) as conn:
+        original = conn.execute("SELECT geom FROM city.component WHERE objcode = %s", [cover["objcode"]]).fetchone()["geom"]
+        conn.execute("UPDATE city.component SET geom = ST_SetSRID(ST_Point(%s, %s), 4490) WHERE objcode = %s",
+                     [*destination, cover["objcode"]])
+        conn.commit()
+    try:
+        wait_for(lambda: (holds(old_tile), holds(new_tile)), lambda seen: seen == (False, True))
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("UPDATE city.component SET geom = %s WHERE objcode = %s", [original, cover["objcode"]])
+            conn.commit()
+    wait_for(lambda: (holds(old_tile), holds(new_tile)), lambda seen: seen == (True, False))

@@ -1,6 +1,7 @@
 // Browser test of the command wall, driven by tests/test_wall_browser.py.
 // Usage: node wall.mjs BASE_URL ALARM_JSON REVIEWER_KEY OUT_DIR
-//   ALARM_JSON = {"objcode", "lon", "lat"}: the manhole cover the test will raise an alarm on.
+//   ALARM_JSON = {"objcode", "lon", "lat", "bgcode", "community"}: the manhole cover the test will raise an
+//   alarm on, its unit grid and its community's name (searched for by code and by name).
 // Protocol: prints {"ready_for_alarm": true} once the wall shows that cover; the caller INSERTs the
 // alarm row with plain SQL and writes a line to stdin; the script then times how long the wall takes
 // to show it. The last stdout line is the JSON report.
@@ -164,17 +165,55 @@ async function checkReviewDesk(page) {
     figureAfter: await pendingFigure(page) };
 }
 
-async function checkSearch(page) {
-  await page.click('#modes button[data-mode="inspect"]');
-  await page.fill('#search-input', cover.objcode);
+// Types a query into the search box; returns the hits' texts and, once the map has flown to a
+// single hit, where the map's centre ended up.
+async function search(page, q) {
+  await page.$eval('#search-hits', (e) => { e.innerHTML = ''; });
+  await page.fill('#search-input', q);
   await page.press('#search-input', 'Enter');
   await page.waitForFunction(() => document.querySelectorAll('#search-hits li').length > 0, null, { timeout: 10000 });
-  report.search = await page.$$eval('#search-hits li', (items) => items.map((i) => i.textContent.trim().replace(/\s+/g, ' ')));
+  const hits = await page.$$eval('#search-hits li', (items) => items.map((i) => i.textContent.trim().replace(/\s+/g, ' ')));
+  await page.waitForTimeout(1500);  // the fly-to animation lasts 1.2 s
   await settle(page);
+  const center = await page.evaluate(() => window.map.getCenter().toArray());
+  return { hits, center };
+}
+
+async function checkSearch(page) {
+  await page.click('#modes button[data-mode="inspect"]');
+  report.searchGrid = await search(page, cover.bgcode);
+  report.searchName = await search(page, cover.community);
+  const byCode = await search(page, cover.objcode);
+  report.search = byCode.hits;
+  report.searchComponent = byCode;
   const point = await pagePoint(page, cover);
   await page.mouse.click(point.x, point.y);
   await page.waitForFunction(() => document.querySelector('#inspector .grid-detail tr'), null, { timeout: 10000 });
-  report.inspector = await page.$eval('#inspector', (e) => e.innerText.replace(/\s+/g, ' ').slice(0, 600));
+  report.inspector = await page.$eval('#inspector', (e) => e.innerText.replace(/\s+/g, ' ').slice(0, 2000));
+}
+
+// The figures as the panel prints them, next to the figures the page received.
+async function readFigures(page) {
+  return page.evaluate(() => ({
+    shown: Object.fromEntries([...document.querySelectorAll('[data-figure]')].map((e) => [e.dataset.figure, e.textContent.trim()])),
+    received: window.__wall.figures,
+  }));
+}
+
+// What the layout looks like at this screen size: the root font size, the map's box and whether
+// the whole city (the catalogue's extent) is inside the map's view.
+async function readLayout(page) {
+  return page.evaluate(async () => {
+    const extent = (await fetch('/catalogue').then((r) => r.json())).extent.bbox;
+    const box = (sel) => { const r = document.querySelector(sel)?.getBoundingClientRect(); return r && { left: r.left, top: r.top, width: r.width, height: r.height }; };
+    const b = window.map.getBounds();
+    return {
+      rootFontPx: parseFloat(getComputedStyle(document.documentElement).fontSize),
+      viewport: { width: innerWidth, height: innerHeight },
+      map: box('#map'), figures: box('[data-figure="open-alarms"]'), search: box('#search'),
+      view: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], extent,
+    };
+  });
 }
 
 const { page, consoleErrors, close } = await openBrowser(1920, 1080);
@@ -182,6 +221,8 @@ try {
   report.firstIdleMs = await loadWall(page, base);
   report.wallErrors = await page.evaluate(() => window.__wall.errors);
   report.orthophotoLayers = await page.evaluate(() => window.map.getStyle().layers.filter((l) => l.type === 'raster').length);
+  report.layout = await readLayout(page);
+  report.figures = await readFigures(page);
   await page.screenshot({ path: join(outDir, 'wall-1080p.png') });
   await checkLayers(page);
   await checkToggle(page, 'stall_sites');
@@ -205,6 +246,7 @@ try {
 const uhd = await openBrowser(3840, 2160);
 try {
   report.uhd = { firstIdleMs: await loadWall(uhd.page, base) };
+  report.uhd.layout = await readLayout(uhd.page);
   report.uhd.wallErrors = await uhd.page.evaluate(() => window.__wall.errors);
   await uhd.page.screenshot({ path: join(outDir, 'wall-4k.png') });
 } catch (error) {
