@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -68,10 +69,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 # -- body size ----------------------------------------------------------------------------------
 
+ORTHOPHOTO_PATH = re.compile(r"^/orthophotos/\d+/?$")
+CITIZEN_UPLOAD_PATH = re.compile(r"^/open311/v2/(requests|media)(\.(json|xml))?$")
+
+
 def body_limit_of(settings: SecuritySettings, method: str, path: str) -> tuple[int, str]:
     """(the largest body in bytes a request may send, the setting that raises it)."""
-    if method == "POST" and path.rstrip("/") == "/orthophotos":
+    if (method == "POST" and path.rstrip("/") == "/orthophotos") or (method == "PUT" and ORTHOPHOTO_PATH.match(path)):
         return int(settings.orthophoto_max_mb * MB), "CITYOPS_ORTHOPHOTO_MAX_MB"
+    if method == "POST" and CITIZEN_UPLOAD_PATH.match(path):
+        return int(settings.citizen_report_max_mb * MB), "CITYOPS_CITIZEN_REPORT_MAX_MB"
     if method == "POST" and path.rstrip("/") == "/imports":
         return int(settings.import_upload_max_mb * MB), "CITYOPS_IMPORT_UPLOAD_MAX_MB"
     if path.startswith(("/collections/", "/queries/", "/locate", "/within")):
@@ -160,6 +167,13 @@ class TokenBuckets:
         return wait
 
 
+TILE_PATH = re.compile(r"/tiles/[^/]+/\d+/\d+/\d+(\.\w+)?$")
+
+
+def _tile_read(scope: Scope) -> bool:
+    return scope["method"] in ("GET", "HEAD") and TILE_PATH.search(scope["path"]) is not None
+
+
 class RateLimit:
     """429 + Retry-After per client IP, per access key, and — much stricter — per IP for failed key
     attempts (a 401 to a request that carried a key): a key cannot be guessed at any useful rate."""
@@ -179,7 +193,9 @@ class RateLimit:
         key = hashlib.sha256(authorization.encode()).hexdigest()[:32] if authorization else None
         if key and (wait := self.failed.wait_s(ip)):
             return await self._refuse(send, wait, "too many failed key attempts from this address")
-        if wait := self.by_ip.take(ip):
+        # Map clients (the wall, QGIS, GDAL's tile readers) fetch hundreds of tiles a second; tiles are
+        # cached and cheap, so tile reads spend no address budget (keys and failed keys still count).
+        if not _tile_read(scope) and (wait := self.by_ip.take(ip)):
             return await self._refuse(send, wait, "too many requests from this address")
         if key and (wait := self.by_key.take(key)):
             return await self._refuse(send, wait, "too many requests with this key")

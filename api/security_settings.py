@@ -16,6 +16,8 @@ class SecuritySettings(CityopsSettings):
         default=16.0, gt=0, description="largest body (MB) of a feature write, /locate or /within request")
     import_upload_max_mb: float = Field(
         default=512.0, gt=0, description="largest upload (MB) to POST /imports")
+    citizen_report_max_mb: float = Field(
+        default=60.0, gt=0, description="largest Open311 report or media upload (MB): up to five photos with the form")
     orthophoto_max_mb: float = Field(
         default=4096.0, gt=0, description="largest orthophoto upload (MB) to POST /orthophotos")
     cors_origins: list[str] = Field(

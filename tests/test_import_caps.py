@@ -11,7 +11,7 @@ import pytest
 
 from gis.db import open_connection
 from gis.errors import InvalidInput
-from gis.limits import LimitSettings
+from gis.settings import settings_of
 from layers.importer import ImportOptions, import_file
 
 
