@@ -342,3 +342,35 @@ async def sweep_deadlines(conn: psycopg.AsyncConnection, now: datetime | None = 
         row = await (await conn.execute(SWEEP_SQL, {"now": now or await _now(conn)})).fetchone()
     return {"warned": row["warned"], "escalated": row["escalated"]}
 
+
+
+# The citizen desk (ops.reports) decides on a public report's case: accepting files it (立案),
+# rejecting or merging it as a duplicate voids it, and an operator may close it as fixed (结案).
+# Each decision is checked against the state the case is in and written with its case_event here,
+# like every other step.
+DESK_DECISIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "accept": ("filed", ("reported",)),
+    "reject": ("voided", ("reported", "filed")),
+    "merge": ("voided", ("reported", "filed")),
+    "close": ("closed", ("reported", "filed", "dispatched", "processing", "handled", "checked", "deferred")),
+}
+DESK_SQL = """
+UPDATE city.case_file SET state = %(state)s,
+    filed_at = CASE WHEN %(state)s = 'filed' THEN coalesce(filed_at, %(now)s) ELSE filed_at END,
+    closed_at = CASE WHEN %(state)s = 'closed' THEN %(now)s ELSE closed_at END
+WHERE id = %(id)s AND state = ANY(%(from_states)s)
+RETURNING id
+"""
+
+
+async def record_desk_decision(conn: psycopg.AsyncConnection, case_id: int, decision: str, actor: str, note: str) -> None:
+    """A citizen desk's decision on a public report's case (in the caller's transaction); a Conflict
+    if the case is no longer in a state the decision applies to."""
+    to_state, from_states = DESK_DECISIONS[decision]
+    now = await _now(conn)
+    row = await (await conn.execute(DESK_SQL, {"id": case_id, "state": to_state, "now": now,
+                                               "from_states": list(from_states)})).fetchone()
+    if row is None:
+        raise Conflict(f"case {case_id} cannot be {to_state} by the citizen desk from the state it is in now")
+    await conn.execute(EVENT_SQL, {"case_id": case_id, "state": to_state, "action": f"desk_{decision}", "actor": actor,
+                                   "note": note, "reason": None, "approver": None, "details": None, "at": now})

@@ -4,8 +4,9 @@ CGCS2000, undeclared GCJ-02 detected), routed and opened as a 'public' case thro
 by its reporter (steps, reopen within N days of closure, "was this fixed?").
 
 Owns city.citizen_report, report_case, report_update, report_media, report_feedback,
-report_reward, report_rate and residential_compound. Case state changes a report needs are made
-only through `record_case_transition` (to be reconciled with the ops workflow).
+report_reward, report_rate and residential_compound. The case a report opens belongs to
+`ops.cases`: the desk's decisions on it (accept, reject, merge, close) go through
+`ops.cases.record_desk_decision`, checked against the state the case is in.
 
 Privacy: public answers carry no name, phone, e-mail or typed address; phone numbers and e-mail
 addresses in the text are masked; a location inside a residential compound is shown at the
@@ -32,6 +33,7 @@ from gis.crs import STORAGE_SRID
 from gis.errors import InvalidInput
 from gis.keys import Principal
 from gis.source_crs import bd09_to_wgs84, gcj02_to_wgs84, parse_crs
+from ops import cases
 from ops.cases import open_case, route
 from ops.open311 import CASE_STATUS, SERVICE_BY_CODE, Open311Error, check_attributes, service_of
 from ops.report_settings import ReportSettings
@@ -529,23 +531,6 @@ async def _note(conn: psycopg.AsyncConnection, report_id: int, kind: str, note: 
 
 # ---------------------------------------------------------------- case transitions
 
-TRANSITION_SQL = """
-UPDATE city.case_file SET state = %(state)s,
-    filed_at = CASE WHEN %(state)s = 'filed' THEN coalesce(filed_at, now()) ELSE filed_at END,
-    closed_at = CASE WHEN %(state)s = 'closed' THEN now() ELSE closed_at END
-WHERE id = %(id)s
-RETURNING id
-"""
-
-
-async def record_case_transition(conn: psycopg.AsyncConnection, case_id: int, state: str, actor: str, note: str) -> None:
-    """The only place citizen reports change a case's state (filed on accept, voided on reject or
-    merge, closed by an operator), with its case_event. To be reconciled with the ops workflow."""
-    await conn.execute(TRANSITION_SQL, {"id": case_id, "state": state})
-    await conn.execute("INSERT INTO city.case_event (case_id, state, actor, note) VALUES (%s, %s, %s, %s)",
-                       [case_id, state, actor, note])
-
-
 # ---------------------------------------------------------------- operators
 
 REVIEW_SQL = """
@@ -580,7 +565,7 @@ async def accept_report(conn: psycopg.AsyncConnection, report_id: int, operator:
         row = await _locked(conn, report_id, operator)
         _pending(row)
         await conn.execute("UPDATE city.citizen_report SET review = 'accepted', reviewed_by = %s WHERE id = %s", [actor, report_id])
-        await record_case_transition(conn, row["case_id"], "filed", actor, "市民上报已受理 citizen report accepted")
+        await cases.record_desk_decision(conn, row["case_id"], "accept", actor, "市民上报已受理 citizen report accepted")
         await _note(conn, report_id, "accepted", "已受理立案 accepted")
         rewarded = None
         if row["reporter_key"] is None:
@@ -605,7 +590,7 @@ async def reject_report(conn: psycopg.AsyncConnection, report_id: int, operator:
         _pending(row)
         await conn.execute("UPDATE city.citizen_report SET review = 'rejected', review_reason = %s, reviewed_by = %s "
                            "WHERE id = %s", [reason, actor, report_id])
-        await record_case_transition(conn, row["case_id"], "voided", actor, f"市民上报未受理: {reason}")
+        await cases.record_desk_decision(conn, row["case_id"], "reject", actor, f"市民上报未受理: {reason}")
         await _note(conn, report_id, "rejected", f"未受理 not accepted: {reason}")
     return {"service_request_id": str(report_id), "review": "rejected"}
 
@@ -647,7 +632,7 @@ async def merge_report(conn: psycopg.AsyncConnection, report_id: int, into_id: i
                            "me_too = 0 WHERE id = %s", [into_id, actor, report_id])
         count = (await (await conn.execute("UPDATE city.citizen_report SET me_too = me_too + %s WHERE id = %s RETURNING me_too",
                                            [1 + row["me_too"], into_id])).fetchone())["me_too"]
-        await record_case_transition(conn, row["case_id"], "voided", actor, f"重复上报，并入 {into_id} 号 duplicate of request {into_id}")
+        await cases.record_desk_decision(conn, row["case_id"], "merge", actor, f"重复上报，并入 {into_id} 号 duplicate of request {into_id}")
         await _note(conn, report_id, "merged", f"与 {into_id} 号重复，已合并 merged into request {into_id}")
         await _note(conn, into_id, "me_too", f"又有市民上报同一问题 another citizen reported this too ({count})")
     return {"service_request_id": str(report_id), "duplicate_of": str(into_id), "me_too": count}
@@ -660,7 +645,7 @@ async def close_report_case(conn: psycopg.AsyncConnection, report_id: int, opera
         row = await _locked(conn, report_id, operator)
         if row["review"] != "accepted" or row["case_state"] in CLOSED_CASE_STATES:
             raise Open311Error(409, f"request {report_id} is not an accepted open request")
-        await record_case_transition(conn, row["case_id"], "closed", actor, note)
+        await cases.record_desk_decision(conn, row["case_id"], "close", actor, note)
         await _note(conn, report_id, "closed", f"已结案 closed as fixed: {note}")
     return {"service_request_id": str(report_id), "status": "closed"}
 
