@@ -86,6 +86,7 @@ def _server_connections(city_db: str) -> int:
 def test_two_hundred_concurrent_clients_share_a_few_server_connections(pooled_server: str, city_db: str):
     paths = ["/collections/manhole_covers/items?limit=50&offset={i}", "/collections/stall_sites/items?limit=20&offset={i}",
              "/tiles/WebMercatorQuad/14/{row}/{col}", "/collections"]
+    baseline = _server_connections(city_db)  # other servers of the test run hold their own pools
     peak = [0]
 
     async def hammer() -> list[int]:
@@ -107,7 +108,8 @@ def test_two_hundred_concurrent_clients_share_a_few_server_connections(pooled_se
 
     statuses = asyncio.run(hammer())
     assert all(status in (200, 204) for status in statuses), sorted(set(statuses))
-    assert 0 < peak[0] <= SERVER_CONNECTIONS, f"PostgreSQL saw {peak[0]} connections; pgbouncer allows {SERVER_CONNECTIONS}"
+    assert 0 < peak[0] - baseline <= SERVER_CONNECTIONS, \
+        f"PostgreSQL saw {peak[0] - baseline} more connections; pgbouncer allows {SERVER_CONNECTIONS}"
 
 
 def test_writes_go_through_the_pooler_and_the_feed_still_hears_them(pooled_server: str, city_db: str, keys: dict):
@@ -129,4 +131,6 @@ def test_writes_go_through_the_pooler_and_the_feed_still_hears_them(pooled_serve
                     break
     with open_connection(city_db) as conn:
         assert conn.execute("SELECT occupied FROM city.stall_site WHERE code = %s", [site["code"]]).fetchone()["occupied"] == occupied
+        conn.execute("UPDATE city.stall_site SET occupied = %s WHERE code = %s", [site["occupied"], site["code"]])
+        conn.commit()
     assert heard, "the live feed never reported the write made through pgbouncer"
