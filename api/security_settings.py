@@ -21,8 +21,8 @@ class SecuritySettings(CityopsSettings):
     orthophoto_max_mb: float = Field(
         default=4096.0, gt=0, description="largest orthophoto upload (MB) to POST /orthophotos")
     cors_origins: list[str] = Field(
-        default=[], description="origins other sites' browsers may call the API from (JSON list); "
-                                "empty = same origin only; [\"*\"] = any")
+        default=["*"], description="origins other sites' browsers may read the API from (JSON list): public OGC data "
+                                   "is read by other departments' web maps (OpenLayers, MapLibre); [] = same origin only")
     cors_methods: list[str] = Field(
         default=["GET", "HEAD"], description="methods allowed cross-origin when cors_origins is set")
     rate_ip_per_s: float = Field(

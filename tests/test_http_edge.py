@@ -58,12 +58,19 @@ def test_security_headers_on_every_answer(client):
         assert headers["referrer-policy"]
 
 
-def test_cors_is_same_origin_by_default(client):
-    answer = client.get("/collections", headers={"Origin": "https://evil.example"})
-    assert "access-control-allow-origin" not in answer.headers
+def test_cors_lets_other_sites_read_but_not_write_by_default(client):
+    answer = client.get("/collections", headers={"Origin": "https://department.example"})
+    assert answer.headers["access-control-allow-origin"] == "*"  # another department's web map reads public data
     preflight = client.options("/collections/buildings/items", headers={
-        "Origin": "https://evil.example", "Access-Control-Request-Method": "DELETE"})
-    assert "access-control-allow-origin" not in preflight.headers
+        "Origin": "https://department.example", "Access-Control-Request-Method": "DELETE"})
+    assert preflight.status_code == 400  # no cross-origin writes
+
+
+def test_cors_can_be_same_origin_only(settings, city_db):
+    app = _app_with(settings, city_db, SecuritySettings(cors_origins=[]))
+    with TestClient(app) as same_origin:
+        answer = same_origin.get("/collections", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in answer.headers
 
 
 def test_cors_from_settings_allows_only_get(settings, city_db):
