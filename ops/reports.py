@@ -475,7 +475,8 @@ async def submit_report(conn: psycopg.AsyncConnection, submission: Submission, p
             check_undeclared_offset(lon, lat, [(p.exif_lon, p.exif_lat) for p in photos]
                                     + [(row["exif_lon"], row["exif_lat"]) for row in attached], settings)
         try:
-            case = await open_case(conn, source="public", lon=lon, lat=lat, event_class_code=service.event_class_code,
+            case_lon, case_lat = await public_point(conn, lon, lat)
+            case = await open_case(conn, source="public", lon=case_lon, lat=case_lat, event_class_code=service.event_class_code,
                                    description=mask_private(submission.description, [name]),
                                    address=None if submission.anonymous else submission.address_string,
                                    actor="市民城管通 citizen report")
@@ -660,6 +661,20 @@ async def _by_token(conn: psycopg.AsyncConnection, report_id: int, token: str) -
     return await _locked(conn, report_id)
 
 
+PUBLIC_POINT_SQL = f"""
+SELECT ST_X(public_point) AS lon, ST_Y(public_point) AS lat FROM city.residential_compound
+WHERE ST_Intersects(geom, ST_SetSRID(ST_MakePoint(%s, %s), {STORAGE_SRID})) ORDER BY id LIMIT 1
+"""
+
+
+async def public_point(conn: psycopg.AsyncConnection, lon: float, lat: float) -> tuple[float, float]:
+    """Where a report's case is placed: a point inside a residential compound is the compound's
+    public point, because the cases collection and its tiles are public (the exact point stays in
+    the report, for operators)."""
+    row = await (await conn.execute(PUBLIC_POINT_SQL, [lon, lat])).fetchone()
+    return (row["lon"], row["lat"]) if row else (lon, lat)
+
+
 async def _reopen(conn: psycopg.AsyncConnection, row: dict, reason: str, settings: ReportSettings) -> dict:
     if row["case_state"] not in ("closed", "evaluated") or row["review"] != "accepted":
         raise Open311Error(409, f"request {row['id']} is not closed as fixed; only a fixed request can be reopened")
@@ -669,7 +684,8 @@ async def _reopen(conn: psycopg.AsyncConnection, row: dict, reason: str, setting
     if age["age"] > limit:
         raise Open311Error(409, f"request {row['id']} was closed on {_iso(closed_at)}, more than {settings.reopen_days} days "
                                 "ago; submit a new report instead")
-    place = await (await conn.execute("SELECT ST_X(geom) AS lon, ST_Y(geom) AS lat, address_string FROM city.citizen_report "
+    place = await (await conn.execute("SELECT ST_X(public_geom) AS lon, ST_Y(public_geom) AS lat, address_string "
+                                      "FROM city.citizen_report "
                                       "WHERE id = %s", [row["id"]])).fetchone()
     service = SERVICE_BY_CODE[row["service_code"]]
     case = await open_case(conn, source="public", lon=place["lon"], lat=place["lat"], event_class_code=service.event_class_code,

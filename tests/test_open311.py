@@ -243,6 +243,12 @@ def test_public_answers_carry_no_personal_details_and_compounds_are_snapped(clie
     assert public["address"] == compound["name"]
     stored = _rows(reports_db, "SELECT reporter_phone, ST_X(geom) AS lon FROM city.citizen_report WHERE id = %s", [int(request_id)])[0]
     assert stored["reporter_phone"] == "13912345678" and abs(stored["lon"] - compound["lon"]) < 1e-9  # operators keep them
+    # the case is public too (the cases collection and its tiles): it sits at the compound's point
+    case = _rows(reports_db, "SELECT f.id, ST_X(f.geom) AS lon, ST_Y(f.geom) AS lat FROM city.case_file f "
+                             "JOIN city.citizen_report r ON r.case_id = f.id WHERE r.id = %s", [int(request_id)])[0]
+    assert (case["lon"], case["lat"]) == pytest.approx((compound["px"], compound["py"]), abs=1e-9)
+    feature = client.get(f"/collections/cases/items/{case['id']}").json()
+    assert feature["geometry"]["coordinates"] == pytest.approx([compound["px"], compound["py"]], abs=1e-6)
 
 
 def test_anonymous_reports_keep_nobody_and_earn_nothing(client, reports_db, keys):
