@@ -54,6 +54,8 @@ def check(base: str, artifacts: Path) -> dict:
 
     # every collection, as QGIS's "Add WFS / OGC API Features layer" dialog makes it
     for collection in get_json(f"{base}/collections")["collections"]:
+        if collection.get("dataType") == "map":  # imagery: raster tilesets, not OGC API Features
+            continue
         layer = QgsVectorLayer(f"pagingEnabled='true' restrictToRequestBBOX='1' typename='{collection['id']}' "
                                f"url='{base}' version='OGC_API_FEATURES'", collection["id"], "OAPIF")
         report["collections"][collection["id"]] = {"valid": layer.isValid(), "count": layer.featureCount(),
