@@ -17,15 +17,14 @@ from anyio import to_thread
 from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
+from api.job_kinds import JOB_KINDS
 from api.live_hub import LiveHub
 from gis.changes import ChangeFeed
 from gis.db import connection_options, create_pool, create_read_pool
 from gis.grid_index import GridIndexHolder
-from drone.jobs import DETECTION
 from gis.jobs import WorkerPool
 from gis.replication import ReadRouter
 from gis.settings import JobSettings, Settings, settings_of
-from layers.importer.jobs import IMPORT
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
 from ops.settings import OpsSettings
@@ -57,7 +56,7 @@ class Services:
         self.raster_tiles = RasterTiles(self.pool, TileCache(tile_settings.raster_cache_mb * 2**20), tile_settings)
         self.live_hub = LiveHub(self.pool)
         jobs = settings_of(JobSettings)
-        self.workers = WorkerPool(conninfo, settings, (IMPORT, DETECTION), workers=jobs.job_workers,
+        self.workers = WorkerPool(conninfo, settings, JOB_KINDS, workers=jobs.job_workers,
                                   stale_after_s=jobs.job_stale_s)
 
     def expose(self, app: FastAPI) -> None:

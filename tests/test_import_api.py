@@ -100,3 +100,44 @@ def test_exports_stream_each_format(client, tmp_path):
         assert pyogrio.read_info(str(path), force_feature_count=True)["features"] > 100
     assert client.get("/exports/streetlights.xls").status_code == 400
     assert client.get("/exports/nope.gpkg").status_code == 404
+
+
+def _wait_export(client, key: str, job_id: int, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/exports/jobs/{job_id}", headers=bearer(key)).json()
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"export job {job_id} did not end: {job}")
+
+
+def test_a_large_export_runs_as_a_job_and_is_downloaded_when_done(client, keys, tmp_path, city_db):
+    bbox = "118.20,33.90,118.24,33.94"
+    early = client.get(f"/exports/jobs/{0}/file", headers=bearer(keys["viewer"]))
+    assert early.status_code == 404
+    assert client.post("/exports/streetlights.fgb").status_code == 401  # a job is a key holder's
+    response = client.post("/exports/streetlights.fgb", params={"bbox": bbox}, headers=bearer(keys["viewer"]))
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/exports/jobs/{response.json()['id']}"
+    job = _wait_export(client, keys["viewer"], response.json()["id"])
+    assert job["state"] == "succeeded" and job["progress"] == 1, job
+    assert "output" not in job["export"] and "path" not in job["result"]  # no server paths shown
+    download = client.get(f"/exports/jobs/{job['id']}/file", headers=bearer(keys["viewer"]))
+    assert download.status_code == 200 and download.headers["content-type"] == "application/flatgeobuf"
+    (tmp_path / "jobbed.fgb").write_bytes(download.content)
+    streamed = client.get("/exports/streetlights.fgb", params={"bbox": bbox})
+    (tmp_path / "streamed.fgb").write_bytes(streamed.content)
+    counted = [pyogrio.read_info(str(tmp_path / name), force_feature_count=True)["features"]
+               for name in ("jobbed.fgb", "streamed.fgb")]
+    assert counted[0] == counted[1] == job["result"]["features"] == job["total"] > 100
+
+    assert client.post("/exports/streetlights.xls", headers=bearer(keys["viewer"])).status_code == 400
+    assert client.post("/exports/nope.gpkg", headers=bearer(keys["viewer"])).status_code == 404
+    bad_box = client.post("/exports/streetlights.gpkg", params={"bbox": "1,2,3"}, headers=bearer(keys["viewer"]))
+    assert bad_box.status_code == 400 and "bbox" in bad_box.json()["description"]
+
+    ended = client.post(f"/exports/jobs/{job['id']}/cancel", headers=bearer(keys["viewer"]))
+    assert ended.status_code == 409
+    other = client.post(f"/exports/jobs/{job['id']}/cancel", headers=bearer(keys["editor"]))
+    assert other.status_code == 403 and "another key" in other.json()["description"]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyogrio
 import pytest
 
 from drone.ingest import managed_dir
@@ -122,6 +123,29 @@ def test_a_detection_whose_worker_is_killed_is_run_again_by_the_next_worker(clie
             conn.commit()
 
 
+def _partials(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_an_export_whose_worker_is_killed_is_written_again_by_the_next_worker(client, city_db, tmp_path):
+    """Killed while its partial file is being written: the next worker removes that file and writes the
+    whole export to the path the CLI was given; nothing half-written is ever at that path."""
+    out = tmp_path / "components.gpkg"
+    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db}
+    process = subprocess.Popen([*CITYOPS, "export", "--layer", "components", "--format", "gpkg", "-o", str(out)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = _kill_when_under_way(city_db, "export", process, lambda row: bool(_partials(tmp_path)))
+    assert not out.exists()  # killed mid-write: the target was never there half-written
+    ended = _wait_until_ended(city_db, killed["id"])
+    assert ended["state"] == "succeeded", ended["error"]
+    assert ended["attempts"] == 2 and ended["progress"] == 1
+    assert not _partials(tmp_path)  # the dead run's partial file is gone
+    with open_connection(city_db) as conn:
+        truth = conn.execute("SELECT count(*) AS n FROM city.component").fetchone()["n"]
+    frame = pyogrio.read_info(out)
+    assert frame["features"] == truth == ended["result"]["features"] > 50_000
+
+
 def test_a_cancelled_job_whose_worker_died_ends_cancelled(client, city_db, keys):
     from gis import jobs
     with open_connection(city_db, autocommit=True) as conn:
@@ -172,6 +196,7 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
     from drone.jobs import DETECTION
     from gis import jobs
     from gis.settings import Settings
+    from layers.export_jobs import EXPORT, exports_dir
     from layers.importer.jobs import IMPORT, uploads_dir
 
     info = databases.create("jobs_sweep")
@@ -184,14 +209,20 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
     (kept / "b.gpkg").write_bytes(b"x")
     partial = staging / "detection-424242-ab.tif"
     partial.write_bytes(b"x")
-    hour_ago = time.time() - 3600
+    expired, downloadable = exports_dir(settings) / "31", exports_dir(settings) / "32"
+    for folder in (expired, downloadable):
+        folder.mkdir(parents=True)
+        (folder / "roads.gpkg").write_bytes(b"x")
+    hour_ago, two_days_ago = time.time() - 3600, time.time() - 2 * 86400
     for path in (orphan, kept, partial):
         os.utime(path, (hour_ago, hour_ago))
+    os.utime(expired, (two_days_ago, two_days_ago))  # older than CITYOPS_EXPORT_KEEP_HOURS (24)
     with open_connection(info, autocommit=True) as conn:
         jobs.submit(conn, "import", {"path": str(kept / "b.gpkg"), "owned": True}, "test")
-        jobs.sweep_orphans(conn, {"import": IMPORT, "detection": DETECTION}, settings)
-    assert not orphan.exists() and not partial.exists()
+        jobs.sweep_orphans(conn, {"import": IMPORT, "detection": DETECTION, "export": EXPORT}, settings)
+    assert not orphan.exists() and not partial.exists() and not expired.exists()
     assert kept.exists() and fresh.exists()  # an open job's upload, and one still being received
+    assert downloadable.exists()  # an export file within its keep time
 
 
 def test_a_worker_taken_for_dead_commits_nothing(databases):

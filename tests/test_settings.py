@@ -10,11 +10,12 @@ from api.settings import ServerSettings
 from drone.settings import DroneSettings
 from gis.limits import LimitSettings
 from gis.settings import PROJECT_ROOT, JobSettings, Settings, settings_of
+from layers.settings import ExportSettings
 from ops.report_settings import ReportSettings
 from ops.settings import OpsSettings
 from tiles.settings import TileSettings
 
-CONCERNS = (Settings, JobSettings, LimitSettings, ServerSettings, SecuritySettings, TileSettings, DroneSettings, OpsSettings,
+CONCERNS = (Settings, JobSettings, ExportSettings, LimitSettings, ServerSettings, SecuritySettings, TileSettings, DroneSettings, OpsSettings,
             ReportSettings)
 
 

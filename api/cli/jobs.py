@@ -1,4 +1,4 @@
-"""`cityops jobs …`: the background jobs (imports, change detections) of every process, and a
+"""`cityops jobs …`: the background jobs (imports, exports, change detections, tile archives) of every process, and a
 worker pool that runs them without a web server."""
 
 from __future__ import annotations
@@ -10,17 +10,16 @@ import typer
 from rich.table import Table
 
 from api.cli.common import console, run_guarded
-from drone.jobs import DETECTION
+from api.job_kinds import JOB_KINDS
 from gis import jobs
 from gis.db import connect, conninfo
 from gis.settings import JobSettings, get_settings, settings_of
-from layers.importer.jobs import IMPORT
 
-app = typer.Typer(help="List, cancel and run background jobs (imports, change detections).", no_args_is_help=True)
+app = typer.Typer(help="List, cancel and run background jobs (imports, exports, change detections, tile archives).", no_args_is_help=True)
 
 
 @app.command("list")
-def list_command(kind: str = typer.Option(None, help="import | detection"),
+def list_command(kind: str = typer.Option(None, help="import | export | detection | tile_archive"),
                  limit: int = typer.Option(30, help="newest first")) -> None:
     """The newest jobs with their state, progress and worker."""
     def action() -> None:
@@ -49,7 +48,7 @@ def work(workers: int = typer.Option(None, help="worker threads (default CITYOPS
     """Run queued jobs until interrupted (more workers on more machines share the queue)."""
     def action() -> None:
         settings, tuning = get_settings(), settings_of(JobSettings)
-        pool = jobs.WorkerPool(conninfo(settings), settings, (IMPORT, DETECTION), workers=workers or tuning.job_workers,
+        pool = jobs.WorkerPool(conninfo(settings), settings, JOB_KINDS, workers=workers or tuning.job_workers,
                                stale_after_s=tuning.job_stale_s)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -10,12 +10,12 @@ from typing import Optional
 import typer
 
 from api.cli.common import console, fail, run_guarded, table_progress
-from gis.db import connect, conninfo
+from gis.db import conninfo
 from gis.settings import get_settings
-from layers.export import FORMATS, count_rows, export_to_file, make_request
+from layers.export import FORMATS
+from layers.export_jobs import export_here
 from layers.importer import ImportOptions, ImportReport
 from layers.importer.jobs import import_here
-from layers.live import resolve
 from layers.importer.mapping import parse_field_maps
 
 
@@ -72,13 +72,14 @@ def export(
     crs: Optional[str] = typer.Option(None, help="output EPSG system, default EPSG:4490"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="file to write; default LAYER.EXT here"),
 ) -> None:
-    """Export a layer to a file, streaming rows in batches."""
+    """Export a layer to a file, streaming rows in batches, as a job run here (if this process dies, a
+    server's worker writes the file again); the file appears whole when the last row is written."""
     def action() -> None:
-        with connect(get_settings()) as conn:
-            request = make_request(resolve(conn, layer), format_, bbox, crs)
-            target = output or Path(f"{layer}{request.spec.extension}")
-            total = count_rows(conn, request)
-            with table_progress(f"Exporting {layer} as {format_} …") as bar:
-                export_to_file(conn, request, target, lambda n: bar(layer, n, total))
-        console.print(f"wrote {total:,} features to {target}")
+        target = output or Path(f"{layer}{FORMATS[format_].extension if format_ in FORMATS else ''}")
+        with table_progress(f"Exporting {layer} as {format_} …") as bar:
+            job = export_here(conninfo(get_settings()), get_settings(), layer, format_, bbox=bbox, crs=crs, output=target,
+                              created_by=f"cli:{getpass.getuser()}", tell=lambda done, total: bar(layer, done, total))
+        if job["state"] != "succeeded":
+            fail(f"export job {job['id']} {job['state']}: {job['error']}")
+        console.print(f"wrote {job['result']['features']:,} features to {target}")
     run_guarded(action)

@@ -1,4 +1,5 @@
-"""Imports as background jobs (upload → 202 + job, poll its state) and streaming exports of layers."""
+"""Imports as background jobs (upload → 202 + job, poll its state), exports streamed (GET) or run as
+background jobs for large layers (POST → 202 + job, poll, download the file once it has succeeded)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +22,7 @@ from gis.db import open_connection
 from gis.errors import Forbidden, InvalidInput, NotFound
 from gis.keys import Principal
 from layers.export import FORMATS, csv_chunks, export_to_file, geojson_chunks, make_request
+from layers import export_jobs
 from layers.importer import ImportOptions
 from gis import jobs
 from layers.importer.jobs import JOB_SQL, KIND, payload, uploads_dir
@@ -41,6 +44,17 @@ async def _save_upload(upload: UploadFile, folder: Path) -> Path:
 
 def _job_body(row: dict) -> dict:
     return {**row, "links": [{"rel": "self", "href": f"/imports/{row['id']}", "type": "application/json"}]}
+
+
+def _export_job_body(row: dict) -> dict:
+    """The job row as the API shows it: no server paths, a link to the file once it is there."""
+    links = [{"rel": "self", "href": f"/exports/jobs/{row['id']}", "type": "application/json"}]
+    if row["state"] == "succeeded":
+        links.append({"rel": "enclosure", "href": f"/exports/jobs/{row['id']}/file", "title": row["payload"]["filename"]})
+    payload = {k: v for k, v in row["payload"].items() if k not in ("output", "api_key_id")}
+    result = {k: v for k, v in (row["result"] or {}).items() if k != "path"} or None
+    return {**{k: v for k, v in row.items() if k not in ("payload", "result", "worker")}, "export": payload,
+            "result": result, "links": links}
 
 
 def transfer_extension() -> Extension:
@@ -115,6 +129,37 @@ def transfer_extension() -> Extension:
         path = await run_in_threadpool(write)
         return FileResponse(path, media_type=export.spec.media_type, filename=filename,
                             background=BackgroundTask(shutil.rmtree, folder, True))
+
+    @router.post("/exports/{layer_id}.{ext}", status_code=202,
+                 summary="Export a layer as a background job (large layers): poll it, then download its file")
+    def post_export(request: Request, layer_id: str, ext: str, conn: SyncConnection,
+                    principal: Annotated[Principal, Depends(require("viewer", connection=get_sync_connection))],
+                    bbox: str | None = None, crs: str | None = None):
+        row = export_jobs.submit(conn, layer_id, ext, bbox=bbox, crs=crs, created_by=principal.name,
+                                 api_key_id=principal.key_id)
+        request.app.state.workers.wake()
+        return JSONResponse(jsonable_encoder(_export_job_body(row)), status_code=202,
+                            headers={"Location": f"/exports/jobs/{row['id']}"})
+
+    @router.get("/exports/jobs/{job_id}", summary="State and progress of an export job")
+    def get_export_job(job_id: int, conn: SyncConnection,
+                       _: Annotated[Principal, Depends(require("viewer", connection=get_sync_connection))]):
+        return _export_job_body(export_jobs.get(conn, job_id))
+
+    @router.get("/exports/jobs/{job_id}/file", summary="The file of a succeeded export job")
+    def get_export_file(request: Request, job_id: int, conn: SyncConnection,
+                        _: Annotated[Principal, Depends(require("viewer", connection=get_sync_connection))]):
+        row = export_jobs.get(conn, job_id)
+        path = export_jobs.finished_file(row, request.app.state.settings)
+        return FileResponse(path, media_type=FORMATS[row["payload"]["format"]].media_type, filename=path.name)
+
+    @router.post("/exports/jobs/{job_id}/cancel", summary="Cancel an export job (a running one removes its partial file)")
+    def cancel_export(job_id: int, conn: SyncConnection,
+                      principal: Annotated[Principal, Depends(require("viewer", connection=get_sync_connection))]):
+        if export_jobs.get(conn, job_id)["payload"].get("api_key_id") != principal.key_id:
+            raise Forbidden(f"export job {job_id} was started with another key; only that key may cancel it")
+        jobs.cancel(conn, job_id, export_jobs.KIND, what=export_jobs.WHAT)
+        return _export_job_body(export_jobs.get(conn, job_id))
 
     return Extension(router=router, links=({"rel": "data", "href": "/exports/{layer}.{" + ",".join(FORMATS) + "}",
                                             "title": "layer downloads", "templated": True},))
