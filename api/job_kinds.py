@@ -5,5 +5,6 @@ from __future__ import annotations
 from drone.jobs import DETECTION
 from layers.export_jobs import EXPORT
 from layers.importer.jobs import IMPORT
+from tiles.jobs import TILE_ARCHIVE, TILE_SEED
 
-JOB_KINDS = (IMPORT, DETECTION, EXPORT)
+JOB_KINDS = (IMPORT, DETECTION, EXPORT, TILE_ARCHIVE, TILE_SEED)

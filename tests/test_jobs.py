@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyogrio
+from pmtiles.reader import MmapSource, Reader as PMTilesReader, all_tiles as pmtiles_entries
 import pytest
 
 from drone.ingest import managed_dir
@@ -144,6 +145,34 @@ def test_an_export_whose_worker_is_killed_is_written_again_by_the_next_worker(cl
         truth = conn.execute("SELECT count(*) AS n FROM city.component").fetchone()["n"]
     frame = pyogrio.read_info(out)
     assert frame["features"] == truth == ended["result"]["features"] > 50_000
+
+
+def test_a_tile_archive_whose_worker_is_killed_is_built_again_by_the_next_worker(client, city_db, tmp_path):
+    out = tmp_path / "city.pmtiles"
+    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db}
+    process = subprocess.Popen([*CITYOPS, "tiles", "export", "-o", str(out), "--zoom", "0-12"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = _kill_when_under_way(city_db, "tile_archive", process, lambda row: row["done"] > 0)
+    assert killed["done"] < killed["total"] and not out.exists()
+    ended = _wait_until_ended(city_db, killed["id"])
+    assert ended["state"] == "succeeded", ended["error"]
+    assert ended["attempts"] == 2 and ended["done"] == ended["total"]
+    assert not _partials(tmp_path)
+    with open(out, "rb") as f:
+        reader = PMTilesReader(MmapSource(f))
+        assert reader.header()["max_zoom"] == 12
+        assert sum(1 for _ in pmtiles_entries(reader.get_bytes)) == ended["result"]["tiles"] > 0
+
+
+def test_a_tile_seed_whose_worker_is_killed_is_run_again_by_the_next_worker(client, city_db, live_server):
+    env = {**os.environ, "CITYOPS_DATABASE_URL": city_db}
+    process = subprocess.Popen([*CITYOPS, "tiles", "seed", "--zoom", "0-14", "--layer", "districts", "--server", live_server],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = _kill_when_under_way(city_db, "tile_seed", process, lambda row: row["done"] > 0)
+    assert killed["done"] < killed["total"]
+    ended = _wait_until_ended(city_db, killed["id"])
+    assert ended["state"] == "succeeded", ended["error"]
+    assert ended["attempts"] == 2 and ended["done"] == ended["total"] == ended["result"]["tiles"]
 
 
 def test_a_cancelled_job_whose_worker_died_ends_cancelled(client, city_db, keys):

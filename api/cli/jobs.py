@@ -1,4 +1,4 @@
-"""`cityops jobs …`: the background jobs (imports, exports, change detections, tile archives) of every process, and a
+"""`cityops jobs …`: the background jobs (imports, exports, change detections, tile archives and seeding) of every process, and a
 worker pool that runs them without a web server."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from gis import jobs
 from gis.db import connect, conninfo
 from gis.settings import JobSettings, get_settings, settings_of
 
-app = typer.Typer(help="List, cancel and run background jobs (imports, exports, change detections, tile archives).", no_args_is_help=True)
+app = typer.Typer(help="List, cancel and run background jobs (imports, exports, change detections, tile archives and seeding).", no_args_is_help=True)
 
 
 @app.command("list")
-def list_command(kind: str = typer.Option(None, help="import | export | detection | tile_archive"),
+def list_command(kind: str = typer.Option(None, help="import | export | detection | tile_archive | tile_seed"),
                  limit: int = typer.Option(30, help="newest first")) -> None:
     """The newest jobs with their state, progress and worker."""
     def action() -> None:
