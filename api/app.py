@@ -2,7 +2,9 @@
 stopped in the lifespan), the routers, the error mapping and the OpenAPI document.
 
 No route shadows another: collection routes are `/collections/{collectionId}/…` with distinct
-tails (items, queryables, tiles), so the order below carries no meaning.
+tails (items, queryables, tiles, map/tiles), and `/collections/{collectionId}` itself is one route
+that resolves the id through the live catalogue, then through the extensions that serve other kinds
+of collection (the raster imagery), so the order of `extensions()` carries no meaning.
 """
 
 from __future__ import annotations
@@ -37,15 +39,14 @@ from gis.settings import Settings, get_settings
 
 
 def extensions() -> list[Extension]:
-    # The raster collections (/collections/imagery, /collections/orthophoto-{id}) are not layers of the
-    # catalogue: their routes must be met before the Features routes' /collections/{collectionId}.
-    return [landing_extension(), orthophotos_extension(), features_extension(), schemas_extension(), tiles_extension(),
+    return [landing_extension(), features_extension(), orthophotos_extension(), schemas_extension(), tiles_extension(),
             queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(),
             live_extension(), operations_extension(), cases_extension(), sensors_extension(), web_map_extension(),
             open311_extension(), pages_extension(), qgis_extension()]
 
 
-def create_app(settings: Settings | None = None, conninfo: str | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, conninfo: str | None = None,
+               composed: list[Extension] | None = None) -> FastAPI:
     settings = settings or get_settings()
     services = Services(settings, conninfo or conninfo_of(settings))
     app = FastAPI(
@@ -61,13 +62,16 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None) ->
     app.state.landing_links = []
     app.state.collection_link_providers = []
     app.state.collection_providers = []
-    for extension in extensions():
+    app.state.collection_resolvers = []
+    for extension in composed if composed is not None else extensions():
         app.include_router(extension.router)
         app.state.conformance.update(extension.conformance)
         app.state.landing_links.extend(extension.links)
         app.state.collection_link_providers.extend(extension.collection_links)
         if extension.collections:
             app.state.collection_providers.append(extension.collections)
+        if extension.collection:
+            app.state.collection_resolvers.append(extension.collection)
     app.add_middleware(CqlSearchByPost)  # OWSLib's collection_items(cql=…) POSTs a CQL2-JSON search to …/items
     hardening.install(app)  # CORS from settings, rate and body limits, security headers, local /docs
     errors.install(app)

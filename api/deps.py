@@ -18,6 +18,7 @@ from fastapi import Depends, Header, Path, Request
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
+from gis.errors import NotFound
 from gis.keys import AUTHENTICATE_SQL, Principal, Role, parse_bearer, principal_from_row
 from gis.settings import Settings
 from layers.catalogue import Layer
@@ -103,3 +104,23 @@ def get_collection(catalogue: Annotated[LiveCatalogue, Depends(get_catalogue)],
 
 
 Collection = Annotated[Layer, Depends(get_collection)]
+
+
+async def get_any_collection(request: Request, conn: Connection,
+                             catalogue: Annotated[LiveCatalogue, Depends(get_catalogue)],
+                             collectionId: Annotated[str, Path(description="a collection of /collections")]  # noqa: N803
+                             ) -> Layer | dict:
+    """What `GET /collections/{collectionId}` shows: a layer of the live catalogue, else the document an
+    extension serving another kind of collection (the raster imagery) gives for the id; else the
+    catalogue's 404 naming the known layers. One route for every kind, so no route order matters."""
+    try:
+        return catalogue.get(collectionId)
+    except NotFound:
+        for resolve in request.app.state.collection_resolvers:
+            document = await resolve(request, conn, collectionId)
+            if document is not None:
+                return document
+        raise
+
+
+AnyCollection = Annotated[Layer | dict, Depends(get_any_collection)]

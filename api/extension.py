@@ -17,3 +17,6 @@ class Extension:
     collection_links: tuple[Callable[..., Iterable[dict]], ...] = ()  # (layer, base URL) → links, e.g. tilesets
     # (request, connection) → more collection documents for GET /collections (e.g. raster collections)
     collections: Callable[..., Awaitable[list[dict]]] | None = None
+    # (request, connection, collection id) → the document of one of those collections, or None when the id
+    # is not one of this extension's: GET /collections/{collectionId} asks these after the live catalogue
+    collection: Callable[..., Awaitable[dict | None]] | None = None

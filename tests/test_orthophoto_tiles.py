@@ -32,7 +32,7 @@ from pmtiles.reader import Reader as PMTilesReader
 from pmtiles.tile import TileType
 from rio_cogeo.cogeo import cog_validate
 
-from api.app import create_app
+from api.app import create_app, extensions
 from bench.servers import free_port, running
 from drone.ingest import ingest_orthophoto, make_display_rendition, replace_orthophoto
 from gis import orthophotos
@@ -279,6 +279,27 @@ def test_ogc_documents_link_tiles_as_clients_need(api, imagery_db):
     assert tileset["dataType"] == "map" and tileset["tileMatrixSetLimits"]
     tilejson = api.get(f"/orthophotos/{ids['west']}/WebMercatorQuad/tilejson.json").json()
     assert tilejson["tiles"][0].endswith("/tiles/WebMercatorQuad/{z}/{x}/{y}.png") and "?" not in tilejson["tiles"][0]
+
+
+def _unordered_links(document: dict) -> dict:
+    """The document with its links as a set: each extension adds its own links, in the order composed."""
+    return {**document, "links": sorted(json.dumps(link, sort_keys=True) for link in document["links"])}
+
+
+def test_collection_routes_carry_no_order(api, imagery_db, settings):
+    """`/collections/{collectionId}` is one route resolving vector layers and raster collections alike:
+    the app composed in the reverse order answers every kind as the usual one does."""
+    info, ids, *_ = imagery_db
+    wanted = ["imagery", f"orthophoto-{ids['west']}", f"orthophoto-{ids['dsm']}", "districts", "manhole_covers"]
+    with TestClient(create_app(settings, conninfo=info, composed=list(reversed(extensions())))) as reversed_api:
+        for collection_id in wanted:
+            usual, other = api.get(f"/collections/{collection_id}"), reversed_api.get(f"/collections/{collection_id}")
+            assert usual.status_code == other.status_code == 200, (collection_id, usual.text, other.text)
+            assert _unordered_links(usual.json()) == _unordered_links(other.json()) and usual.json()["id"] == collection_id
+        for missing in ("nosuch", "orthophoto-987654321", "orthophoto-x"):
+            usual, other = api.get(f"/collections/{missing}"), reversed_api.get(f"/collections/{missing}")
+            assert usual.status_code == other.status_code == 404 and usual.json() == other.json(), missing
+    assert "queryables" in {link["rel"].rsplit("/", 1)[-1] for link in api.get("/collections/districts").json()["links"]}
 
 
 def test_gdal_reads_an_orthophoto_and_the_mosaic_over_http(live, imagery_db):

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Requ
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api import feature_responses as out
-from api.deps import Collection, Connection, LiveCatalogue, ReadConnection, get_catalogue, require
+from api.deps import AnyCollection, Collection, Connection, LiveCatalogue, ReadConnection, get_catalogue, require
 from api.extension import Extension
 from api.feature_params import (DEFAULT_LIMIT, PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams,
                                 equality_filters, items_openapi_parameters, parse_items_params)
@@ -91,8 +91,10 @@ def features_extension() -> Extension:
         return {"links": out.self_links(request, "json", "Collections"), "collections": documents}
 
     @router.get(COLLECTION_PATH, summary="collection", name="collection", operation_id="collection")
-    async def collection(request: Request, layer: Collection, conn: Connection, catalogue: Catalogue, f: Format = None):
-        document = out.collection_document(request, layer, await catalogue.extent(conn, layer),
+    async def collection(request: Request, found: AnyCollection, conn: Connection, catalogue: Catalogue, f: Format = None):
+        if not isinstance(found, Layer):
+            return found  # a raster collection's document (api.routers.orthophotos)
+        document = out.collection_document(request, found, await catalogue.extent(conn, found),
                                            request.app.state.collection_link_providers)
         if out.output_format(request, f) == "html":
             return out.html(request, "collection.html", collection=document)

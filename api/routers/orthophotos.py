@@ -134,6 +134,16 @@ async def raster_collections(request: Request, conn) -> list[dict]:
     return documents + [_orthophoto_collection(base, row) for row in await orthophotos.public_listing(conn)]
 
 
+async def raster_collection_document(request: Request, conn, collection_id: str) -> dict | None:
+    """`GET /collections/{collectionId}` of the mosaic or an `orthophoto-{id}`; None for any other id."""
+    if collection_id == MOSAIC_ID:
+        return _mosaic_collection(_base(request), await _mosaic_summary(conn, None))
+    match = ORTHOPHOTO_COLLECTION.match(collection_id)
+    if match is None:
+        return None
+    return _orthophoto_collection(_base(request), await orthophotos.public_entry(conn, int(match.group(1))))
+
+
 class _RasterCollection:
     """A raster collection id resolved: the mosaic, or one catalogue entry."""
 
@@ -251,16 +261,6 @@ def orthophotos_extension() -> Extension:
         return raster_tilejson(row["name"], template, tuple(row["bbox"]), _zooms(row))
 
     # -- OGC API: raster collections with map tilesets --------------------------------------------
-    @router.get(f"/collections/{MOSAIC_ID}", summary="The latest imagery: every RGB orthophoto, newest on top",
-                tags=["OGC API Tiles (imagery)"])
-    async def mosaic_collection(request: Request, conn: Connection):
-        return _mosaic_collection(_base(request), await _mosaic_summary(conn, None))
-
-    @router.get("/collections/orthophoto-{orthophoto_id}", summary="One orthophoto as an OGC API collection",
-                tags=["OGC API Tiles (imagery)"])
-    async def orthophoto_collection(request: Request, conn: Connection, orthophoto_id: OrthophotoId):
-        return _orthophoto_collection(_base(request), await orthophotos.public_entry(conn, orthophoto_id))
-
     @router.get("/collections/{collectionId}/map/tiles", summary="Map tilesets of a raster collection",
                 tags=["OGC API Tiles (imagery)"])
     async def map_tilesets(request: Request, conn: Connection, collectionId: str, on_day: DayParam = None):
@@ -316,7 +316,7 @@ def orthophotos_extension() -> Extension:
     conformance = tuple("http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/" + c
                         for c in ("core", "tileset", "tilesets-list", "geodata-tilesets", "png", "jpeg"))
     return Extension(router=router, conformance=conformance, links=links,
-                     collections=raster_collections)
+                     collections=raster_collections, collection=raster_collection_document)
 
 
 def _webmercator_only(tms_id: str) -> None:
