@@ -7,6 +7,11 @@ the primary's WAL position when the notification arrived, which is at or past th
 — and a read is served by the replica only once the replica has replayed up to it (waiting a
 moment), else by the primary. A replica that does not answer is left alone for a few seconds and
 reads go to the primary meanwhile: no manual step, no storm of errors.
+
+A burst of notifications costs one WAL-position query per round, not one each: a query covers every
+change noted before it started, so the changes noted while one runs share the next. The feed never
+waits on the primary; a read waits for the round that covers the changes noted before it (or reads
+the primary if the position cannot be read).
 """
 
 from __future__ import annotations
@@ -42,18 +47,56 @@ class ReadRouter:
         self.checkout_timeout_s = checkout_timeout_s
         self.rest_after_failure_s = rest_after_failure_s
         self.watermark: str | None = None
-        self.served: Counter[str] = Counter()  # 'replica', 'primary', 'lagging', 'replica_down'
+        # 'replica', 'primary', 'lagging', 'replica_down'; 'watermark_reads': WAL-position queries on the primary
+        self.served: Counter[str] = Counter()
         self._resting_until = 0.0
+        self._noted = 0  # changes noted so far
+        self._covered = 0  # of those, how many the watermark covers
+        self._raising: asyncio.Task | None = None  # the rounds of WAL-position queries while changes are uncovered
+        self._round = asyncio.Event()  # set when the round in flight ends
 
     async def note_change(self) -> None:
-        """Raise the watermark to the primary's WAL position now; call on every change notification,
-        before the cache forgets the tiles it touched."""
+        """Note a change: the watermark will rise to the primary's WAL position past it. Call on every
+        change notification, before the cache forgets the tiles it touched; it does not wait for the
+        primary (reads do, see `_noted_changes_covered`)."""
         if self.replica is None:
             return
-        async with self.primary.connection() as conn:
-            lsn = (await (await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")).fetchone())["lsn"]
-        if self.watermark is None or lsn_value(lsn) > lsn_value(self.watermark):
-            self.watermark = lsn
+        self._noted += 1
+        if self._raising is None or self._raising.done():
+            self._raising = asyncio.get_running_loop().create_task(self._raise_watermark())
+
+    async def _raise_watermark(self) -> None:
+        """Query rounds until the watermark covers every noted change; each round covers those noted
+        before it started (they committed before the notification came, so before the query)."""
+        while self._covered < self._noted:
+            noted, this_round = self._noted, self._round
+            try:
+                async with self.primary.connection() as conn:
+                    lsn = (await (await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")).fetchone())["lsn"]
+            except (PoolTimeout, psycopg.Error) as exc:
+                log.warning("cannot read the primary's WAL position (%s); reads go to the primary", exc)
+                return
+            else:
+                self.served["watermark_reads"] += 1
+                if self.watermark is None or lsn_value(lsn) > lsn_value(self.watermark):
+                    self.watermark = lsn
+                self._covered = noted
+            finally:
+                self._round = asyncio.Event()
+                this_round.set()
+
+    async def _noted_changes_covered(self) -> bool:
+        """Wait until the watermark covers the changes noted before this call; False if the primary's
+        position could not be read (after one retry)."""
+        target, retried = self._noted, False
+        while self._covered < target:
+            if self._raising is None or self._raising.done():
+                if retried:
+                    return False
+                retried = True
+                self._raising = asyncio.get_running_loop().create_task(self._raise_watermark())
+            await self._round.wait()
+        return True
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
@@ -70,6 +113,10 @@ class ReadRouter:
         if self.replica is None or time.monotonic() < self._resting_until:
             if self.replica is not None:
                 self.served["replica_down"] += 1
+            self.served["primary"] += 1
+            return None
+        if not await self._noted_changes_covered():
+            self.served["lagging"] += 1
             self.served["primary"] += 1
             return None
         watermark = self.watermark

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from gis.source_crs import gcj02_to_wgs84, wgs84_to_gcj02
 from gis.standards import EVENT_CLASSES
+from api.routers.open311 import report_settings
 from ops.report_settings import ReportSettings
 from ops.reports import seed_demo_compounds
 from tests.conftest import bearer
@@ -36,9 +37,14 @@ def reports_db(city_db: str) -> str:
 @pytest.fixture(autouse=True)
 def generous_limits(client, reports_db):
     """Limits high enough for the tests that are not about them; a test may replace them."""
-    client.app.state.report_settings = ReportSettings(device_limit=1000, ip_limit=100_000)
+    _use(client, ReportSettings(device_limit=1000, ip_limit=100_000))
     yield
-    client.app.state.report_settings = ReportSettings()
+    client.app.dependency_overrides.pop(report_settings, None)
+
+
+def _use(client, settings: ReportSettings) -> None:
+    """The Open311 routes read these settings instead of the environment's (FastAPI's dependency override)."""
+    client.app.dependency_overrides[report_settings] = lambda: settings
 
 
 def _rows(info: str, sql: str, params=()) -> list[dict]:
@@ -286,7 +292,7 @@ def test_rewards_once_per_reporter_place_item_and_day_never_for_duplicates(clien
 
 
 def test_rate_limits_per_device_and_per_ip_answer_429_with_retry_after(client, reports_db):
-    client.app.state.report_settings = ReportSettings(device_limit=3, ip_limit=6, rate_window_s=600)
+    _use(client, ReportSettings(device_limit=3, ip_limit=6, rate_window_s=600))
     point = _free_points(reports_db, 1, offset=40)[0]
     with psycopg.connect(reports_db) as conn:
         conn.execute("DELETE FROM city.report_rate WHERE key = 'ip:testclient'")
@@ -322,7 +328,7 @@ def _count(info: str) -> int:
 def test_bad_input_is_an_open311_error_and_nothing_is_written(client, reports_db, fields, photo, status, reason):
     point = _free_points(reports_db, 1, offset=50)[0]
     if photo == "oversized":
-        client.app.state.report_settings = ReportSettings(device_limit=1000, ip_limit=100_000, max_photo_bytes=50_000)
+        _use(client, ReportSettings(device_limit=1000, ip_limit=100_000, max_photo_bytes=50_000))
         photo = _photo(size=(1600, 1200))
     before = _count(reports_db)
     args = {"service_code": "SR02", "lon": point["lon"], "lat": point["lat"], **fields}

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import mapbox_vector_tile
@@ -12,10 +14,13 @@ import morecantile
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
 from gis.cluster import cluster_for
 from gis.db import open_connection
+from gis.replication import ReadRouter, lsn_value
 from gis.settings import Settings
 from tests.test_cli import cityops
 
@@ -131,3 +136,35 @@ def test_reads_go_to_the_primary_while_the_replica_is_down(replica_client: TestC
         _codes_in_tile(replica_client, tms.tile(site["lon"] + dx * 0.01, site["lat"], Z))
         time.sleep(0.2)
     assert reads.served["replica"] > replica_before, "reads never went back to the restarted replica"
+
+
+def test_a_burst_of_changes_reads_the_primary_position_once_a_round(databases):
+    """Notes of a burst return without waiting on the primary and share WAL-position queries; a read
+    after the burst still waits for a watermark at or past the last change's commit."""
+    info = databases.create("watermark_burst")
+
+    async def burst() -> tuple[Counter, str, str]:
+        options = {"row_factory": dict_row, "autocommit": True}
+        primary = AsyncConnectionPool(info, min_size=1, max_size=2, kwargs=options, open=False)
+        stand_in = AsyncConnectionPool(info, min_size=1, max_size=2, kwargs=options, open=False)
+        await primary.open(wait=True)
+        await stand_in.open(wait=True)  # the primary standing in for a replica: never behind
+        try:
+            reads = ReadRouter(primary, stand_in)
+            async with primary.connection() as conn:
+                await conn.execute("CREATE TABLE burst (n integer)")
+                for n in range(300):  # 300 commits, whose notifications then come in one burst
+                    await conn.execute("INSERT INTO burst VALUES (%s)", [n])
+                committed = (await (await conn.execute("SELECT pg_current_wal_lsn()::text AS lsn")).fetchone())["lsn"]
+            for _ in range(300):
+                await reads.note_change()
+            async with reads.connection() as conn:
+                assert (await (await conn.execute("SELECT count(*) AS n FROM burst")).fetchone())["n"] == 300
+            return reads.served, reads.watermark, committed
+        finally:
+            await stand_in.close()
+            await primary.close()
+
+    served, watermark, committed = asyncio.run(burst())
+    assert 1 <= served["watermark_reads"] < 300 / 10, served  # not one query per notification
+    assert lsn_value(watermark) >= lsn_value(committed) and served["replica"] == 1

@@ -87,8 +87,8 @@ class OperatorRoute(APIRoute):
         return handle
 
 
-def report_settings(request: Request) -> ReportSettings:
-    return getattr(request.app.state, "report_settings", None) or settings_of(ReportSettings)
+def report_settings() -> ReportSettings:
+    return settings_of(ReportSettings)
 
 
 Settings = Annotated[ReportSettings, Depends(report_settings)]
