@@ -16,7 +16,7 @@ import pytest
 from bench.servers import free_port, running
 from gis.db import open_connection
 from tests.conftest import ARTIFACTS
-from tests.test_wall_api import EventStream
+from tests.support.live_events import EventStream
 
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
 DEADLINE_S = 1.0

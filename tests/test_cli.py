@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from gis import provision
 from gis.db import open_connection
-
-CITYOPS = [sys.executable, "-m", "api.cli"]
-
-
-def cityops(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*CITYOPS, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
+from tests.support.cli import cityops
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0

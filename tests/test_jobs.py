@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import pytest
 from drone.ingest import managed_dir
 from gis.db import open_connection
 from tests.conftest import bearer
+from tests.support.cli import CITYOPS
 
-CITYOPS = [sys.executable, "-m", "api.cli"]
 MARK = "job kill test"
 
 

@@ -102,7 +102,7 @@ def test_retention_drops_whole_old_months_and_keeps_the_rest(city_db, covers):
     from datetime import date
 
     from ops.readings import PARTITIONS
-    from tests.test_cli import cityops
+    from tests.support.cli import cityops
 
     async def make_old_month():
         async with await psycopg.AsyncConnection.connect(city_db, row_factory=dict_row, autocommit=True) as conn:

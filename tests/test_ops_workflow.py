@@ -265,7 +265,7 @@ def test_a_late_case_is_warned_then_escalated_once(client, scene, city_db):
 
 
 def test_a_dispatchers_day_on_the_command_line(scene, city_db):
-    from tests.test_cli import cityops
+    from tests.support.cli import cityops
     lon, lat = _point(city_db, "321302")
     env = {"CITYOPS_DATABASE_URL": city_db, "CITYOPS_KEY": scene["keys"]["dispatcher"]}
     opened = cityops("case", "open", "--lon", str(lon), "--lat", str(lat), "--event-class", "0102", "--description", "暴露垃圾", env=env)

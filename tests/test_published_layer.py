@@ -13,7 +13,7 @@ import pyogrio
 import pytest
 
 from gis.db import open_connection
-from tests.test_tile_changes import wait_for
+from tests.support.polling import wait_for
 
 LAYER = "test_pub_hydrants"
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")

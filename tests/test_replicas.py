@@ -22,7 +22,7 @@ from gis.cluster import cluster_for
 from gis.db import open_connection
 from gis.replication import ReadRouter, lsn_value
 from gis.settings import Settings
-from tests.test_cli import cityops
+from tests.support.cli import cityops
 
 REPLICA = f"test_{os.getpid()}"
 APPLY_DELAY_MS = 1500

@@ -4,7 +4,6 @@ second, layers published while running appear at once, and the change triggers c
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import mapbox_vector_tile
@@ -14,21 +13,9 @@ import pytest
 
 from gis.db import open_connection
 from layers.catalogue import CATALOGUE
+from tests.support.polling import wait_for
 
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
-DEADLINE_S = 1.0
-
-
-def wait_for(fetch, condition, deadline_s: float = DEADLINE_S):
-    """Polls fetch() until condition(result); returns the result and the seconds it took."""
-    started = time.monotonic()
-    while True:
-        result = fetch()
-        if condition(result):
-            return result, time.monotonic() - started
-        if time.monotonic() - started > deadline_s:
-            pytest.fail(f"not seen within {deadline_s} s; last: {str(result)[:300]}")
-        time.sleep(0.05)
 
 
 def layer_features(response, layer: str) -> list[dict]:
