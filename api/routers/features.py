@@ -19,6 +19,7 @@ from api.deps import Collection, Connection, LiveCatalogue, ReadConnection, get_
 from api.extension import Extension
 from api.feature_params import (DEFAULT_LIMIT, PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams,
                                 equality_filters, items_openapi_parameters, parse_items_params)
+from api.key_gate import KeyFirstRoute
 from gis.crs import parse_crs
 from gis.errors import InvalidInput
 from gis.keys import Principal
@@ -55,8 +56,8 @@ CONFORMANCE = (
 GEO_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
     out.GEOJSON: {}, "text/html": {}, "text/csv": {}, out.MEDIA_TYPES["jsonseq"]: {}}}}
 Catalogue = Annotated[LiveCatalogue, Depends(get_catalogue)]
-# any valid key (every role reads): which role may write what, per table and per field, is decided in layers.edits
-Editor = Annotated[Principal, Depends(require("viewer"))]
+# a key of a role that may write some feature; which role may write what, per table and per field, is decided in layers.edits
+Editor = Annotated[Principal, Depends(require(*edits.WRITING_ROLES))]
 IfMatch = Annotated[str, Header(alias="If-Match", description="the ETag of the feature as last read")]
 ContentCrs = Annotated[str, Header(alias="Content-Crs", description="CRS of the body's geometry (default CRS84)")]
 Format = Annotated[str, Query(pattern="^(json|html)$")]
@@ -78,7 +79,7 @@ EditableCollection = Annotated[Layer, Depends(editable)]
 
 
 def features_extension() -> Extension:
-    router = APIRouter(tags=[TAG])
+    router = APIRouter(tags=[TAG], route_class=KeyFirstRoute)
 
     @router.get("/collections", summary="The collections (one per catalogue layer)")
     async def collections(request: Request, conn: Connection, catalogue: Catalogue, f: Format = None):
