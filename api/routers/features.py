@@ -142,24 +142,23 @@ def features_extension() -> Extension:
 
 async def _items_response(request: Request, layer: Layer, selection: features.Selection, kind: str,
                           params: ItemsParams, conn) -> Response:
-    output = "csv" if kind == "csv" else "feature"
-    matched, chunks = await features.open_stream(conn, selection, output, params.limit, params.offset,
-                                                 with_count=kind in ("json", "html"))
     headers = out.crs_header(selection.crs)
-    if kind == "jsonseq":
-        return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
-    if kind == "csv":
+    if kind in ("jsonseq", "csv"):
+        chunks = await features.open_stream(conn, selection, "csv" if kind == "csv" else "feature", params.limit, params.offset)
+        if kind == "jsonseq":
+            return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
         columns = ["id", *selection.properties, "geometry"]
         return StreamingResponse(out.csv_rows(columns, chunks), media_type=out.MEDIA_TYPES["csv"], headers=headers)
-    returned = max(0, min(params.limit, matched - params.offset))
+    matched, page = await features.read_page(conn, selection, params.limit, params.offset)
+    returned = len(page)
     if kind == "html":
-        page = [json.loads(row["feature"]) async for rows in chunks for row in rows]
-        return out.html(request, "items.html", layer=layer, features=page, matched=matched, properties=selection.properties,
+        return out.html(request, "items.html", layer=layer, features=[json.loads(f) for f in page], matched=matched,
+                        properties=selection.properties,
                         links=out.page_links(request, layer, matched, returned, params.limit, params.offset))
     head = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": returned, "timeStamp": out.now(),
             "links": out.page_links(request, layer, matched, returned, params.limit, params.offset,
                                     next_limit=max(params.limit, DEFAULT_LIMIT))}
-    return StreamingResponse(out.geojson_page(head, chunks), media_type=out.GEOJSON, headers=headers)
+    return Response(out.geojson_page(head, page), media_type=out.GEOJSON, headers=headers)
 
 
 def _write_routes(router: APIRouter) -> None:
