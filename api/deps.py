@@ -6,11 +6,16 @@ and the route that ask for `Connection` share one connection, and the key is loo
 route that held a connection and asked for a second (the key check, a stream) deadlocked the pool
 once as many requests as the pool has connections were each waiting for their second.
 
+A route that needs a key declares it with `require(...)`; the rule it carries (`KeyRule`) is also
+checked from the headers alone before the body is received (`api.key_gate`), so nobody without
+the right key gets a large body read.
+
 No `from __future__ import annotations`: `require` builds dependencies whose parameter types are
 local objects that FastAPI must see as such.
 """
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import psycopg
@@ -19,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from gis.errors import NotFound
-from gis.keys import AUTHENTICATE_SQL, Principal, Role, parse_bearer, principal_from_row
+from gis.keys import AUTHENTICATE_SQL, Principal, Role, parse_credentials, principal_from_row, require_any
 from gis.settings import Settings
 from layers.catalogue import Layer
 from layers.live import LiveCatalogue
@@ -59,8 +64,22 @@ ReadConnection = Annotated[psycopg.AsyncConnection, Depends(get_read_connection)
 SyncConnection = Annotated[psycopg.Connection, Depends(get_sync_connection)]
 
 
-async def _principal(conn: psycopg.AsyncConnection | psycopg.Connection, authorization: str | None) -> Principal:
-    digest = parse_bearer(authorization)
+@dataclass(frozen=True)
+class KeyRule:
+    """What a route asks of its caller's key: a role granting one of `roles`; `basic`: the key may
+    come as the password of HTTP Basic (SensorThings clients send it so)."""
+
+    roles: tuple[Role, ...]
+    basic: bool = False
+
+    def digest(self, authorization: str | None) -> bytes:
+        return parse_credentials(authorization, basic=self.basic)
+
+    def admit(self, principal: Principal) -> None:
+        require_any(principal, self.roles)
+
+
+async def _principal(conn: psycopg.AsyncConnection | psycopg.Connection, digest: bytes) -> Principal:
     if isinstance(conn, psycopg.AsyncConnection):
         row = await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone()
     else:
@@ -68,17 +87,19 @@ async def _principal(conn: psycopg.AsyncConnection | psycopg.Connection, authori
     return principal_from_row(row)
 
 
-def require(role: Role, *, connection: Any = get_connection):
-    """A dependency that admits only keys whose role grants `role` (401 without a key, 403 without
-    the role), looked up on the request's own connection (`get_connection`, or `get_sync_connection`
-    for routes over the synchronous pool)."""
+def require(*roles: Role, connection: Any = get_connection, basic: bool = False):
+    """A dependency that admits only keys whose role grants one of `roles` (401 without a key, 403
+    without the role), looked up on the request's own connection (`get_connection`, or
+    `get_sync_connection` for routes over the synchronous pool)."""
+    rule = KeyRule(roles, basic)
 
     async def dependency(conn: Annotated[Any, Depends(connection)],
                          authorization: Annotated[str | None, Header()] = None) -> Principal:
-        principal = await _principal(conn, authorization)
-        principal.require(role)
+        principal = await _principal(conn, rule.digest(authorization))
+        rule.admit(principal)
         return principal
 
+    dependency.key_rule = rule  # read by api.key_gate
     return dependency
 
 
@@ -88,7 +109,7 @@ def optional_key(*, connection: Any = get_connection):
 
     async def dependency(conn: Annotated[Any, Depends(connection)],
                          authorization: Annotated[str | None, Header()] = None) -> Principal | None:
-        return None if authorization is None else await _principal(conn, authorization)
+        return None if authorization is None else await _principal(conn, parse_credentials(authorization))
 
     return dependency
 

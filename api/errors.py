@@ -76,14 +76,20 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def domain_problem(exc: CityOpsError, headers: dict | None = None) -> JSONResponse:
+    status = _status_of(exc)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status == 503:
+        headers["Retry-After"] = str(settings_of(LimitSettings).retry_after_s)
+    return problem(status, type(exc).__name__, str(exc), headers)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(CityOpsError)
     async def domain_error(_request: Request, exc: CityOpsError):
-        status = _status_of(exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        if status == 503:
-            headers = {"Retry-After": str(settings_of(LimitSettings).retry_after_s)}
-        return problem(status, type(exc).__name__, str(exc), headers)
+        return domain_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError):

@@ -108,14 +108,9 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-async def geojson_page(head: dict, chunks: AsyncIterator[list[dict]]) -> AsyncIterator[str]:
-    """A FeatureCollection: its head (counts, links) first, then the features as they come."""
-    yield json.dumps(head, ensure_ascii=False)[:-1] + ',"features":['
-    separator = ""
-    async for rows in chunks:
-        yield separator + ",".join(row["feature"] for row in rows)
-        separator = ","
-    yield "]}"
+def geojson_page(head: dict, features: list[str]) -> str:
+    """A FeatureCollection of features already written as GeoJSON text, with its head (counts, links)."""
+    return json.dumps(head, ensure_ascii=False)[:-1] + ',"features":[' + ",".join(features) + "]}"
 
 
 async def geojson_seq(chunks: AsyncIterator[list[dict]]) -> AsyncIterator[str]:

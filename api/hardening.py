@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.key_gate import ValidKeys
 from api.security_settings import SecuritySettings
 from gis.errors import NotFound
 from gis.settings import PROJECT_ROOT, settings_of
@@ -267,8 +268,10 @@ def declare_bearer_scheme(schema: dict[str, Any]) -> dict[str, Any]:
 
 def install(app: FastAPI, settings: SecuritySettings | None = None) -> None:
     """Middleware from the inside out: CORS, rate limits, body limits, security headers (outermost,
-    so every answer, a 413 or 429 too, carries them)."""
+    so every answer, a 413 or 429 too, carries them); and the keys the routes check before a body
+    (api.key_gate) are remembered for CITYOPS_KEY_CACHE_S."""
     settings = settings or settings_of(SecuritySettings)
+    app.state.valid_keys = ValidKeys(settings.key_cache_s)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=settings.cors_methods,
                            allow_headers=["Authorization", "Content-Type", "If-Match", "Content-Crs"],

@@ -36,6 +36,9 @@ class SecuritySettings(CityopsSettings):
         default=10.0, ge=0, description="failed key attempts per minute per client IP before keyed "
                                         "requests from it get 429 (0 = no limit)")
     failed_auth_burst: int = Field(default=20, ge=1, description="failed key attempts allowed at once")
+    key_cache_s: float = Field(
+        default=10.0, ge=0, description="seconds a key found valid is remembered by the check made before a write's "
+                                        "body is read (the route checks the key again itself); 0 = look it up every time")
     rate_table_max: int = Field(
         default=100_000, ge=100, description="most clients the in-process rate limiter remembers")
 

@@ -6,6 +6,8 @@ tool: there is nothing to brute-force, and every API request can check a key in 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -130,3 +132,23 @@ def parse_bearer(authorization: str | None) -> bytes:
     if scheme.lower() != "bearer" or not key.strip().startswith(KEY_PREFIX):
         raise Unauthorized("malformed Authorization header: expected 'Bearer cok_…'")
     return _digest(key.strip())
+
+
+def parse_credentials(authorization: str | None, *, basic: bool = False) -> bytes:
+    """The digest of the key in a Bearer header or, where `basic` is allowed (SensorThings clients
+    send the key as the password of HTTP Basic), in Basic credentials."""
+    if basic and authorization and authorization.lower().startswith("basic "):
+        try:
+            _user, _, password = base64.b64decode(authorization[6:].strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise Unauthorized("malformed Basic credentials") from exc
+        authorization = f"Bearer {password}"
+    return parse_bearer(authorization)
+
+
+def require_any(principal: Principal, roles: tuple[Role, ...]) -> None:
+    """Admit `principal` if its role grants one of `roles` (403 otherwise)."""
+    if len(roles) == 1:
+        principal.require(roles[0])
+    elif not any(role in GRANTS[principal.role] for role in roles):
+        raise Forbidden(f"this action needs a key with the {' or '.join(roles)} role; this key has the {principal.role} role")

@@ -52,4 +52,8 @@ class LimitSettings(CityopsSettings):
         default=2048, ge=1,
         description="most bytes (MB) an uploaded archive may expand to",
     )
-
+    import_max_s: float = Field(
+        default=1800.0, gt=0,
+        description="longest wall time (seconds) one import may run; past it the import is stopped, rolled back "
+                    "and its job failed with the reason, and its worker takes the next job",
+    )

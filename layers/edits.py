@@ -71,6 +71,9 @@ WRITE_RULES: dict[str, WriteRule] = {
         decided_by={"status": "reviewer", "confirmed_by": "reviewer", "confirmed_at": "reviewer"},
         derived=frozenset({"district_code"})),
 }
+# a key of none of these roles may write no feature at all (refused before its body is read)
+WRITING_ROLES: tuple[Role, ...] = tuple(sorted({role for rule in (WriteRule(), *WRITE_RULES.values())
+                                                for role in (*rule.writers, *rule.creators, *rule.deleters)}))
 GROUND_DISTRICTS_SQL = (
     "SELECT coalesce(array_agg(d.code::text ORDER BY d.code), '{{}}') AS districts FROM city.district d, {} t "
     "WHERE t.{} = %s AND ST_Intersects(d.geom, t.geom) AND NOT ST_Touches(d.geom, t.geom)"

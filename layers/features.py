@@ -242,27 +242,38 @@ async def count(conn: psycopg.AsyncConnection, selection: Selection) -> int:
     return (await (await conn.execute(count_query(selection), selection.params)).fetchone())["n"]
 
 
-async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int,
-                with_count: bool) -> AsyncIterator[Any]:
-    """The count (or None), then chunks of rows through a server-side cursor, in one read-only
-    snapshot so that numberMatched and the page agree."""
+async def read_page(conn: psycopg.AsyncConnection, selection: Selection, limit: int, offset: int) -> tuple[int, list[str]]:
+    """numberMatched and one page of features (GeoJSON texts) in one statement: one snapshot, so the
+    two agree, and one round trip. Under load every await of a request waits its turn on a busy event
+    loop; a page read through a cursor in a transaction (nine statements) held its pooled
+    connection for nine turns, and requests queued on the pool past its timeout (503s under 100
+    connections). A page is at most a few thousand features, so it is read whole."""
+    query = sql.SQL("SELECT ({count}) AS matched, coalesce((SELECT array_agg(p.feature) FROM ({page}) p), '{{}}') AS features").format(
+        count=count_query(selection), page=page_query(selection, "feature"))
+    row = await (await conn.execute(query, {**selection.params, "limit": limit, "offset": offset})).fetchone()
+    return row["matched"], row["features"]
+
+
+async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int) -> AsyncIterator[Any]:
+    """A sentinel once the statement has run, then chunks of rows through a server-side cursor."""
     async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        await conn.execute("SET TRANSACTION READ ONLY")
         # a cursor is planned for its first 10 % by default (fast-start plans); we read it all
         await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
-        yield await count(conn, selection) if with_count else None
         async with conn.cursor(name="features", row_factory=dict_row) as cursor:
             await cursor.execute(page_query(selection, output), {**selection.params, "limit": limit, "offset": offset})
+            yield None
             while rows := await cursor.fetchmany(CHUNK_ROWS):
                 yield rows
 
 
-async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int, *,
-                      with_count: bool) -> tuple[int | None, AsyncIterator[list[dict]]]:
-    """(numberMatched or None, the chunks). The statement has run and its first chunk is in hand
-    before this returns, so bad input fails here, as an HTTP error, not midway through a body."""
-    rows = _rows(conn, selection, output, limit, offset, with_count)
-    matched = await anext(rows)
+async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int
+                      ) -> AsyncIterator[list[dict]]:
+    """The chunks of a stream (f=csv, f=jsonseq: up to the stream limit, too many to hold). The
+    statement has run and its first chunk is in hand before this returns, so bad input fails here,
+    as an HTTP error, not midway through a body."""
+    rows = _rows(conn, selection, output, limit, offset)
+    await anext(rows)
     first = await anext(rows, [])
 
     async def chunks() -> AsyncIterator[list[dict]]:
@@ -274,7 +285,7 @@ async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, outpu
         finally:
             await rows.aclose()
 
-    return matched, chunks()
+    return chunks()
 
 
 def feature_id(layer: Layer, queryables: Mapping[str, Queryable], text: str) -> str | int:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Connection, require
 from api.extension import Extension
+from api.key_gate import KeyFirstRoute
 from gis.keys import Principal
 from ops import cases, evaluation
 
@@ -39,7 +40,7 @@ Reader = Annotated[Principal, Depends(require("viewer"))]
 
 
 def cases_extension() -> Extension:
-    router = APIRouter(tags=["Cases"])
+    router = APIRouter(tags=["Cases"], route_class=KeyFirstRoute)
 
     @router.get("/cases", summary="Cases the key may see, newest first")
     async def list_cases(conn: Connection, principal: Reader,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import SyncConnection, get_sync_connection, optional_key, require
 from api.extension import Extension
+from api.key_gate import KeyFirstRoute
 from drone import jobs, review
 from gis.keys import Principal
 
@@ -53,7 +54,7 @@ class Decision(BaseModel):
 
 
 def drone_extension() -> Extension:
-    router = APIRouter()
+    router = APIRouter(route_class=KeyFirstRoute)
 
     @router.post("/drone/detections", tags=["Drone change detection"], status_code=202,
                  summary="Start a change-detection job between two flights")

@@ -19,6 +19,7 @@ from api.deps import AnyCollection, Collection, Connection, LiveCatalogue, ReadC
 from api.extension import Extension
 from api.feature_params import (DEFAULT_LIMIT, PAGE_MAX_LIMIT, STREAM_MAX_LIMIT, FeatureParams, ItemsParams,
                                 equality_filters, items_openapi_parameters, parse_items_params)
+from api.key_gate import KeyFirstRoute
 from gis.crs import parse_crs
 from gis.errors import InvalidInput
 from gis.keys import Principal
@@ -55,8 +56,8 @@ CONFORMANCE = (
 GEO_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {
     out.GEOJSON: {}, "text/html": {}, "text/csv": {}, out.MEDIA_TYPES["jsonseq"]: {}}}}
 Catalogue = Annotated[LiveCatalogue, Depends(get_catalogue)]
-# any valid key (every role reads): which role may write what, per table and per field, is decided in layers.edits
-Editor = Annotated[Principal, Depends(require("viewer"))]
+# a key of a role that may write some feature; which role may write what, per table and per field, is decided in layers.edits
+Editor = Annotated[Principal, Depends(require(*edits.WRITING_ROLES))]
 IfMatch = Annotated[str, Header(alias="If-Match", description="the ETag of the feature as last read")]
 ContentCrs = Annotated[str, Header(alias="Content-Crs", description="CRS of the body's geometry (default CRS84)")]
 Format = Annotated[str, Query(pattern="^(json|html)$")]
@@ -78,7 +79,7 @@ EditableCollection = Annotated[Layer, Depends(editable)]
 
 
 def features_extension() -> Extension:
-    router = APIRouter(tags=[TAG])
+    router = APIRouter(tags=[TAG], route_class=KeyFirstRoute)
 
     @router.get("/collections", summary="The collections (one per catalogue layer)")
     async def collections(request: Request, conn: Connection, catalogue: Catalogue, f: Format = None):
@@ -143,24 +144,23 @@ def features_extension() -> Extension:
 
 async def _items_response(request: Request, layer: Layer, selection: features.Selection, kind: str,
                           params: ItemsParams, conn) -> Response:
-    output = "csv" if kind == "csv" else "feature"
-    matched, chunks = await features.open_stream(conn, selection, output, params.limit, params.offset,
-                                                 with_count=kind in ("json", "html"))
     headers = out.crs_header(selection.crs)
-    if kind == "jsonseq":
-        return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
-    if kind == "csv":
+    if kind in ("jsonseq", "csv"):
+        chunks = await features.open_stream(conn, selection, "csv" if kind == "csv" else "feature", params.limit, params.offset)
+        if kind == "jsonseq":
+            return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
         columns = ["id", *selection.properties, "geometry"]
         return StreamingResponse(out.csv_rows(columns, chunks), media_type=out.MEDIA_TYPES["csv"], headers=headers)
-    returned = max(0, min(params.limit, matched - params.offset))
+    matched, page = await features.read_page(conn, selection, params.limit, params.offset)
+    returned = len(page)
     if kind == "html":
-        page = [json.loads(row["feature"]) async for rows in chunks for row in rows]
-        return out.html(request, "items.html", layer=layer, features=page, matched=matched, properties=selection.properties,
+        return out.html(request, "items.html", layer=layer, features=[json.loads(f) for f in page], matched=matched,
+                        properties=selection.properties,
                         links=out.page_links(request, layer, matched, returned, params.limit, params.offset))
     head = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": returned, "timeStamp": out.now(),
             "links": out.page_links(request, layer, matched, returned, params.limit, params.offset,
                                     next_limit=max(params.limit, DEFAULT_LIMIT))}
-    return StreamingResponse(out.geojson_page(head, chunks), media_type=out.GEOJSON, headers=headers)
+    return Response(out.geojson_page(head, page), media_type=out.GEOJSON, headers=headers)
 
 
 def _write_routes(router: APIRouter) -> None:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.deps import Connection, require
 from api.errors import STATUS, problem
 from api.extension import Extension
+from api.key_gate import KeyFirstRoute
 from gis.errors import CityOpsError
 from gis.keys import Principal
 from ops import reports
@@ -72,8 +73,9 @@ class Open311Route(APIRoute):
         return handle
 
 
-class OperatorRoute(APIRoute):
-    """Operator routes answer Open311Error refusals (409 conflicts, 404s) in the platform's format."""
+class OperatorRoute(KeyFirstRoute):
+    """Operator routes answer Open311Error refusals (409 conflicts, 404s) in the platform's format (and check their
+    key before their body)."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()

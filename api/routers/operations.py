@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import Connection, require
 from api.extension import Extension
+from api.key_gate import KeyFirstRoute
 from ops import operations
 from gis.keys import Principal
 
@@ -44,7 +45,7 @@ class Alarm(BaseModel):
 
 
 def operations_extension() -> Extension:
-    router = APIRouter(tags=["Operations"])
+    router = APIRouter(tags=["Operations"], route_class=KeyFirstRoute)
 
     @router.put("/stall-sites/{code}/occupancy", response_model=StallSite, summary="Report a stall site's occupancy")
     async def put_occupancy(code: str, body: Occupancy, conn: Connection,

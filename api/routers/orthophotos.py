@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import Connection, require
 from api.extension import Extension
+from api.key_gate import KeyFirstRoute
 from api.routers.tiles import _matches
 from drone.ingest import delete_orthophoto, ingest_orthophoto, replace_orthophoto
 from gis import orthophotos
@@ -189,7 +190,7 @@ def _day_params(on_day: date | None) -> dict[str, str] | None:
 
 
 def orthophotos_extension() -> Extension:
-    router = APIRouter(tags=["Orthophotos"])
+    router = APIRouter(tags=["Orthophotos"], route_class=KeyFirstRoute)
 
     # -- the catalogue ---------------------------------------------------------------------------
     @router.get("/orthophotos", summary="Catalogue of orthophotos, DSMs and change maps (GeoJSON), newest first")

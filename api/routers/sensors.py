@@ -5,16 +5,15 @@ password of HTTP Basic (what SensorThings clients send)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
-from api.deps import Connection
+from api.deps import Connection, require
 from api.extension import Extension
-from gis.errors import InvalidInput, NotFound, Unauthorized
-from gis.keys import AUTHENTICATE_SQL, Principal, parse_bearer, principal_from_row
+from api.key_gate import KeyFirstRoute
+from gis.errors import InvalidInput, NotFound
+from gis.keys import Principal
 from ops import readings, sensor_things
 from gis.settings import settings_of
 from ops.settings import OpsSettings
@@ -22,21 +21,8 @@ from ops.settings import OpsSettings
 PREFIX = "/sta/v1.1"
 
 
-async def device_principal(conn, authorization: str | None) -> Principal:
-    """The device key, checked on the request's own connection (one pool connection per request)."""
-    if authorization and authorization.lower().startswith("basic "):
-        try:
-            _user, _, password = base64.b64decode(authorization[6:].strip()).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise Unauthorized("malformed Basic credentials") from exc
-        authorization = f"Bearer {password}"
-    digest = parse_bearer(authorization)
-    principal = principal_from_row(await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone())
-    principal.require("device")
-    return principal
-
-
-Authorization = Annotated[str | None, Header()]
+# The device key, checked on the request's own connection (and before the body, by api.key_gate).
+Device = Annotated[Principal, Depends(require("device", basic=True))]
 
 
 def _base(request: Request) -> str:
@@ -44,7 +30,7 @@ def _base(request: Request) -> str:
 
 
 def sensors_extension() -> Extension:
-    router = APIRouter(prefix=PREFIX, tags=["Sensors (SensorThings API)"])
+    router = APIRouter(prefix=PREFIX, tags=["Sensors (SensorThings API)"], route_class=KeyFirstRoute)
 
     @router.get("", summary="SensorThings service root")
     async def root(request: Request):
@@ -82,21 +68,18 @@ def sensors_extension() -> Extension:
 
     @router.post("/CreateObservations", status_code=201, summary="Many observations at once (dataArray)",
                  description="Answers one entry per row: the new Observation's link or `error: <reason>`; good rows land even when others fail.")
-    async def create_observations(request: Request, conn: Connection, body: Annotated[list, Body()], authorization: Authorization = None):
-        principal = await device_principal(conn, authorization)
+    async def create_observations(request: Request, conn: Connection, body: Annotated[list, Body()], principal: Device):
         outcome = await readings.ingest(conn, principal, readings.parse_batches(body), settings_of(OpsSettings), _base(request))
         return outcome["results"]
 
     @router.post("/Observations", status_code=201, summary="One observation (with Datastream)")
-    async def create_observation(request: Request, conn: Connection, body: Annotated[dict, Body()], authorization: Authorization = None):
-        principal = await device_principal(conn, authorization)
+    async def create_observation(request: Request, conn: Connection, body: Annotated[dict, Body()], principal: Device):
         outcome = await readings.ingest(conn, principal, readings.observation_rows(body), settings_of(OpsSettings), _base(request))
         return _single(outcome)
 
     @router.post("/Datastreams({stream_id})/Observations", status_code=201, summary="One observation of a datastream")
     async def create_stream_observation(stream_id: int, request: Request, conn: Connection, body: Annotated[dict, Body()],
-                                        authorization: Authorization = None):
-        principal = await device_principal(conn, authorization)
+                                        principal: Device):
         outcome = await readings.ingest(conn, principal, readings.observation_rows({**body, "Datastream": {"@iot.id": stream_id}}),
                                         settings_of(OpsSettings), _base(request))
         return _single(outcome)

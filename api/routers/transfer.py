@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Connection, SyncConnection, get_sync_connection, require
 from api.extension import Extension
+from api.key_gate import KeyFirstRoute
 from gis.db import open_connection
 from gis.errors import Forbidden, InvalidInput, NotFound
 from gis.keys import Principal
@@ -58,7 +59,7 @@ def _export_job_body(row: dict) -> dict:
 
 
 def transfer_extension() -> Extension:
-    router = APIRouter(tags=["Import and export"])
+    router = APIRouter(tags=["Import and export"], route_class=KeyFirstRoute)
 
     @router.post("/imports", status_code=202, summary="Upload a GIS file to import into a layer (background job)")
     async def post_import(
