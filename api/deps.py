@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Header, Path, Request
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
 from gis.errors import NotFound
@@ -34,13 +33,10 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
-    return request.app.state.pool
-
-
-async def get_connection(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> AsyncIterator[psycopg.AsyncConnection]:
+async def get_connection(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
     # Released after the response is sent, so a streamed body reads through this same connection.
-    async with pool.connection() as conn:
+    # Through the primary's gate: while the primary is down, a fast 503 with the reason (gis.replication).
+    async with request.app.state.primary.connection() as conn:
         yield conn
 
 

@@ -119,7 +119,10 @@ def install(app: FastAPI) -> None:
         return problem(400, "InvalidValue", f"{exc.diag.message_primary or 'invalid value'}; nothing was written")
 
     @app.exception_handler(psycopg.OperationalError)
-    async def database_operational(_request: Request, exc: psycopg.OperationalError):
+    async def database_operational(request: Request, exc: psycopg.OperationalError):
+        state = exc.sqlstate or ""
+        if not state or state.startswith(("08", "57P")):
+            request.app.state.primary.suspect()  # a lost connection: the next request checks the primary first
         return operational_problem(exc)
 
     @app.exception_handler(psycopg.Error)

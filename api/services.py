@@ -23,7 +23,7 @@ from gis.changes import ChangeFeed
 from gis.db import connection_options, create_pool, create_read_pool
 from gis.grid_index import GridIndexHolder
 from gis.jobs import WorkerPool
-from gis.replication import ReadRouter
+from gis.replication import PrimaryGate, ReadRouter
 from gis.settings import JobSettings, Settings, settings_of
 from layers.live import LiveCatalogue
 from tiles.cache import TileCache
@@ -44,7 +44,8 @@ class Services:
         self.conninfo = conninfo
         self.pool = create_pool(settings, conninfo)
         self.read_pool = create_read_pool(settings)
-        self.reads = ReadRouter(self.pool, self.read_pool, wait_s=settings.replica_wait_ms / 1000)
+        self.primary = PrimaryGate(self.pool)
+        self.reads = ReadRouter(self.primary, self.read_pool, wait_s=settings.replica_wait_ms / 1000)
         self.sync_pool = ConnectionPool(conninfo, min_size=1, max_size=SYNC_POOL_MAX, open=False,
                                         kwargs=connection_options(settings))
         # A transaction-mode pooler cannot hold a LISTEN: the feed may go straight to the primary.
@@ -64,6 +65,7 @@ class Services:
         state.settings, state.pool, state.sync_pool, state.changes = self.settings, self.pool, self.sync_pool, self.changes
         state.catalogue, state.grid_index, state.tiles, state.live_hub = self.catalogue, self.grid_index, self.tiles, self.live_hub
         state.workers, state.reads, state.raster_tiles = self.workers, self.reads, self.raster_tiles
+        state.primary = self.primary
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:

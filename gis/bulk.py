@@ -15,7 +15,9 @@ import psycopg
 from psycopg import sql
 
 DEFINITIONS_SQL = """
-SELECT 'index' AS kind, i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition,
+SELECT 'index' AS kind, i.indexrelid::regclass::text AS name,
+       -- a partitioned table's index reads "ON ONLY": made so, it would cover none of the partitions
+       regexp_replace(pg_get_indexdef(i.indexrelid), ' ON ONLY ', ' ON ') AS definition,
        c.oid::regclass::text AS owner
 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
 WHERE c.oid = ANY(%(tables)s::regclass[]) AND NOT i.indisprimary AND NOT i.indisunique
@@ -23,6 +25,7 @@ UNION ALL
 SELECT 'fkey', con.conname, pg_get_constraintdef(con.oid), con.conrelid::regclass::text
 FROM pg_constraint con
 WHERE con.contype = 'f' AND (con.conrelid = ANY(%(tables)s::regclass[]) OR con.confrelid = ANY(%(tables)s::regclass[]))
+  AND con.conparentid = 0  -- a partition's copy of its table's key comes and goes with the table's
 """
 
 

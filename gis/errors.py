@@ -37,5 +37,9 @@ class DatabaseUnavailable(CityOpsError):
     pass
 
 
+class PrimaryUnavailable(DatabaseUnavailable):
+    """The primary (the database every write goes to) does not answer."""
+
+
 class ServiceUnavailable(CityOpsError):
     """A program the request needs (e.g. QGIS writing a project) is missing or failed; try later."""

@@ -12,6 +12,9 @@ A burst of notifications costs one WAL-position query per round, not one each: a
 change noted before it started, so the changes noted while one runs share the next. The feed never
 waits on the primary; a read waits for the round that covers the changes noted before it (or reads
 the primary if the position cannot be read).
+The primary's side is `PrimaryGate`: while the primary is down, a request that needs it is answered
+at once (503 with the reason) instead of waiting out the pool, and the first request after it is
+back gets it again, with no restart.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from contextlib import asynccontextmanager
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from gis.errors import PrimaryUnavailable
+
 log = logging.getLogger("cityops.replication")
 
 BEHIND_SQL = "SELECT pg_is_in_recovery() AND coalesce(pg_last_wal_replay_lsn() < %s::pg_lsn, true) AS behind"
@@ -38,8 +43,79 @@ def lsn_value(lsn: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
+class PrimaryGate:
+    """The primary's pool, with a fast refusal while the primary is down. A connection-class
+    failure (refused, reset, shut down; reported by `suspect`) or a pool timeout makes the next
+    request probe the primary with one short connection, at most once per `probe_every_s`; while the
+    probe fails, every request needing the primary is refused at once with the probe's reason. The
+    first successful probe drops the pool's dead connections (the server restarted) and lets
+    requests through again."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, probe_every_s: float = 1.0, probe_timeout_s: float = 2.0):
+        self.pool = pool
+        self.probe_every_s = probe_every_s
+        self.probe_timeout_s = probe_timeout_s
+        self.down_reason: str | None = None
+        self._suspected = False
+        self._probed_at = 0.0
+        self._probing = asyncio.Lock()
+
+    def suspect(self) -> None:
+        self._suspected = True
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection]:
+        await self._refuse_while_down()
+        try:
+            conn = await self.pool.getconn()
+        except PoolTimeout:
+            self.suspect()
+            await self._refuse_while_down()  # a down primary is named as such; a busy pool stays busy
+            raise
+        try:
+            yield conn
+        finally:
+            await self.pool.putconn(conn)
+
+    async def _refuse_while_down(self) -> None:
+        if not (self._suspected or self.down_reason):
+            return
+        async with self._probing:
+            if time.monotonic() - self._probed_at >= self.probe_every_s:
+                await self._probe()
+        if self.down_reason:
+            raise PrimaryUnavailable(f"the primary database does not answer ({self.down_reason}): writes are refused "
+                                     "until it is back; reads go on from a replica where one is configured")
+
+    async def _probe(self) -> None:
+        self._suspected, self._probed_at = False, time.monotonic()
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                async with await psycopg.AsyncConnection.connect(self.pool.conninfo, autocommit=True,
+                                                                 connect_timeout=max(1, int(self.probe_timeout_s))) as probe:
+                    await probe.execute("SELECT 1")
+        except (psycopg.OperationalError, TimeoutError) as exc:
+            state = getattr(exc, "sqlstate", None)
+            if not state or state.startswith(("08", "57P")):
+                self._mark_down(exc)
+                return
+            # it answered, if only to say it is full (53300): busy, not down
+        if self.down_reason is not None:
+            log.warning("the primary database is back")
+            self.down_reason = None
+        await self.pool.check()
+
+    def _mark_down(self, exc: Exception) -> None:
+        # the last clause of libpq's first line ("… failed: Connection refused"), without socket paths or hosts
+        reason = ((str(exc).strip().splitlines() or [""])[0].rsplit("failed: ", 1)[-1]
+                  or "no answer within the probe's time")
+        if self.down_reason is None:
+            log.error("the primary database is down: %s", reason)
+        self.down_reason = reason
+
+
 class ReadRouter:
-    def __init__(self, primary: AsyncConnectionPool, replica: AsyncConnectionPool | None, *,
+    def __init__(self, primary: AsyncConnectionPool | PrimaryGate, replica: AsyncConnectionPool | None, *,
                  wait_s: float = 0.5, checkout_timeout_s: float = 1.0, rest_after_failure_s: float = 5.0):
         self.primary = primary
         self.replica = replica

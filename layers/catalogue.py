@@ -294,7 +294,7 @@ CATALOGUE: tuple[Layer, ...] = (
         id="alarms", title="井盖告警 Open manhole alarms", group="operations",
         relation="city.alarm", key="id", geometry_type="Point",
         properties=("objcode", "alarm_type", "severity", "status", "raised_at", "district_code"),
-        where="status <> 'cleared'", datetime_column="raised_at",
+        where="status <> 'cleared' AND raised_at >= city.open_alarms_since()", datetime_column="raised_at",
         style={
             "type": "circle",
             "paint": {

@@ -4,22 +4,24 @@ Per cover and rule: raise when the property is beyond the threshold for `hold_re
 and `hold_seconds` (Prometheus `for:`); clear when it is back past `clear_threshold` (hysteresis)
 for `clear_readings` readings; `flap_changes` condition changes within `flap_window_s` mark the
 cover flapping (Nagios): a flapping cover raises one alarm, held open until it has been steady for a
-window. At most one open alarm per cover and type (a unique index, so concurrent batches cannot
-double it). An alarm whose rule names an event class opens a case (source 'sensor') routed by
+window. At most one open alarm per cover and type: `city.alarm` is partitioned by month, so the
+key that holds this is `city.alarm_open`'s (one row per open alarm, kept by a trigger); a second
+writer waits for the first and is refused, so concurrent batches cannot double an alarm. An alarm whose rule names an event class opens a case (source 'sensor') routed by
 grid, in the same transaction. A sensor silent for twice its reporting interval is 'offline'.
 
-`city.alarm`, `city.alarm_state` and the state column of `city.manhole_sensor` are written here."""
+`city.alarm` (with `city.alarm_open`), `city.alarm_state` and the state column of `city.manhole_sensor` are written here."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
 
+from ops import partitions
 from ops.calendar import WorkingCalendar, read_calendar
 from ops.cases import open_case
 
@@ -108,7 +110,7 @@ WITH locked AS (
     SELECT * FROM city.alarm_state WHERE objcode = ANY(%(covers)s) ORDER BY objcode, alarm_type FOR UPDATE
 )
 SELECT k.objcode, k.alarm_type, s.breaching, s.streak, s.streak_since, s.last_time, s.changes, s.flapping,
-       (SELECT a.id FROM city.alarm a WHERE a.objcode = k.objcode AND a.alarm_type = k.alarm_type AND a.status <> 'cleared') AS open_alarm
+       (SELECT o.alarm_id FROM city.alarm_open o WHERE o.objcode = k.objcode AND o.alarm_type = k.alarm_type) AS open_alarm
 FROM unnest(%(objcodes)s::text[], %(types)s::text[]) AS k(objcode, alarm_type)
 LEFT JOIN locked s ON s.objcode = k.objcode AND s.alarm_type = k.alarm_type
 ORDER BY k.objcode, k.alarm_type
@@ -128,9 +130,23 @@ ON CONFLICT (objcode, alarm_type) DO UPDATE SET breaching = excluded.breaching, 
 RAISE_SQL = """
 INSERT INTO city.alarm (objcode, alarm_type, severity, reading, raised_at, flapping)
 VALUES (%(objcode)s, %(alarm_type)s, %(severity)s, %(reading)s, %(at)s, %(flapping)s)
-ON CONFLICT (objcode, alarm_type) WHERE status <> 'cleared' DO NOTHING
 RETURNING id, ST_X(geom) AS lon, ST_Y(geom) AS lat
 """
+
+
+async def insert_open_alarm(conn: psycopg.AsyncConnection, statement: str, params: dict[str, Any],
+                            raised_at: datetime | None = None) -> dict | None:
+    """Run an INSERT of one open alarm into city.alarm (its month's partition made if need be);
+    None when the cover already has an open alarm of that type. A savepoint keeps the caller's
+    transaction going after a refusal."""
+    await partitions.ALARMS.ensure(conn, {partitions.month_of(raised_at or datetime.now(timezone.utc))})
+    try:
+        async with conn.transaction():
+            return await (await conn.execute(statement, params)).fetchone()
+    except psycopg.errors.UniqueViolation as error:
+        if error.diag.constraint_name != "alarm_one_open":
+            raise
+        return None
 
 
 def _changes_literal(changes: list[datetime]) -> str:
@@ -158,9 +174,9 @@ async def evaluate(conn: psycopg.AsyncConnection, readings: list[tuple[str, str,
             state = states[(objcode, rule["alarm_type"])]
             outcome = step(rule, state, at, value)
             if outcome == "raise":
-                alarm = await (await conn.execute(RAISE_SQL, {
+                alarm = await insert_open_alarm(conn, RAISE_SQL, {
                     "objcode": objcode, "alarm_type": rule["alarm_type"], "severity": rule["severity"],
-                    "reading": value, "at": at, "flapping": state.flapping})).fetchone()
+                    "reading": value, "at": at, "flapping": state.flapping}, at)
                 if alarm is None:
                     continue
                 state.open_alarm = alarm["id"]

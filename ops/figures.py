@@ -16,10 +16,15 @@ CITY_TIME_ZONE = "Asia/Shanghai"
 FIGURES_SQL = """
 WITH day AS (
     SELECT date_trunc('day', now() AT TIME ZONE %(tz)s) AT TIME ZONE %(tz)s AS start
+), window_start AS (
+    -- no event of a case precedes its report: the months of case events before the window's
+    -- earliest report are never read (case_event is partitioned by month)
+    SELECT coalesce(min(reported_at), now()) AS at FROM city.case_file
+    WHERE handled_at >= now() - interval '30 days' AND deadline_at IS NOT NULL
 )
 SELECT
     (SELECT coalesce(json_object_agg(alarm_type, n ORDER BY alarm_type), '{}')
-       FROM (SELECT alarm_type, count(*) AS n FROM city.alarm WHERE status <> 'cleared' GROUP BY alarm_type) a
+       FROM (SELECT alarm_type, count(*) AS n FROM city.alarm_open GROUP BY alarm_type) a
     ) AS open_alarms_by_type,
     (SELECT count(*) FROM city.manhole_sensor WHERE state = 'offline') AS offline_sensors,
     (SELECT coalesce(json_object_agg(state, n ORDER BY state), '{}')
@@ -38,8 +43,8 @@ SELECT
                round(100.0 * count(*) FILTER (WHERE c.handled_at <= c.deadline_at) / count(*), 1) AS on_time_30d_percent,
                round(100.0 * count(*) FILTER (WHERE EXISTS (
                    SELECT 1 FROM city.case_event e WHERE e.case_id = c.id AND e.action = 'check'
-                     AND (e.details->>'passed')::boolean = false)) / count(*), 1) AS rework_30d_percent
-        FROM city.case_file c JOIN city.responsible_unit u ON u.id = c.responsible_unit_id, day
+                     AND (e.details->>'passed')::boolean = false AND e.at >= window_start.at)) / count(*), 1) AS rework_30d_percent
+        FROM city.case_file c JOIN city.responsible_unit u ON u.id = c.responsible_unit_id, day, window_start
         WHERE c.handled_at >= now() - interval '30 days' AND c.deadline_at IS NOT NULL
         GROUP BY u.department) d
     ) AS departments,

@@ -15,7 +15,7 @@ SELECT json_build_object('type', 'FeatureCollection', 'features', coalesce(json_
         'district_code', a.district_code, 'bgcode', c.bgcode)
 ) ORDER BY a.raised_at DESC), '[]')) AS collection
 FROM city.alarm a JOIN city.component c USING (objcode)
-WHERE a.status <> 'cleared'
+WHERE a.status <> 'cleared' AND a.raised_at >= city.open_alarms_since()
 """
 
 

@@ -7,6 +7,7 @@ import psycopg
 
 from gis.errors import Conflict, InvalidInput, NotFound
 from gis.keys import Principal
+from ops.alarms import insert_open_alarm
 
 ALARM_TYPES = ("displacement", "opened", "overflow", "methane", "low_battery")
 
@@ -35,10 +36,10 @@ async def raise_alarm(conn: psycopg.AsyncConnection, principal: Principal, objco
         if cover is None:
             raise NotFound(f"no manhole cover with component code {objcode!r}")
         principal.require_district(cover["district_code"])
-        alarm = await (await conn.execute(
-            "INSERT INTO city.alarm (objcode, alarm_type, severity, reading) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (objcode, alarm_type) WHERE status <> 'cleared' DO NOTHING "
-            "RETURNING id, objcode, alarm_type, severity, status, raised_at", [objcode, alarm_type, severity, reading])).fetchone()
+        alarm = await insert_open_alarm(
+            conn, "INSERT INTO city.alarm (objcode, alarm_type, severity, reading) VALUES (%(objcode)s, %(alarm_type)s, "
+                  "%(severity)s, %(reading)s) RETURNING id, objcode, alarm_type, severity, status, raised_at",
+            {"objcode": objcode, "alarm_type": alarm_type, "severity": severity, "reading": reading})
         if alarm is None:
             raise Conflict(f"cover {objcode} already has an open {alarm_type} alarm (one open alarm per cover and type)")
         await conn.execute("UPDATE city.manhole_sensor SET state = 'alarm', last_report_at = now() WHERE objcode = %s", [objcode])

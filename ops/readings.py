@@ -5,7 +5,7 @@ good rows land, a bad row (unknown datastream, a time in the future or too old, 
 out-of-range result) is answered "error: <reason>" and nothing of it is written.
 
 Readings go to city.sensor_reading, partitioned by month of phenomenon time (a partition is made on
-first use; retention drops whole months), the latest value per datastream to city.sensor_latest
+first use, ops.partitions; retention drops whole months), the latest value per datastream to city.sensor_latest
 and the cover's state in city.manhole_sensor when it changes; then the alarm rules run (ops.alarms), all in one
 transaction per batch."""
 
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import psycopg
-from psycopg import sql
 
 from gis.errors import InvalidInput
 from gis.keys import Principal
-from ops import alarms
+from ops import alarms, partitions
 from ops.calendar import read_calendar
 from gis.settings import settings_of
 from ops.settings import OpsSettings
@@ -97,28 +96,6 @@ def observation_rows(body: dict) -> list[Row]:
                            "dataArray": [[body.get("phenomenonTime"), body.get("result")]]}])
 
 
-class PartitionKeeper:
-    """Creates the month partitions of city.sensor_reading on first use (once per process and month)."""
-
-    def __init__(self):
-        self.known: set[date] = set()
-
-    async def ensure(self, conn: psycopg.AsyncConnection, months: set[date]) -> None:
-        for month in sorted(months - self.known):
-            following = (month.replace(day=28) + timedelta(days=4)).replace(day=1)
-            name = f"sensor_reading_{month:%Y%m}"
-            # A lock per month, so two batches do not race to create one partition.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
-            exists = (await (await conn.execute("SELECT to_regclass(%s) IS NOT NULL AS e", [f"city.{name}"])).fetchone())["e"]
-            if exists:  # remembered only once committed by someone: a rolled-back creation is made again
-                self.known.add(month)
-                continue
-            await conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF city.sensor_reading FOR VALUES FROM ({}) TO ({})").format(
-                sql.Identifier("city", name), sql.Literal(f"{month.isoformat()} 00:00+00"),
-                sql.Literal(f"{following.isoformat()} 00:00+00")))
-
-
-PARTITIONS = PartitionKeeper()
 RULES = alarms.TimedCache(alarms.read_rules, settings_of(OpsSettings).rule_cache_s)
 CALENDAR = alarms.TimedCache(read_calendar, settings_of(OpsSettings).rule_cache_s)
 
@@ -140,7 +117,7 @@ COVER_STATE_SQL = """
 SELECT s.objcode, n.state, v.at
 FROM unnest(%s::text[], %s::timestamptz[]) AS v(objcode, at)
 JOIN city.manhole_sensor s ON s.objcode = v.objcode
-CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (SELECT 1 FROM city.alarm a WHERE a.objcode = v.objcode AND a.status <> 'cleared')
+CROSS JOIN LATERAL (SELECT CASE WHEN EXISTS (SELECT 1 FROM city.alarm_open o WHERE o.objcode = v.objcode)
                                 THEN 'alarm' ELSE 'normal' END AS state) n
 WHERE s.state <> n.state
 """
@@ -174,7 +151,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
         good = [r for r in rows if r.error is None]
         outcome = {"raised": [], "cleared": [], "cases": []}
         if good:
-            await PARTITIONS.ensure(conn, {r.time.astimezone(timezone.utc).date().replace(day=1) for r in good})
+            await partitions.READINGS.ensure(conn, {partitions.month_of(r.time) for r in good})
             async with conn.cursor().copy("COPY city.sensor_reading (datastream_id, phenomenon_time, result) FROM STDIN") as copy:
                 for r in good:
                     await copy.write_row((r.datastream_id, r.time, r.result))
@@ -201,19 +178,3 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
     results = [f"error: {r.error}" if r.error else
                f"{self_link}/Observations('{r.datastream_id}@{r.time.astimezone(timezone.utc).isoformat()}')" for r in rows]
     return {"results": results, "stored": len(good), "rejected": len(rows) - len(good), **outcome}
-
-
-async def drop_months_before(conn: psycopg.AsyncConnection, keep_from: date) -> list[str]:
-    """Retention: drop every month partition wholly before `keep_from`'s month."""
-    first_kept = keep_from.replace(day=1)
-    dropped = []
-    async with conn.transaction():
-        for row in await (await conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'city.sensor_reading'::regclass ORDER BY c.relname")).fetchall():
-            month = datetime.strptime(row["relname"].removeprefix("sensor_reading_"), "%Y%m").date()
-            if month < first_kept:
-                await conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("city", row["relname"])))
-                PARTITIONS.known.discard(month)
-                dropped.append(row["relname"])
-    return dropped

@@ -101,13 +101,13 @@ def test_a_replayed_day_raises_exactly_the_scripted_alarms_and_cases(client, cit
 def test_retention_drops_whole_old_months_and_keeps_the_rest(city_db, covers):
     from datetime import date
 
-    from ops.readings import PARTITIONS
+    from ops.partitions import READINGS
     from tests.support.cli import cityops
 
     async def make_old_month():
         async with await psycopg.AsyncConnection.connect(city_db, row_factory=dict_row, autocommit=True) as conn:
             async with conn.transaction():
-                await PARTITIONS.ensure(conn, {date(2024, 3, 1)})
+                await READINGS.ensure(conn, {date(2024, 3, 1)})
                 await conn.execute("INSERT INTO city.sensor_reading (datastream_id, phenomenon_time, result) VALUES (1, '2024-03-15T00:00:00Z', 1)")
     asyncio.run(make_old_month())
 

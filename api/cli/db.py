@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from datetime import date
 
+import psycopg
 import typer
+from psycopg.rows import dict_row
 
 from api.cli.common import console, fail, run_guarded
 from gis import migrate, provision
 from gis.cluster import cluster_for
 from gis.db import conninfo, describe, open_connection, require_postgis
 from gis.settings import get_settings
+from ops import partitions
 
 app = typer.Typer(help="Start, stop and migrate the database.", no_args_is_help=True)
 
@@ -98,6 +103,29 @@ def psql() -> None:
             fail("psql not found: install postgresql-client-15")
         info = conninfo(get_settings())
         os.execvp("psql", ["psql", info])
+    run_guarded(action)
+
+
+@app.command()
+def retention(alarm_months: int = typer.Option(24, min=1, help="keep alarms of this many months, the current one included"),
+              case_event_months: int = typer.Option(60, min=1, help="keep case events of this many months, the current one included")) -> None:
+    """Drop whole old months of alarms and case events (their partitions) and make the coming months'.
+    A month that still holds an open alarm, or an event of a case not yet closed, is kept."""
+    this_month = partitions.month_of(date.today())
+
+    async def work():
+        async with await psycopg.AsyncConnection.connect(conninfo(get_settings()), row_factory=dict_row, autocommit=True) as conn:
+            outcome = {}
+            for table, months in ((partitions.ALARMS, alarm_months), (partitions.CASE_EVENTS, case_event_months)):
+                outcome[table.qualified] = await table.drop_months_before(conn, partitions.add_months(this_month, 1 - months))
+            async with conn.transaction():
+                await partitions.ensure_ahead(conn)
+            return outcome
+
+    def action() -> None:
+        for table, (dropped, kept) in asyncio.run(work()).items():
+            console.print(f"{table}: dropped {len(dropped)} month(s): {', '.join(dropped) or 'none'}"
+                          + (f"; kept, still live: {', '.join(kept)}" if kept else ""), soft_wrap=True)
     run_guarded(action)
 
 

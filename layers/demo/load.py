@@ -82,6 +82,13 @@ class CityWriter:
     def copy(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
         self.rows[table] = _copy(self.conn, table, columns, rows, len(rows), self.progress)
 
+    def make_months(self, table: str, times: Sequence) -> None:
+        """The month partitions these times fall in (alarms and case events are partitioned by month).
+        Times are datetimes or ISO strings of one format, so min and max are the first and last."""
+        if times:
+            self.conn.execute("SELECT city.ensure_month_partitions(%s::regclass, %s::timestamptz, %s::timestamptz)",
+                              [f"city.{table}", min(times), max(times)])
+
     def administrative(self) -> None:
         self.copy("municipality", ("code", "name"), [MUNICIPALITY])
         counties = county_polygons(self.plans)
@@ -184,6 +191,7 @@ class CityWriter:
             ("district_code", "status", "found_by", "confirmed_by", "confirmed_at", "geom"),
             [(*row[:-1], wkb) for row, wkb in zip(illegal, _ewkb([row[-1] for row in illegal]))],
         )
+        self.make_months("alarm", [alarm[5] for alarm in population.alarms])
         self.copy("alarm", ("objcode", "alarm_type", "severity", "status", "reading", "raised_at", "cleared_at"), population.alarms)
         self.cases(population.cases)
 
@@ -197,6 +205,7 @@ class CityWriter:
             [(i, *values, bgcode[:6], bgcode, wkb)
              for i, (values, bgcode, wkb) in enumerate(zip(zip(*(c[name] for name in names)), c["bgcode"], _ewkb(c["geom"])), start=1)],
         )
+        self.make_months("case_event", [event[2] for event in cases.events])
         self.copy("case_event", ("case_id", "state", "at"), cases.events)
 
     def live_operations(self) -> None:
