@@ -51,7 +51,9 @@ class CqlSearchByPost:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         media_type = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if media_type not in SEARCH_MEDIA_TYPES:
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        if media_type not in SEARCH_MEDIA_TYPES or (declared.isdigit() and int(declared) > MAX_SEARCH_BYTES):
+            # not a search (or too large for one): create-feature checks its key before reading the body
             return await self.app(scope, receive, send)
 
         chunks, size, client_has_more = [], 0, True
