@@ -253,6 +253,36 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
     assert downloadable.exists()  # an export file within its keep time
 
 
+def test_a_dead_detection_leaves_no_staged_change_map(databases, tmp_path):
+    """A detection killed while writing its change map's COGs (or between them and the commit): the
+    recovery removes the raw change map and both staged COGs, named as the job writes them."""
+    from drone.ingest import StagedCog
+    from drone.jobs import DETECTION, staging_prefix
+    from gis import jobs
+    from gis.settings import Settings
+
+    info = databases.create("jobs_staged_cog")
+    settings = Settings(state_dir=tmp_path)
+    staging = managed_dir(settings) / ".staging"
+    staging.mkdir(parents=True)
+    with open_connection(info, autocommit=True) as conn:
+        dead, alive = (jobs.submit(conn, "detection", {}, "test") for _ in range(2))
+        for job, worker in ((dead, "elsewhere:1"), (alive, "elsewhere:2")):
+            conn.execute("UPDATE city.job SET state = 'running', worker = %s, attempts = 1, started_at = now(), "
+                         "heartbeat_at = now() - interval '1 hour' * (%s = 'elsewhere:1')::int WHERE id = %s",
+                         [worker, worker, job["id"]])
+        files = {}
+        for job in (dead, alive):
+            cog = StagedCog(settings, "change", None, staging_prefix(job["id"]))
+            files[job["id"]] = [staging / f"{staging_prefix(job['id'])}0a1b.tif", cog.partial, cog.display_partial]
+            for path in files[job["id"]]:
+                path.write_bytes(b"partial")
+        recovered = jobs.recover(conn, {"detection": DETECTION}, settings, stale_after_s=30)
+    assert [row["id"] for row in recovered] == [dead["id"]] and recovered[0]["state"] == "queued"
+    assert not any(path.exists() for path in files[dead["id"]])
+    assert all(path.exists() for path in files[alive["id"]])  # a running job's files are its own
+
+
 def test_a_worker_taken_for_dead_commits_nothing(databases):
     """A worker that was only slow, whose job went to another worker meanwhile: its success and its
     work roll back together, so the job's work lands once."""
