@@ -144,6 +144,8 @@ def test_an_export_whose_worker_is_killed_is_written_again_by_the_next_worker(cl
         truth = conn.execute("SELECT count(*) AS n FROM city.component").fetchone()["n"]
     frame = pyogrio.read_info(out)
     assert frame["features"] == truth == ended["result"]["features"] > 50_000
+    served = client.get(f"/exports/jobs/{killed['id']}/file", headers=bearer(_viewer_key(city_db)))
+    assert served.status_code == 404 and "command line" in served.json()["description"]  # the user's file stays theirs
 
 
 def test_a_tile_archive_whose_worker_is_killed_is_built_again_by_the_next_worker(client, city_db, tmp_path):
