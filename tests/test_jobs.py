@@ -195,6 +195,33 @@ def test_a_cancelled_job_whose_worker_died_ends_cancelled(client, city_db, keys)
     assert client.post(f"/imports/{job['id']}/cancel", headers=bearer(keys["viewer"])).status_code == 403
 
 
+def test_every_kind_of_job_is_seen_and_cancelled_through_the_api(client, city_db, keys):
+    """`GET /jobs` and `POST /jobs/{id}/cancel` (admin) show and stop jobs of any kind, as `cityops jobs` does."""
+    from gis import jobs
+    with open_connection(city_db, autocommit=True) as conn, conn.transaction():
+        # held by a worker on another machine, so no worker of this app runs it meanwhile
+        queued = jobs.submit(conn, "tile_seed", {"server": "http://127.0.0.1:9", "zooms": [0], "bbox": None, "layers": []},
+                             "api test")
+        conn.execute("UPDATE city.job SET state = 'running', worker = 'elsewhere:3', attempts = 1, started_at = now(), "
+                     "heartbeat_at = now() + interval '1 hour' WHERE id = %s", [queued["id"]])
+    admin = bearer(keys["admin"])
+    listed = client.get("/jobs", params={"kind": "tile_seed"}, headers=admin)
+    assert listed.status_code == 200 and queued["id"] in [job["id"] for job in listed.json()["jobs"]]
+    assert {job["kind"] for job in listed.json()["jobs"]} == {"tile_seed"}
+    assert client.get(f"/jobs/{queued['id']}", headers=admin).json()["worker"] == "elsewhere:3"
+    cancelled = client.post(f"/jobs/{queued['id']}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"] is True
+    with open_connection(city_db, autocommit=True) as conn:  # its worker is gone for good: end it here
+        conn.execute("UPDATE city.job SET state = 'cancelled', worker = NULL, finished_at = now() WHERE id = %s",
+                     [queued["id"]])
+    assert client.post(f"/jobs/{queued['id']}/cancel", headers=admin).status_code == 409
+    bad = client.get("/jobs", params={"kind": "nosuch"}, headers=admin)
+    assert bad.status_code == 400 and "tile_archive" in bad.json()["description"]
+    assert client.get("/jobs/987654321", headers=admin).status_code == 404
+    assert client.get("/jobs", headers=bearer(keys["viewer"])).status_code == 403
+    assert client.post(f"/jobs/{queued['id']}/cancel", headers=bearer(keys["editor"])).status_code == 403
+
+
 def test_claims_are_fair_between_kinds_and_never_take_a_locked_job(databases):
     """On a database no worker polls: a running import puts a queued detection before an older
     queued import; two workers claiming at once never get the same job."""
