@@ -114,7 +114,8 @@ def finished_file(row: dict, settings) -> Path:
         raise Conflict(f"export job {row['id']} is {row['state']}; its file is ready once it has succeeded")
     path = target(row, settings)
     if not path.is_file():
-        raise NotFound(f"the file of export job {row['id']} is gone (kept {settings_of(ExportSettings).export_keep_hours:g} hours)")
+        kept = settings_of(ExportSettings).export_keep_hours
+        raise NotFound(f"the file of export job {row['id']} is gone (files are kept {kept:g} hours)")
     return path
 
 
