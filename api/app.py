@@ -19,6 +19,7 @@ from api.routers.cases import cases_extension
 from api.routers.catalogue import catalogue_extension
 from api.routers.drone import drone_extension
 from api.routers.features import collections_openapi, features_extension
+from api.routers.jobs import jobs_extension
 from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.open311 import open311_extension
@@ -42,7 +43,7 @@ def extensions() -> list[Extension]:
     return [landing_extension(), features_extension(), orthophotos_extension(), schemas_extension(), tiles_extension(),
             queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(),
             live_extension(), operations_extension(), cases_extension(), sensors_extension(), web_map_extension(),
-            open311_extension(), pages_extension(), qgis_extension()]
+            open311_extension(), pages_extension(), qgis_extension(), jobs_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None,

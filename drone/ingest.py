@@ -97,10 +97,11 @@ def inspect_raster(path: str | os.PathLike, kind: str) -> RasterFacts:
 
 
 class StagedCog:
-    """The two renditions of a raster written under the staging folder, waiting for a catalogue row."""
+    """The two renditions of a raster written under the staging folder, waiting for a catalogue row.
+    `prefix` names the files after their writer (a job's files are swept with it if it dies)."""
 
-    def __init__(self, settings: Settings, kind: str, facts: RasterFacts):
-        stem = f"{kind}-{uuid.uuid4().hex}"
+    def __init__(self, settings: Settings, kind: str, facts: RasterFacts, prefix: str = ""):
+        stem = f"{prefix}{kind}-{uuid.uuid4().hex}"
         staging, folder = orthophotos.staging_dir(settings), orthophotos.managed_dir(settings)
         self.partial, self.final = staging / f"{stem}.tif", folder / f"{stem}.tif"
         self.display_partial, self.display_final = staging / f"{stem}-display.tif", folder / f"{stem}-display.tif"
@@ -147,14 +148,14 @@ class StagedCog:
 
 @contextmanager
 def staged_cog(settings: Settings, source: str | os.PathLike, kind: str,
-               progress: Callable[[str], None] | None = None) -> Iterator[StagedCog]:
+               progress: Callable[[str], None] | None = None, prefix: str = "") -> Iterator[StagedCog]:
     """Validate `source` and write its analysis and display COGs under staging.
 
     Use as `with staged_cog(...) as cog, conn.transaction(): cog.catalogue(conn, ...)`: the
     transaction commits first, then this context exits; on any failure (the commit's included)
     neither the staged nor the renamed files survive."""
     facts = inspect_raster(source, kind)
-    cog = StagedCog(settings, kind, facts)
+    cog = StagedCog(settings, kind, facts, prefix)
     try:
         if progress:
             progress("writing the analysis COG (lossless, source CRS)")

@@ -81,7 +81,7 @@ def _run(job: jobs.Job, settings: Settings) -> None:
         conn, [spec[k] for k, _ in INPUT_KINDS if spec.get(k) is not None]).items()}
     staging = managed_dir(settings) / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
-    raw_change_map = staging / f"detection-{job.id}-{uuid.uuid4().hex}.tif"
+    raw_change_map = staging / f"{staging_prefix(job.id)}{uuid.uuid4().hex}.tif"
 
     def blocks_done(done: int, total: int) -> None:
         job.progress(BLOCKS_START + (BLOCKS_END - BLOCKS_START) * done / total, force=done == total, check_cancel=False)
@@ -97,7 +97,7 @@ def _run(job: jobs.Job, settings: Settings) -> None:
         candidates = [{"geometry": transform_geom(result.crs, CATALOGUE_CRS, mapping(c.geometry)), "score": c.score,
                        "height_gain_m": c.mean_height_gain_m, "checks_passed": c.checks_passed}
                       for c in result.candidates]
-        with staged_cog(settings, raw_change_map, "change") as cog, conn.transaction():
+        with staged_cog(settings, raw_change_map, "change", prefix=staging_prefix(job.id)) as cog, conn.transaction():
             change_map = cog.catalogue(conn, name=f"change map of detection {job.id}",
                                        captured_on=orthophotos.flight_day(conn, spec["after_id"]))
             counts = queue_candidates(conn, {"id": job.id, **spec}, candidates)
@@ -107,13 +107,18 @@ def _run(job: jobs.Job, settings: Settings) -> None:
         raw_change_map.unlink(missing_ok=True)
 
 
+def staging_prefix(job_id: int) -> str:
+    """How the staging files of a detection job begin: its raw change map and the change map's two COGs."""
+    return f"{KIND}-{job_id}-"
+
+
 def _scratch(row: dict, settings: Settings) -> list[Path]:
-    return list((managed_dir(settings) / ".staging").glob(f"detection-{row['id']}-*.tif"))
+    return list((managed_dir(settings) / ".staging").glob(f"{staging_prefix(row['id'])}*.tif"))
 
 
 def _orphans(open_rows: list[dict], settings: Settings) -> list[Path]:
     running = {row["id"] for row in open_rows}
-    return [path for path in (managed_dir(settings) / ".staging").glob("detection-*.tif")
+    return [path for path in (managed_dir(settings) / ".staging").glob(f"{KIND}-*.tif")
             if not path.name.split("-")[1].isdigit() or int(path.name.split("-")[1]) not in running]
 
 

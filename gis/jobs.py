@@ -1,5 +1,5 @@
-"""The one job system: every background job (an import, a change detection) is a row of `city.job`,
-the only module that writes it.
+"""The one job system: every background job (an import, an export, a change detection, a tile
+archive, a tile seeding) is a row of `city.job`, the only module that writes it.
 
 - submit: a queued row (the kind's input in `payload`);
 - claim: a worker takes the next queued job with `FOR UPDATE SKIP LOCKED`, kinds with fewer
@@ -127,8 +127,10 @@ def submit(conn: psycopg.Connection, kind: str, payload: dict, created_by: str) 
     return conn.execute(SUBMIT_SQL, submit_params(kind, payload, created_by)).fetchone()
 
 
-def get(conn: psycopg.Connection, job_id: int, kind: str) -> dict | None:
-    return conn.execute(f"SELECT {COLUMNS} FROM city.job WHERE id = %s AND kind = %s", [job_id, kind]).fetchone()
+def get(conn: psycopg.Connection, job_id: int, kind: str | None = None) -> dict | None:
+    """The job `job_id` (of `kind`, when given), or None."""
+    return conn.execute(f"SELECT {COLUMNS} FROM city.job WHERE id = %s AND (%s::text IS NULL OR kind = %s)",
+                        [job_id, kind, kind]).fetchone()
 
 
 def list_jobs(conn: psycopg.Connection, *, kind: str | None = None, limit: int = 50) -> list[dict]:

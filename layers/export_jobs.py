@@ -106,12 +106,16 @@ def get(conn: psycopg.Connection, job_id: int) -> dict:
 
 
 def finished_file(row: dict, settings) -> Path:
-    """The file a succeeded API export wrote (a 409 while it runs, a 404 once swept)."""
+    """The file a succeeded API export wrote (a 409 while it runs, a 404 once swept); a CLI export's
+    file is the user's, never served."""
+    if row["payload"].get("output"):
+        raise NotFound(f"export job {row['id']} wrote a file for the command line; only API exports are served")
     if row["state"] != "succeeded":
         raise Conflict(f"export job {row['id']} is {row['state']}; its file is ready once it has succeeded")
     path = target(row, settings)
     if not path.is_file():
-        raise NotFound(f"the file of export job {row['id']} is gone (kept {settings_of(ExportSettings).export_keep_hours:g} hours)")
+        kept = settings_of(ExportSettings).export_keep_hours
+        raise NotFound(f"the file of export job {row['id']} is gone (files are kept {kept:g} hours)")
     return path
 
 

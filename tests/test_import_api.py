@@ -10,6 +10,7 @@ import pyogrio
 from gis.db import open_connection
 from layers.catalogue import FURNITURE_CLASSES
 from tests.conftest import bearer
+from tests.support.import_files import BROKEN_CSV
 
 POINTS = {"type": "FeatureCollection", "features": [
     {"type": "Feature", "properties": {"objname": "API bench"}, "geometry": {"type": "Point", "coordinates": [118.2101 + k * 1e-4, 33.9101]}}
@@ -63,18 +64,6 @@ def _furniture(city_db) -> list[tuple]:
         return [tuple(r.values()) for r in conn.execute(
             "SELECT objcode, objname, ST_AsBinary(geom) AS geom FROM city.component "
             "WHERE class_code = ANY(%s) ORDER BY objcode", [list(FURNITURE_CLASSES)]).fetchall()]
-
-
-# Readable, so the upload is accepted (202); one good row and six the checks reject.
-BROKEN_CSV = """lon,lat,objname,class_code,objcode
-118.2101,33.9101,good bin,0305,
-118.2102,not-a-number,bad latitude,0305,
-118.2103,33.9103,unknown class,0999,
-118.2104,33.9104,bad code,0305,32130203050000
-,,no coordinates,0305,
-118.2105,33.9105,wrong county,0305,9999990305000001
-118.2106,33.9106,too,many,fields,here
-"""
 
 
 def test_a_job_failing_part_way_reports_why_and_writes_nothing(client, keys, city_db):

@@ -15,6 +15,7 @@ from gis.errors import InvalidInput
 from layers.live import LiveCatalogue
 from layers.export import export_to_file, make_request
 from layers.importer import ImportOptions, import_file
+from tests.support.import_files import BROKEN_CSV
 
 get_layer = LiveCatalogue().get  # the static declarations
 
@@ -95,17 +96,6 @@ def test_ten_thousand_invalid_polygons_are_repaired_and_counted(conn, tmp_path):
     assert report.repaired == 10_000 and report.rejected == 0 and report.inserted == {"buildings": 10_000}
     assert conn.execute("SELECT count(*) AS n FROM city.building WHERE floors = 2 AND ST_NumGeometries(geom) = 2 "
                         "AND geom && ST_MakeEnvelope(118.2, 33.9, 118.22, 33.92, 4490)").fetchone()["n"] >= 10_000
-
-
-BROKEN_CSV = """lon,lat,objname,class_code,objcode
-118.2101,33.9101,good bin,0305,
-118.2102,not-a-number,bad latitude,0305,
-118.2103,33.9103,unknown class,0999,
-118.2104,33.9104,bad code,0305,32130203050000
-,,no coordinates,0305,
-118.2105,33.9105,wrong county,0305,9999990305000001
-118.2106,33.9106,too,many,fields,here
-"""
 
 
 def test_broken_csv_rows_are_reported_by_row_number(conn, tmp_path):

@@ -144,6 +144,8 @@ def test_an_export_whose_worker_is_killed_is_written_again_by_the_next_worker(cl
         truth = conn.execute("SELECT count(*) AS n FROM city.component").fetchone()["n"]
     frame = pyogrio.read_info(out)
     assert frame["features"] == truth == ended["result"]["features"] > 50_000
+    served = client.get(f"/exports/jobs/{killed['id']}/file", headers=bearer(_viewer_key(city_db)))
+    assert served.status_code == 404 and "command line" in served.json()["description"]  # the user's file stays theirs
 
 
 def test_a_tile_archive_whose_worker_is_killed_is_built_again_by_the_next_worker(client, city_db, tmp_path):
@@ -191,6 +193,33 @@ def test_a_cancelled_job_whose_worker_died_ends_cancelled(client, city_db, keys)
     assert again.status_code == 409 and "nothing to cancel" in again.json()["description"]
     assert client.post("/imports/987654321/cancel", headers=bearer(keys["editor"])).status_code == 404
     assert client.post(f"/imports/{job['id']}/cancel", headers=bearer(keys["viewer"])).status_code == 403
+
+
+def test_every_kind_of_job_is_seen_and_cancelled_through_the_api(client, city_db, keys):
+    """`GET /jobs` and `POST /jobs/{id}/cancel` (admin) show and stop jobs of any kind, as `cityops jobs` does."""
+    from gis import jobs
+    with open_connection(city_db, autocommit=True) as conn, conn.transaction():
+        # held by a worker on another machine, so no worker of this app runs it meanwhile
+        queued = jobs.submit(conn, "tile_seed", {"server": "http://127.0.0.1:9", "zooms": [0], "bbox": None, "layers": []},
+                             "api test")
+        conn.execute("UPDATE city.job SET state = 'running', worker = 'elsewhere:3', attempts = 1, started_at = now(), "
+                     "heartbeat_at = now() + interval '1 hour' WHERE id = %s", [queued["id"]])
+    admin = bearer(keys["admin"])
+    listed = client.get("/jobs", params={"kind": "tile_seed"}, headers=admin)
+    assert listed.status_code == 200 and queued["id"] in [job["id"] for job in listed.json()["jobs"]]
+    assert {job["kind"] for job in listed.json()["jobs"]} == {"tile_seed"}
+    assert client.get(f"/jobs/{queued['id']}", headers=admin).json()["worker"] == "elsewhere:3"
+    cancelled = client.post(f"/jobs/{queued['id']}/cancel", headers=admin)
+    assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"] is True
+    with open_connection(city_db, autocommit=True) as conn:  # its worker is gone for good: end it here
+        conn.execute("UPDATE city.job SET state = 'cancelled', worker = NULL, finished_at = now() WHERE id = %s",
+                     [queued["id"]])
+    assert client.post(f"/jobs/{queued['id']}/cancel", headers=admin).status_code == 409
+    bad = client.get("/jobs", params={"kind": "nosuch"}, headers=admin)
+    assert bad.status_code == 400 and "tile_archive" in bad.json()["description"]
+    assert client.get("/jobs/987654321", headers=admin).status_code == 404
+    assert client.get("/jobs", headers=bearer(keys["viewer"])).status_code == 403
+    assert client.post(f"/jobs/{queued['id']}/cancel", headers=bearer(keys["editor"])).status_code == 403
 
 
 def test_claims_are_fair_between_kinds_and_never_take_a_locked_job(databases):
@@ -251,6 +280,36 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
     assert not orphan.exists() and not partial.exists() and not expired.exists()
     assert kept.exists() and fresh.exists()  # an open job's upload, and one still being received
     assert downloadable.exists()  # an export file within its keep time
+
+
+def test_a_dead_detection_leaves_no_staged_change_map(databases, tmp_path):
+    """A detection killed while writing its change map's COGs (or between them and the commit): the
+    recovery removes the raw change map and both staged COGs, named as the job writes them."""
+    from drone.ingest import StagedCog
+    from drone.jobs import DETECTION, staging_prefix
+    from gis import jobs
+    from gis.settings import Settings
+
+    info = databases.create("jobs_staged_cog")
+    settings = Settings(state_dir=tmp_path)
+    staging = managed_dir(settings) / ".staging"
+    staging.mkdir(parents=True)
+    with open_connection(info, autocommit=True) as conn:
+        dead, alive = (jobs.submit(conn, "detection", {}, "test") for _ in range(2))
+        for job, worker in ((dead, "elsewhere:1"), (alive, "elsewhere:2")):
+            conn.execute("UPDATE city.job SET state = 'running', worker = %s, attempts = 1, started_at = now(), "
+                         "heartbeat_at = now() - interval '1 hour' * (%s = 'elsewhere:1')::int WHERE id = %s",
+                         [worker, worker, job["id"]])
+        files = {}
+        for job in (dead, alive):
+            cog = StagedCog(settings, "change", None, staging_prefix(job["id"]))
+            files[job["id"]] = [staging / f"{staging_prefix(job['id'])}0a1b.tif", cog.partial, cog.display_partial]
+            for path in files[job["id"]]:
+                path.write_bytes(b"partial")
+        recovered = jobs.recover(conn, {"detection": DETECTION}, settings, stale_after_s=30)
+    assert [row["id"] for row in recovered] == [dead["id"]] and recovered[0]["state"] == "queued"
+    assert not any(path.exists() for path in files[dead["id"]])
+    assert all(path.exists() for path in files[alive["id"]])  # a running job's files are its own
 
 
 def test_a_worker_taken_for_dead_commits_nothing(databases):

@@ -15,8 +15,8 @@ from ops.report_settings import ReportSettings
 from ops.settings import OpsSettings
 from tiles.settings import TileSettings
 
-CONCERNS = (Settings, JobSettings, ExportSettings, LimitSettings, ServerSettings, SecuritySettings, TileSettings, DroneSettings, OpsSettings,
-            ReportSettings)
+CONCERNS = (Settings, JobSettings, ExportSettings, LimitSettings, ServerSettings, SecuritySettings, TileSettings,
+            DroneSettings, OpsSettings, ReportSettings)
 
 
 def test_every_setting_is_described_and_in_the_readme_table():

@@ -1,5 +1,5 @@
-"""`cityops jobs …`: the background jobs (imports, exports, change detections, tile archives and seeding) of every process, and a
-worker pool that runs them without a web server."""
+"""`cityops jobs …`: the background jobs (imports, exports, change detections, tile archives and
+seeding) of every process, and a worker pool that runs them without a web server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from gis import jobs
 from gis.db import connect, conninfo
 from gis.settings import JobSettings, get_settings, settings_of
 
-app = typer.Typer(help="List, cancel and run background jobs (imports, exports, change detections, tile archives and seeding).", no_args_is_help=True)
+app = typer.Typer(help="List, cancel and run background jobs (imports, exports, change detections, "
+                       "tile archives and seeding).", no_args_is_help=True)
 
 
 @app.command("list")
