@@ -6,10 +6,12 @@ for `clear_readings` readings; `flap_changes` condition changes within `flap_win
 cover flapping (Nagios): a flapping cover raises one alarm, held open until it has been steady for a
 window. At most one open alarm per cover and type: `city.alarm` is partitioned by month, so the
 key that holds this is `city.alarm_open`'s (one row per open alarm, kept by a trigger); a second
-writer waits for the first and is refused, so concurrent batches cannot double an alarm. An alarm whose rule names an event class opens a case (source 'sensor') routed by
-grid, in the same transaction. A sensor silent for twice its reporting interval is 'offline'.
+writer waits for the first and is refused, so concurrent batches cannot double an alarm. An alarm
+whose rule names an event class opens a case (source 'sensor') routed by grid, in the same
+transaction. A sensor silent for twice its reporting interval is 'offline'.
 
-`city.alarm` (with `city.alarm_open`), `city.alarm_state` and the state column of `city.manhole_sensor` are written here."""
+`city.alarm` (with `city.alarm_open`), `city.alarm_state` and the state column of
+`city.manhole_sensor` are written here."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from gis.crs import STORAGE_SRID
 from gis.errors import Conflict, InvalidInput, NotFound
 from gis.keys import Principal
+from ops import partitions
 from ops.calendar import WorkingCalendar, read_calendar
 
 CaseSource = Literal["supervisor", "video", "public", "superior", "sensor"]
@@ -92,6 +93,12 @@ EVENT_SQL = """
 INSERT INTO city.case_event (case_id, state, action, actor, note, reason, approver, details, at)
 VALUES (%(case_id)s, %(state)s, %(action)s, %(actor)s, %(note)s, %(reason)s, %(approver)s, %(details)s, %(at)s)
 """
+
+
+async def _record_event(conn: psycopg.AsyncConnection, event: dict) -> None:
+    """One case_event (its month's partition made first if this process has not seen it made)."""
+    await partitions.CASE_EVENTS.ensure(conn, {partitions.month_of(event["at"])})
+    await conn.execute(EVENT_SQL, event)
 
 CASE_COLUMNS = """
 c.id, c.case_no, c.kind, c.event_class_code, c.component_class_code, ec.name AS class_name, c.objcode,
@@ -171,8 +178,8 @@ async def open_case(conn: psycopg.AsyncConnection, *, source: CaseSource, lon: f
             "district_code": where["district_code"], "bgcode": where["bgcode"], "address": address,
             "description": description, "source": source, "lon": lon, "lat": lat, "now": now,
             "deadline_at": deadline, "responsible_unit_id": where["responsible_unit_id"], "alarm_id": alarm_id})).fetchone()
-        await conn.execute(EVENT_SQL, {"case_id": row["id"], "state": "reported", "action": "report", "actor": actor,
-                                       "note": description, "reason": None, "approver": None, "details": None, "at": now})
+        await _record_event(conn, {"case_id": row["id"], "state": "reported", "action": "report", "actor": actor,
+                                   "note": description, "reason": None, "approver": None, "details": None, "at": now})
     return {**row, "responsible_unit_id": where["responsible_unit_id"]}
 
 
@@ -311,7 +318,7 @@ async def transition(conn: psycopg.AsyncConnection, principal: Principal, case_i
         await conn.execute(
             "UPDATE city.case_file SET " + ", ".join(f"{column} = %({column})s" for column in sets) + " WHERE id = %(id)s",
             {**sets, "id": case_id})
-        await conn.execute(EVENT_SQL, {
+        await _record_event(conn, {
             "case_id": case_id, "state": new_state, "action": action, "actor": principal.name, "note": note,
             "reason": reason, "approver": principal.name if step.exceptional else None,
             "details": Jsonb(details) if details else None, "at": now})
@@ -339,7 +346,9 @@ SELECT count(*) FILTER (WHERE action = 'warn') AS warned, count(*) FILTER (WHERE
 async def sweep_deadlines(conn: psycopg.AsyncConnection, now: datetime | None = None) -> dict:
     """Warn cases at 80 % of their limit and escalate (督办) those past it, once each; a case_event each."""
     async with conn.transaction():
-        row = await (await conn.execute(SWEEP_SQL, {"now": now or await _now(conn)})).fetchone()
+        now = now or await _now(conn)
+        await partitions.CASE_EVENTS.ensure(conn, {partitions.month_of(now)})
+        row = await (await conn.execute(SWEEP_SQL, {"now": now})).fetchone()
     return {"warned": row["warned"], "escalated": row["escalated"]}
 
 
@@ -372,5 +381,5 @@ async def record_desk_decision(conn: psycopg.AsyncConnection, case_id: int, deci
                                                "from_states": list(from_states)})).fetchone()
     if row is None:
         raise Conflict(f"case {case_id} cannot be {to_state} by the citizen desk from the state it is in now")
-    await conn.execute(EVENT_SQL, {"case_id": case_id, "state": to_state, "action": f"desk_{decision}", "actor": actor,
-                                   "note": note, "reason": None, "approver": None, "details": None, "at": now})
+    await _record_event(conn, {"case_id": case_id, "state": to_state, "action": f"desk_{decision}", "actor": actor,
+                               "note": note, "reason": None, "approver": None, "details": None, "at": now})

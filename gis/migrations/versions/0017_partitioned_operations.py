@@ -100,11 +100,11 @@ ALTER SEQUENCE city.{table}_id_seq OWNED BY NONE;
 """
 
 
-def _take_over(table: str, columns: str, id_column: str = "id") -> str:
+def _take_over(table: str, columns: str) -> str:
     return f"""
 INSERT INTO city.{table} ({columns}) SELECT {columns} FROM city.{table}_old;
 DROP TABLE city.{table}_old;
-ALTER SEQUENCE city.{table}_id_seq OWNED BY city.{table}.{id_column};
+ALTER SEQUENCE city.{table}_id_seq OWNED BY city.{table}.id;
 """
 
 
