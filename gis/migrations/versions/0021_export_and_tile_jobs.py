@@ -10,7 +10,7 @@ Create Date: 2026-11-30
 from alembic import op
 
 revision = "0021"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
