@@ -3,7 +3,7 @@ written to a file, downloadable when done), `tile_archive` (a PMTiles/MBTiles ar
 city's vector tiles or imagery) and `tile_seed` (a running server's tile cache warmed).
 
 Revision ID: 0021
-Revises: 0015
+Revises: 0017
 Create Date: 2026-11-30
 """
 
