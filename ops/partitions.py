@@ -25,6 +25,10 @@ def month_of(moment: datetime | date) -> date:
     return moment.replace(day=1)
 
 
+def _database(conn: psycopg.AsyncConnection) -> str:
+    return f"{conn.info.host}:{conn.info.port}/{conn.info.dbname}"
+
+
 def add_months(month: date, n: int) -> date:
     index = month.year * 12 + month.month - 1 + n
     return date(index // 12, index % 12 + 1, 1)
@@ -37,7 +41,8 @@ class MonthPartitions:
 
     table: str
     live_sql: str | None = None
-    known: set[date] = field(default_factory=set)
+    # (database, month) seen made: one process may serve several databases (tests, tools)
+    known: set[tuple[str, date]] = field(default_factory=set)
 
     @property
     def qualified(self) -> str:
@@ -47,15 +52,18 @@ class MonthPartitions:
         """Make the partitions of these months (first days) unless this process knows them made.
         Runs in the caller's transaction: a month is remembered only once seen made and committed
         by someone, so a rolled-back making is made again."""
-        for month in sorted(months - self.known):
+        database = _database(conn)
+        for month in sorted(months):
+            if (database, month) in self.known:
+                continue
             first_day = datetime(month.year, month.month, 1, tzinfo=timezone.utc)
             row = await (await conn.execute("SELECT city.ensure_month_partitions(%s::regclass, %s, %s) AS made",
                                             [self.qualified, first_day, first_day])).fetchone()
             if row["made"] == 0:
-                self.known.add(month)
+                self.known.add((database, month))
 
-    async def ensure_ahead(self, conn: psycopg.AsyncConnection, today: date | None = None) -> None:
-        first = month_of(today or datetime.now(timezone.utc))
+    async def ensure_ahead(self, conn: psycopg.AsyncConnection) -> None:
+        first = month_of(datetime.now(timezone.utc))
         await self.ensure(conn, {add_months(first, n) for n in range(MONTHS_AHEAD + 1)})
 
     async def months(self, conn: psycopg.AsyncConnection) -> list[tuple[date, str]]:
@@ -82,7 +90,7 @@ class MonthPartitions:
                 await conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
                     sql.Identifier("city", self.table), partition))
                 await conn.execute(sql.SQL("DROP TABLE {}").format(partition))
-            self.known.discard(month)
+            self.known.discard((_database(conn), month))
             dropped.append(name)
         return dropped, kept
 

@@ -48,6 +48,22 @@ def _fingerprint(conn: psycopg.Connection) -> dict:
     }
 
 
+def test_the_demo_load_leaves_every_month_with_its_tables_indexes(part_db: str):
+    """The loader drops and rebuilds indexes around its COPY: a partitioned index rebuilt "ON ONLY"
+    the table would cover no month at all."""
+    with open_connection(part_db) as conn:
+        for parent in ("city.alarm", "city.case_event"):
+            rows = conn.execute(
+                "SELECT c.relname, count(x.indexrelid) FILTER (WHERE x.indisvalid) AS valid, "
+                "(SELECT count(*) FROM pg_index p WHERE p.indrelid = %s::regclass) AS wanted "
+                "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_index x ON x.indrelid = c.oid "
+                "WHERE i.inhparent = %s::regclass GROUP BY c.relname", [parent, parent]).fetchall()
+            assert len(rows) >= 12 and rows[0]["wanted"] >= 2
+            assert all(r["valid"] == r["wanted"] for r in rows), rows
+            assert conn.execute("SELECT bool_and(indisvalid) AS ok FROM pg_index WHERE indrelid = %s::regclass",
+                                [parent]).fetchone()["ok"]
+
+
 def _relkind(conn: psycopg.Connection, table: str) -> str:
     return conn.execute("SELECT relkind::text AS k FROM pg_class WHERE oid = %s::regclass", [table]).fetchone()["k"]
 

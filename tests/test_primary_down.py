@@ -1,7 +1,8 @@
 """Primary down: a primary and a streaming replica of their own (in a temporary folder, never the
-shared test cluster) behind a real uvicorn. With the primary stopped, tiles and Features pages go
-on from the replica, writes answer 503 at once with Retry-After and the reason, and once the
-primary is back writes work again with no restart of the server."""
+shared test cluster) behind two real uvicorn servers and nginx (the shipped configuration). With
+the primary stopped, tiles and Features pages go on from the replica, straight and through nginx;
+writes answer 503 at once with Retry-After and the reason; once the primary is back writes work
+again with no restart of any server."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from gis.db import open_connection
 from gis.keys import create_key
 from gis.settings import Settings
 from layers.demo.load import load_demo
+from tests.test_nginx import _nginx_command
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WRITE_ANSWER_S = 3.0   # "quickly": well under the pool's own timeout plus a request's
@@ -60,12 +62,21 @@ def pair(settings: Settings) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def server(pair: dict, settings: Settings) -> Iterator[str]:
-    port = free_port()
+def servers(pair: dict, settings: Settings) -> Iterator[list[str]]:
     env = {"CITYOPS_DATABASE_URL": pair["info"], "CITYOPS_READ_DATABASE_URL": pair["replica_info"],
            "CITYOPS_STATE_DIR": str(settings.state_dir)}
-    command = [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)]
-    with running("primary_down_server", command, env, port, log_dir=ARTIFACTS, timeout_s=90) as base:
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port)]
+    with running("primary_down_a", command(port_a := free_port()), env, port_a, log_dir=ARTIFACTS, timeout_s=90) as a:
+        with running("primary_down_b", command(port_b := free_port()), env, port_b, log_dir=ARTIFACTS, timeout_s=90) as b:
+            yield [a, b]
+
+
+@pytest.fixture(scope="module")
+def nginx(servers: list[str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    prefix, port = tmp_path_factory.mktemp("nginx_primary_down"), free_port()
+    with running("nginx_primary_down", _nginx_command(servers, prefix, port), {}, port, log_dir=ARTIFACTS, timeout_s=30) as base:
         yield base
 
 
@@ -99,8 +110,9 @@ def _replica_replayed(pair: dict, occupied: int) -> None:
             time.sleep(0.1)
 
 
-def test_primary_down_reads_go_on_writes_answer_503_and_come_back(pair: dict, server: str):
+def test_primary_down_reads_go_on_writes_answer_503_and_come_back(pair: dict, servers: list[str], nginx: str):
     primary: Cluster = pair["primary"]
+    server = servers[0]
     written, took = _write(server, pair, 1)
     assert written.status_code == 200, written.text
     _replica_replayed(pair, 1)
@@ -124,6 +136,11 @@ def test_primary_down_reads_go_on_writes_answer_503_and_come_back(pair: dict, se
             assert _occupied_in_tile(server, pair) == 1
             page = _items(server, pair)
             assert page.status_code == 200 and pair["site"]["code"] in page.text, page.text[:300]
+            # through nginx, in front of both servers: the same answers (a 503 must not take a server out of nginx's rotation)
+            through, _took = _write(nginx, pair, 2)
+            assert through.status_code == 503 and through.headers.get("Retry-After", "").isdigit(), through.text
+            assert _occupied_in_tile(nginx, pair) == 1
+            assert _items(nginx, pair).status_code == 200
         assert len(refusals) >= 2
         assert reason["code"] == "PrimaryUnavailable" and "primary database does not answer" in reason["description"], reason
         print("writes while the primary was down (status, seconds):", refusals)
