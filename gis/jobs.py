@@ -17,6 +17,8 @@ A kind's runner does the work and returns its result (a dict kept in `result`); 
 the job itself, inside its own transaction, with `job.succeed(conn, …)`, so that the job's success
 and what it wrote commit together — and if the job was meanwhile given to another worker (this one
 was taken for dead), nothing of this run commits. It raises `JobCancelled` when asked to stop.
+A runner that writes a file (an export, a tile archive) writes it with `written_whole`, and its
+kind's `scratch` lists `partial_files`: the file is whole or absent, and a dead run's part is swept.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +111,28 @@ class JobKind:
     # files of this kind that no open job (queued or running) accounts for, given those jobs' rows:
     # left by a process that died before its job row existed or after it ended
     orphans: Callable[[list[dict], Any], Iterable[Path]] = lambda open_rows, settings: ()
+
+
+@contextmanager
+def written_whole(job_id: int, target: Path) -> Iterator[Path]:
+    """A partial file next to `target` for job `job_id` to write, renamed to `target` once the block
+    ends without error (atomic: `target` is whole or absent), removed otherwise."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / f"{_partial_prefix(job_id, target)}{uuid.uuid4().hex[:8]}{target.suffix}"
+    try:
+        yield partial
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def partial_files(job_id: int, target: Path) -> list[Path]:
+    """The partial files runs of job `job_id` left next to `target` (a kind's `scratch`)."""
+    return list(target.parent.glob(f"{_partial_prefix(job_id, target)}*")) if target.parent.is_dir() else []
+
+
+def _partial_prefix(job_id: int, target: Path) -> str:
+    return f".{target.stem}.job{job_id}-"
 
 
 def worker_name() -> str:

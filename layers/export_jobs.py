@@ -10,9 +10,7 @@ job system removes before the next worker writes the file again from the start.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,17 +48,9 @@ def target(row: dict, settings) -> Path:
     return Path(spec["output"]) if spec.get("output") else exports_dir(settings) / str(row["id"]) / spec["filename"]
 
 
-def _partial_prefix(row: dict, settings) -> tuple[Path, str]:
-    final = target(row, settings)
-    return final.parent, f".{final.stem}.job{row['id']}-"
-
-
 def run_export(job: jobs.Job, settings, tell: Tell | None = None) -> dict:
     spec = job.payload
     final = target(job.row, settings)
-    folder, prefix = _partial_prefix(job.row, settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{prefix}{uuid.uuid4().hex[:8]}{final.suffix}"
     with open_connection(job.conninfo, autocommit=True) as conn:
         request = make_request(resolve(conn, spec["layer"]), spec["format"], spec.get("bbox"), spec.get("crs"))
         total = count_rows(conn, request)
@@ -73,17 +63,13 @@ def run_export(job: jobs.Job, settings, tell: Tell | None = None) -> dict:
             job.progress(written[0] / total if total else None, done=written[0], total=total, phase="writing")
 
         job.progress(0.0, done=0, total=total, phase="writing", force=True)
-        try:
+        with jobs.written_whole(job.id, final) as partial:
             export_to_file(conn, request, partial, progress)
-            os.replace(partial, final)  # atomic: the file is whole or absent
-        finally:
-            partial.unlink(missing_ok=True)
     return {"features": total, "bytes": final.stat().st_size, "filename": final.name, "path": str(final)}
 
 
 def _scratch(row: dict, settings) -> list[Path]:
-    folder, prefix = _partial_prefix(row, settings)
-    return list(folder.glob(f"{prefix}*")) if folder.is_dir() else []
+    return jobs.partial_files(row["id"], target(row, settings))
 
 
 def _orphans(open_rows: list[dict], settings) -> list[Path]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import uuid
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -66,11 +64,6 @@ class ArchiveRequest:
         return cls(Path(spec["output"]), spec["format"], tuple(spec["zooms"]), tuple(spec["bbox"]) if spec["bbox"] else None,
                    tuple(spec["layers"]), spec["imagery"], spec["image_format"],
                    date.fromisoformat(spec["day"]) if spec["day"] else None)
-
-
-def _partial_prefix(row: dict) -> tuple[Path, str]:
-    final = Path(row["payload"]["output"])
-    return final.parent, f".{final.stem}.job{row['id']}-"
 
 
 async def _city(conn: psycopg.AsyncConnection) -> Bounds:
@@ -144,20 +137,14 @@ def run_archive(job: jobs.Job, settings, tell: Tell | None = None) -> dict:
     build = _imagery(job, settings, request, tell) if request.imagery else _vector(job, request, tell)
     built, metadata = asyncio.run(build)
     job.progress(1.0, phase="writing the archive", force=True)
-    folder, prefix = _partial_prefix(job.row)
-    partial = folder / f"{prefix}{uuid.uuid4().hex[:8]}{request.output.suffix}"
-    try:
+    with jobs.written_whole(job.id, request.output) as partial:
         written = write_archive(partial, request.format, built, metadata,
                                 tile_format=tile_format(request.image_format) if request.imagery else "mvt")
-        os.replace(partial, request.output)  # atomic: the archive is whole or absent
-    finally:
-        partial.unlink(missing_ok=True)
     return {"tiles": written, "bytes": request.output.stat().st_size, "path": str(request.output)}
 
 
 def _scratch(row: dict, settings) -> list[Path]:
-    folder, prefix = _partial_prefix(row)
-    return list(folder.glob(f"{prefix}*")) if folder.is_dir() else []
+    return jobs.partial_files(row["id"], Path(row["payload"]["output"]))
 
 
 TILE_ARCHIVE = jobs.JobKind(ARCHIVE_KIND, run_archive, max_running=1, scratch=_scratch)
