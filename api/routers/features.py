@@ -142,23 +142,30 @@ def features_extension() -> Extension:
 async def _items_response(request: Request, layer: Layer, selection: features.Selection, kind: str,
                           params: ItemsParams, conn) -> Response:
     output = "csv" if kind == "csv" else "feature"
-    matched, chunks = await features.open_stream(conn, selection, output, params.limit, params.offset,
-                                                 with_count=kind in ("json", "html"))
+    # numberMatched costs a count of every match: given on a query's first page (where GDAL and
+    # QGIS read it), not on the pages a next link's cursor continues
+    page = await features.open_page(conn, selection, output, params.limit, params.offset, params.cursor,
+                                    with_count=kind in ("json", "html") and params.cursor is None)
     headers = out.crs_header(selection.crs)
     if kind == "jsonseq":
-        return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
+        return StreamingResponse(out.geojson_seq(page.chunks()), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
     if kind == "csv":
         columns = ["id", *selection.properties, "geometry"]
-        return StreamingResponse(out.csv_rows(columns, chunks), media_type=out.MEDIA_TYPES["csv"], headers=headers)
-    returned = max(0, min(params.limit, matched - params.offset))
+        return StreamingResponse(out.csv_rows(columns, page.chunks()), media_type=out.MEDIA_TYPES["csv"], headers=headers)
     if kind == "html":
-        page = [json.loads(row["feature"]) async for rows in chunks for row in rows]
-        return out.html(request, "items.html", layer=layer, features=page, matched=matched, properties=selection.properties,
-                        links=out.page_links(request, layer, matched, returned, params.limit, params.offset))
-    head = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": returned, "timeStamp": out.now(),
-            "links": out.page_links(request, layer, matched, returned, params.limit, params.offset,
-                                    next_limit=max(params.limit, DEFAULT_LIMIT))}
-    return StreamingResponse(out.geojson_page(head, chunks), media_type=out.GEOJSON, headers=headers)
+        rows = [json.loads(row["feature"]) async for chunk in page.chunks() for row in chunk]
+        return out.html(request, "items.html", layer=layer, features=rows, matched=page.matched,
+                        properties=selection.properties,
+                        links=out.page_links(request, layer, params.limit, params.offset, page.next_cursor))
+    head = {"type": "FeatureCollection", **({"numberMatched": page.matched} if page.matched is not None else {}),
+            "timeStamp": out.now()}
+
+    def tail() -> dict:
+        return {"numberReturned": page.returned,
+                "links": out.page_links(request, layer, params.limit, params.offset, page.next_cursor,
+                                        next_limit=max(params.limit, DEFAULT_LIMIT))}
+
+    return StreamingResponse(out.geojson_page(head, page.chunks(), tail), media_type=out.GEOJSON, headers=headers)
 
 
 def _write_routes(router: APIRouter) -> None:
