@@ -171,6 +171,10 @@ def test_openlayers_and_the_html_map_render_in_chromium(live_server):
     assert report["consoleErrors"] == [] and report["vectorTileLayers"] == 1
     # at z14 over the town: boundaries, roads, per-grid counts and stall sites from the one dataset source
     assert {"districts", "roads", "manhole_covers", "stall_sites"} <= set(report["bySourceLayer"]), report
+    # the bbox strategy's loader follows next links past the 10,000 one page may hold
+    features = report["features"]
+    assert features["ok"] and features["loaded"] == features["matched"] > 10_000 and features["pages"] >= 2, features
+    (ARTIFACTS / "openlayers_features.json").write_text(json.dumps(features))
     # the items page's own map (MapLibre from /map/vendor/) draws the page's features
     assert report["htmlMap"]["ready"] and report["htmlMap"]["drawn"] > 0, report["htmlMap"]
 
