@@ -1,4 +1,4 @@
-"""Whole collections copied by other departments' clients with no options, against this checkout
+"""Collections read by other departments' clients with no options, against this checkout
 and against the code before keyset paging (offset next links, a count per page), side by side on
 the same database in the same run. Prints seconds and ratios; figures go to bench/RESULTS.md.
 
@@ -6,14 +6,15 @@ the same database in the same run. Prints seconds and ratios; figures go to benc
 
 Clients: Debian's GDAL 3.6 `ogr2ogr -f GPKG out.gpkg OAPIF:…/collections/X` (no options), the
 newer GDAL inside pyogrio (`read_dataframe` then `write_dataframe` to GPKG, no options), and a bare
-HTTP walk of the next links (the server's share). Needs the demo city in the configured database
+HTTP walk of the next links (the server's share), and QGIS 3.22 drawing the urban core as its
+dialog adds a layer by default (`bench/qgis_draw.py`: the features in view, paged). Needs the demo city in the configured database
 (`cityops demo`) at the schema head.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from gis.db import conninfo  # noqa: E402
 from gis.settings import get_settings  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
+QGIS_DRAW = ROOT / "bench" / "qgis_draw.py"
+URBAN_CORE = "118.245,33.94,118.295,33.98"
 NEWER_GDAL_COPY = """
 import sys, pyogrio
 frame = pyogrio.read_dataframe(sys.argv[1])
@@ -77,6 +80,11 @@ def copy(client: str, base: str, collection: str, work: Path) -> tuple[float, in
         info = subprocess.run(["ogrinfo", "-so", str(out), collection], capture_output=True, text=True, check=True).stdout
         seconds = time.monotonic() - started
         count = int(info.split("Feature Count: ", 1)[1].split()[0])
+    elif client == "qgis":
+        run = subprocess.run(["/usr/bin/python3", str(QGIS_DRAW), base, collection, URBAN_CORE], check=True,
+                             capture_output=True, text=True, timeout=1200)
+        drawn = json.loads(run.stdout.strip().splitlines()[-1])
+        seconds, count = drawn["seconds"], drawn["features"]
     elif client == "newer_gdal":
         run = subprocess.run([sys.executable, "-c", NEWER_GDAL_COPY, source, str(out)], check=True, capture_output=True,
                              text=True, timeout=1200)
@@ -91,7 +99,7 @@ def copy(client: str, base: str, collection: str, work: Path) -> tuple[float, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--collections", default="components,unit_grids")
-    parser.add_argument("--clients", default="gdal36,newer_gdal,http_walk")
+    parser.add_argument("--clients", default="gdal36,newer_gdal,qgis,http_walk")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--baseline", default=None, help="git commit of the baseline server (default: before keyset paging)")
     args = parser.parse_args()
