@@ -43,7 +43,7 @@ async def paging_key(conn: psycopg.AsyncConnection) -> bytes:
     where = (conn.info.host, str(conn.info.port), conn.info.dbname)
     if where not in _KEYS:
         row = await (await conn.execute("SELECT secret FROM city.paging_key")).fetchone()
-        _KEYS[where] = bytes(row["secret"] if isinstance(row, dict) else row[0])
+        _KEYS[where] = bytes(row["secret"])
     return _KEYS[where]
 
 
