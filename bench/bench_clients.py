@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,7 @@ def main() -> None:
                      log_dir=OUT) as before, \
              running("bench_clients_after", servers["after"][0], servers["after"][2], servers["after"][1],
                      log_dir=OUT) as after:
-            print(f"baseline {commit} ({subprocess.run(['git', 'rev-parse', '--short', commit], cwd=ROOT, capture_output=True, text=True).stdout.strip()}); load {loadavg()}")
+            print(f"baseline {commit} ({subprocess.run(['git', 'rev-parse', '--short', commit], cwd=ROOT, capture_output=True, text=True).stdout.strip()}); load {loadavg()}", flush=True)
             for round_number in range(args.rounds):
                 for collection in args.collections.split(","):
                     for client in args.clients.split(","):
@@ -133,11 +134,15 @@ def main() -> None:
                             results.setdefault((collection, client, name), []).append(seconds)
                             print(f"round {round_number + 1} {collection:>10} {client:>10} {name:>6}: {seconds:7.1f} s "
                                   f"({count:,} features) load {loadavg()}", flush=True)
-        print(f"\n{'collection':>10} {'client':>10} {'before s':>9} {'after s':>8} {'ratio':>6}")
+        # best of the rounds (least disturbed by the other work on the machine) and the median
+        print(f"\n{'collection':>10} {'client':>10} {'best before':>11} {'after':>6} {'ratio':>6} "
+              f"{'median before':>13} {'after':>6} {'ratio':>6}")
         for collection in args.collections.split(","):
             for client in args.clients.split(","):
-                old, new = (min(results[(collection, client, n)]) for n in ("before", "after"))
-                print(f"{collection:>10} {client:>10} {old:9.1f} {new:8.1f} {old / new:6.2f}x")
+                runs = [results[(collection, client, n)] for n in ("before", "after")]
+                (old, new), (old_median, new_median) = (min(r) for r in runs), (statistics.median(r) for r in runs)
+                print(f"{collection:>10} {client:>10} {old:11.1f} {new:6.1f} {old / new:5.2f}x "
+                      f"{old_median:13.1f} {new_median:6.1f} {old_median / new_median:5.2f}x")
         print(f"load {loadavg()}")
 
 

@@ -28,7 +28,6 @@ from psycopg import sql
 
 from gis.errors import InvalidInput
 
-_KEYS: dict[tuple[str, str, str], bytes] = {}
 MAC_BYTES = 16
 
 
@@ -39,12 +38,10 @@ class SortTerm:
 
 
 async def paging_key(conn: psycopg.AsyncConnection) -> bytes:
-    """The database's cursor key, read once per process and database (a replica holds the same)."""
-    where = (conn.info.host, str(conn.info.port), conn.info.dbname)
-    if where not in _KEYS:
-        row = await (await conn.execute("SELECT secret FROM city.paging_key")).fetchone()
-        _KEYS[where] = bytes(row["secret"])
-    return _KEYS[where]
+    """The database's cursor key (a replica holds the same), read in the page's own transaction:
+    one row by primary key, and never stale after a restore or a re-made database."""
+    row = await (await conn.execute("SELECT secret FROM city.paging_key")).fetchone()
+    return bytes(row["secret"])
 
 
 def _mac(key: bytes, query: str, payload: bytes) -> bytes:
