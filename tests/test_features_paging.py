@@ -115,3 +115,25 @@ def test_streamed_formats_continue_from_a_cursor_too(client):
     cursor = dict(httpx.URL(next_href(first)).params)["cursor"]
     rows = client.get(f"/collections/streetlights/items?limit=5&sortby=objcode&f=csv&cursor={cursor}").text.splitlines()
     assert len(rows) == 6 and rows[1].split(",")[0] > first["features"][-1]["id"]
+
+
+def test_a_feature_added_before_the_cursor_shifts_no_page(client, city_db, db):
+    """A live city is edited while a client pages: a feature that sorts before the cursor arrives
+    between two pages. The cursor's page starts right after the last feature seen; an offset page
+    would repeat one."""
+    ordered = [r["id"] for r in db.execute("SELECT id FROM city.stall_site ORDER BY id")]
+    first = client.get("/collections/stall_sites/items?limit=100").json()
+    with open_connection(city_db) as conn:
+        conn.execute("INSERT INTO city.stall_site (id, code, name, capacity, occupied, geom) "
+                     "SELECT -16, 'T16-PAGING', name, capacity, occupied, geom FROM city.stall_site WHERE id = %s",
+                     (ordered[0],))
+        conn.commit()
+    try:
+        continued = client.get(str(httpx.URL(next_href(first)).copy_set_param("limit", 100))).json()
+        by_offset = client.get("/collections/stall_sites/items?limit=100&offset=100").json()
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("DELETE FROM city.stall_site WHERE id = -16")
+            conn.commit()
+    assert [f["id"] for f in continued["features"]] == ordered[100:200]
+    assert by_offset["features"][0]["id"] == ordered[99]  # the shift the cursor avoids
