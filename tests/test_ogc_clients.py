@@ -139,6 +139,10 @@ def test_qgis_loads_every_collection_the_tiles_and_the_project(live_server):
     # QGIS 3.22 takes the fields from the first page: an empty collection shows none
     assert all(c["valid"] and (c["fields"] > 0 or c["count"] == 0) for c in report["collections"].values())
     assert report["stall_sites_read"] == 950
+    # QGIS follows the cursor links through the urban core's components: each one once, none missing
+    core = httpx.get(f"{live_server}/collections/{LARGEST}/items", params={"bbox": "118.245,33.94,118.295,33.98", "limit": 1})
+    assert report["components_core"] == {"features": core.json()["numberMatched"], "distinct": core.json()["numberMatched"]}
+    assert core.json()["numberMatched"] > 1000
 
     tiles = report["tiles"]
     assert tiles["valid"] and tiles["style_loaded"] and not tiles["style_error"]
