@@ -38,7 +38,10 @@ class ItemsParams(FeatureParams):
     limit: int = Field(DEFAULT_LIMIT, ge=1, json_schema_extra={"maximum": PAGE_MAX_LIMIT}, description=(
         f"features per page: at most {PAGE_MAX_LIMIT:,} for GeoJSON and HTML, "
         f"{STREAM_MAX_LIMIT:,} for the streamed formats f=jsonseq and f=csv"))
-    offset: int = Field(0, ge=0, description="features to skip (the `next` link carries it)")
+    offset: int = Field(0, ge=0, description="features to skip; `next` links carry a cursor instead")
+    cursor: str = Field(None, max_length=4096, description=(
+        "where a `next` link continues (opaque, signed over the query: valid only with the same collection, "
+        "filter, bbox, datetime and sortby)"))
     bbox: str = Field(None, description="minx,miny,maxx,maxy (or 6 numbers with heights) in bbox-crs axis order")
     bbox_crs: str = Field(None, alias="bbox-crs", description=f"CRS of bbox (default {CRS84_URI})")
     datetime: str = Field(None, description="RFC 3339 instant or interval (`a/b`, `../b`, `a/..`) "

@@ -86,17 +86,19 @@ def collection_document(request: Request, layer: Layer, extent: Extent, provider
     return document
 
 
-def page_links(request: Request, layer: Layer, matched: int, returned: int, limit: int, offset: int,
+def page_links(request: Request, layer: Layer, limit: int, offset: int, next_cursor: str | None,
                next_limit: int | None = None) -> list[dict]:
-    """self/alternate, collection, and next/prev; `next_limit` (default: limit) is the page size the
-    next link asks for. Clients treat next links as opaque, and one that follows them through a
-    whole collection from a small fixed page (GDAL 3.6 always starts with limit=10) then reads
-    big pages instead of thousands of small ones."""
+    """self/alternate, collection, next (with the cursor that continues where this page ended)
+    and, on a page chosen by offset, prev; `next_limit` (default: limit) is the page size the next
+    link asks for. Clients treat next links as opaque, and one that follows them through a whole
+    collection from a small fixed page (GDAL 3.6 always starts with limit=10) then reads big
+    pages instead of thousands of small ones."""
     links = self_links(request, "json", f"{layer.title} features")
     links[0]["type"] = GEOJSON
     links.append(link(f"{base_url(request)}/collections/{layer.id}", "collection", "application/json", layer.title))
-    if offset + returned < matched:
-        following = request.url.include_query_params(offset=offset + limit, limit=next_limit or limit)
+    if next_cursor is not None:
+        following = request.url.remove_query_params("offset").include_query_params(
+            cursor=next_cursor, limit=next_limit or limit)
         links.append(link(str(following), "next", GEOJSON, "Next page"))
     if offset > 0:
         links.append(link(str(request.url.include_query_params(offset=max(0, offset - limit))), "prev", GEOJSON,

@@ -23,7 +23,9 @@ from pyproj import Transformer
 from gis.cql import Queryable, compile_filter, parse
 from gis.crs import STORAGE_SRID, ServedCrs, parse_bbox, parse_crs
 from gis.errors import InvalidInput, NotFound
+from layers import paging
 from layers.catalogue import Layer
+from layers.paging import SortTerm
 
 CHUNK_ROWS = 1000
 CITY_CENTRE = (118.28, 33.96)
@@ -91,9 +93,15 @@ class Selection:
     layer: Layer
     where: sql.Composable
     params: dict[str, Any]
-    order: sql.Composable
+    sort: tuple[SortTerm, ...]  # the requested order, then the key
     properties: tuple[str, ...]
     crs: ServedCrs
+    query: str  # what selects and orders the features, as text: the cursors of its pages are signed over it
+
+    @property
+    def order(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.SQL("{} {}").format(column(term.column), sql.SQL("DESC" if term.descending else "ASC"))
+                                  for term in self.sort)
 
 
 def select(layer: Layer, queryables: Mapping[str, Queryable], *, bbox: str | None = None,
@@ -121,8 +129,10 @@ def select(layer: Layer, queryables: Mapping[str, Queryable], *, bbox: str | Non
         clauses.append(compiled.clause)
         params.update(compiled.params)
     where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")
-    return Selection(layer, where, params, _order(layer, queryables, sortby),
-                     _properties(layer, properties), parse_crs(crs))
+    query = json.dumps([layer.id, bbox, bbox_crs, datetime_value, sorted((equals or {}).items()), cql, filter_lang,
+                        filter_crs, sortby], ensure_ascii=False)
+    return Selection(layer, where, params, _sort(layer, queryables, sortby), _properties(layer, properties),
+                     parse_crs(crs), query)
 
 
 def _bbox_clause(boxes: list[tuple[float, ...]], srid: int, params: dict[str, Any]) -> sql.Composable:
@@ -171,8 +181,8 @@ def _datetime_clause(layer: Layer, value: str, params: dict[str, Any]) -> sql.Co
     return sql.SQL("({})").format(sql.SQL(" AND ").join(clauses)) if clauses else sql.SQL("TRUE")
 
 
-def _order(layer: Layer, queryables: Mapping[str, Queryable], sortby: str | None) -> sql.Composable:
-    """ORDER BY the requested properties, then the key so that paging is stable."""
+def _sort(layer: Layer, queryables: Mapping[str, Queryable], sortby: str | None) -> tuple[SortTerm, ...]:
+    """The requested properties, then the key so that paging is stable."""
     terms = []
     for item in (sortby or "").split(","):
         item = item.strip()
@@ -183,9 +193,10 @@ def _order(layer: Layer, queryables: Mapping[str, Queryable], sortby: str | None
         if name not in queryables or queryables[name].type == "geometry":
             sortable = ", ".join(n for n, q in queryables.items() if q.type != "geometry")
             raise InvalidInput(f"sortby names {name!r}, which is not a sortable property; use one of: {sortable}")
-        terms.append(sql.SQL("{} {}").format(column(name), sql.SQL("DESC" if descending else "ASC")))
-    terms.append(column(layer.key))
-    return sql.SQL(", ").join(terms)
+        terms.append(SortTerm(name, descending))
+        if name == layer.key:  # unique: whatever follows it orders nothing
+            return tuple(terms)
+    return (*terms, SortTerm(layer.key, False))
 
 
 def _properties(layer: Layer, requested: str | None) -> tuple[str, ...]:
@@ -215,21 +226,25 @@ def count_query(selection: Selection) -> sql.Composable:
     return sql.SQL("SELECT count(*) AS n FROM {} t WHERE {}").format(relation(selection.layer), selection.where)
 
 
-def page_query(selection: Selection, output: str) -> sql.Composable:
-    """Rows of one text (`feature`, GeoJSON) or of columns plus WKT (`csv`), with %(limit)s / %(offset)s."""
+def page_query(selection: Selection, output: str, after: sql.Composable | None = None) -> sql.Composable:
+    """Rows of one text (`feature`, GeoJSON) or of columns plus WKT (`csv`), each with its sort key
+    as text (`sort_0`…), with %(limit)s / %(offset)s; `after` (a keyset clause) starts past a cursor."""
     if output == "csv":
-        columns = sql.SQL(", ").join([
+        columns = [
             sql.SQL("{} AS id").format(column(selection.layer.key)),
             *(column(n) for n in selection.properties),
             sql.SQL("ST_AsText({}, {}) AS geometry").format(geometry_in(selection.crs), sql.Literal(decimals(selection.crs))),
-        ])
+        ]
     else:
-        columns = sql.SQL("{} AS feature").format(feature_json(selection))
+        columns = [sql.SQL("{} AS feature").format(feature_json(selection))]
+    columns += [sql.SQL("{}::text AS {}").format(column(term.column), sql.Identifier(f"sort_{i}"))
+                for i, term in enumerate(selection.sort)]
+    where = selection.where if after is None else sql.SQL("({}) AND {}").format(selection.where, after)
     # The page is cut in a subquery and only its rows are written out: with the JSON in the same
     # SELECT, PostgreSQL built it for every skipped row too (offset 98,000 of the components: 1 s).
     return sql.SQL("SELECT {} FROM (SELECT * FROM {} t WHERE {} ORDER BY {} LIMIT %(limit)s OFFSET %(offset)s) t "
-                   "ORDER BY {}").format(columns, relation(selection.layer), selection.where, selection.order,
-                                         selection.order)
+                   "ORDER BY {}").format(sql.SQL(", ").join(columns), relation(selection.layer), where,
+                                         selection.order, selection.order)
 
 
 def one_query(selection: Selection) -> sql.Composable:
@@ -242,37 +257,74 @@ async def count(conn: psycopg.AsyncConnection, selection: Selection) -> int:
     return (await (await conn.execute(count_query(selection), selection.params)).fetchone())["n"]
 
 
-async def read_page(conn: psycopg.AsyncConnection, selection: Selection, limit: int, offset: int) -> tuple[int, list[str]]:
-    """numberMatched and one page of features (GeoJSON texts) in one statement: one snapshot, so the
-    two agree, and one round trip. Under load every await of a request waits its turn on a busy event
-    loop; a page read through a cursor in a transaction (nine statements) held its pooled
-    connection for nine turns, and requests queued on the pool past its timeout (503s under 100
-    connections). A page is at most a few thousand features, so it is read whole."""
-    query = sql.SQL("SELECT ({count}) AS matched, coalesce((SELECT array_agg(p.feature) FROM ({page}) p), '{{}}') AS features").format(
-        count=count_query(selection), page=page_query(selection, "feature"))
-    row = await (await conn.execute(query, {**selection.params, "limit": limit, "offset": offset})).fetchone()
-    return row["matched"], row["features"]
+@dataclass(frozen=True)
+class Page:
+    """One page of features (GeoJSON texts), numberMatched where it was counted (a query's first
+    page) and the cursor of the next page (None on the last)."""
+    features: list[str]
+    matched: int | None
+    next_cursor: str | None
 
 
-async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int) -> AsyncIterator[Any]:
+async def _keyset(conn: psycopg.AsyncConnection, selection: Selection, offset: int, cursor: str | None,
+                  params: dict[str, Any]) -> tuple[bytes, sql.Composable | None]:
+    """The paging key, and the keyset clause that continues after `cursor` (None without one)."""
+    key = await paging.paging_key(conn)
+    if cursor is None:
+        return key, None
+    if offset:
+        raise InvalidInput("send either cursor (from a next link) or offset, not both")
+    values = paging.verify(key, selection.query, cursor, len(selection.sort))
+    return key, paging.after_clause(selection.sort, values, params)
+
+
+async def read_page(conn: psycopg.AsyncConnection, selection: Selection, limit: int, offset: int = 0,
+                    cursor: str | None = None, *, with_count: bool) -> Page:
+    """The page of `limit` features after `offset` features, or after a `cursor` from a next link.
+    Count and page are one statement: one snapshot, so the two agree, and one round trip. Under
+    load every await of a request waits its turn on a busy event loop; a page read through a cursor
+    in a transaction (nine statements) held its pooled connection for nine turns, and requests
+    queued on the pool past its timeout (503s under 100 connections). A page is at most a few
+    thousand features, so it is read whole; one row past `limit` tells whether a next page exists."""
+    params = {**selection.params, "limit": limit + 1, "offset": offset}
+    key, after = await _keyset(conn, selection, offset, cursor, params)
+    sort_keys = sql.SQL(", ").join(sql.Identifier(f"sort_{i}") for i in range(len(selection.sort)))
+    query = sql.SQL(
+        "WITH page AS MATERIALIZED ({page}) "
+        "SELECT {count} AS matched, coalesce((SELECT array_agg(feature) FROM page), '{{}}') AS features, "
+        "(SELECT array_agg(ARRAY[{sort_keys}]) FROM page) AS sort_keys"
+    ).format(page=page_query(selection, "feature", after),
+             count=sql.SQL("({})").format(count_query(selection)) if with_count else sql.SQL("NULL::bigint"),
+             sort_keys=sort_keys)
+    row = await (await conn.execute(query, params)).fetchone()
+    features = row["features"]
+    if len(features) <= limit:
+        return Page(features, row["matched"], None)
+    return Page(features[:limit], row["matched"], paging.sign(key, selection.query, row["sort_keys"][limit - 1]))
+
+
+async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int,
+                cursor: str | None) -> AsyncIterator[Any]:
     """A sentinel once the statement has run, then chunks of rows through a server-side cursor."""
     async with conn.transaction():
         await conn.execute("SET TRANSACTION READ ONLY")
         # a cursor is planned for its first 10 % by default (fast-start plans); we read it all
         await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
-        async with conn.cursor(name="features", row_factory=dict_row) as cursor:
-            await cursor.execute(page_query(selection, output), {**selection.params, "limit": limit, "offset": offset})
+        params = {**selection.params, "limit": limit, "offset": offset}
+        _, after = await _keyset(conn, selection, offset, cursor, params)
+        async with conn.cursor(name="features", row_factory=dict_row) as rows:
+            await rows.execute(page_query(selection, output, after), params)
             yield None
-            while rows := await cursor.fetchmany(CHUNK_ROWS):
-                yield rows
+            while chunk := await rows.fetchmany(CHUNK_ROWS):
+                yield chunk
 
 
-async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int
-                      ) -> AsyncIterator[list[dict]]:
+async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int = 0,
+                      cursor: str | None = None) -> AsyncIterator[list[dict]]:
     """The chunks of a stream (f=csv, f=jsonseq: up to the stream limit, too many to hold). The
-    statement has run and its first chunk is in hand before this returns, so bad input fails here,
-    as an HTTP error, not midway through a body."""
-    rows = _rows(conn, selection, output, limit, offset)
+    statement has run and its first chunk is in hand before this returns, so bad input (a cursor of
+    another query too) fails here, as an HTTP error, not midway through a body."""
+    rows = _rows(conn, selection, output, limit, offset, cursor)
     await anext(rows)
     first = await anext(rows, [])
 

@@ -37,13 +37,16 @@ def test_every_catalogue_layer_is_a_collection(client):
 
 
 def test_paging_walks_every_feature_once(client, db):
-    seen, url = [], "/collections/stall_sites/items?limit=400"
+    seen, url, pages = [], "/collections/stall_sites/items?limit=400", []
     while url:
         page = client.get(url).json()
-        assert page["numberMatched"] == 950 and page["numberReturned"] == len(page["features"])
+        assert page["numberReturned"] == len(page["features"])
+        pages.append(page.get("numberMatched"))
         seen += [f["id"] for f in page["features"]]
         url = next((link["href"] for link in page["links"] if link["rel"] == "next"), None)
-    assert sorted(seen) == [r["id"] for r in db.execute("SELECT id FROM city.stall_site ORDER BY id")]
+    assert seen == [r["id"] for r in db.execute("SELECT id FROM city.stall_site ORDER BY id")]
+    # counted on the first page, not again on the page its next link continues (a full 1,000)
+    assert pages == [950, None]
     last = client.get("/collections/stall_sites/items?limit=400&offset=800").json()
     assert any(link["rel"] == "prev" for link in last["links"]) and last["numberReturned"] == 150
 
@@ -144,7 +147,7 @@ def test_next_links_ask_for_a_full_page_after_a_small_first_one(client):
     following = client.get(next(l["href"] for l in page["links"] if l["rel"] == "next")).json()
     assert following["numberReturned"] == 1_000 and following["features"][0]["id"] > page["features"][-1]["id"]
     html_page = client.get("/collections/unit_grids/items?limit=10&f=html").text
-    next_html = re.search(r'href="([^"]*offset=10[^"]*)"', html_page).group(1)
+    next_html = re.search(r'href="([^"]*cursor=[^"]*)"', html_page).group(1)
     assert "limit=10&" in next_html or next_html.endswith("limit=10")  # people keep the page size they chose
 
 

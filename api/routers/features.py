@@ -146,21 +146,25 @@ async def _items_response(request: Request, layer: Layer, selection: features.Se
                           params: ItemsParams, conn) -> Response:
     headers = out.crs_header(selection.crs)
     if kind in ("jsonseq", "csv"):
-        chunks = await features.open_stream(conn, selection, "csv" if kind == "csv" else "feature", params.limit, params.offset)
+        chunks = await features.open_stream(conn, selection, "csv" if kind == "csv" else "feature", params.limit,
+                                            params.offset, params.cursor)
         if kind == "jsonseq":
             return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
         columns = ["id", *selection.properties, "geometry"]
         return StreamingResponse(out.csv_rows(columns, chunks), media_type=out.MEDIA_TYPES["csv"], headers=headers)
-    matched, page = await features.read_page(conn, selection, params.limit, params.offset)
-    returned = len(page)
+    # numberMatched costs a count of every match: given on a query's first page (where GDAL and
+    # QGIS read it), not on the pages a next link's cursor continues
+    page = await features.read_page(conn, selection, params.limit, params.offset, params.cursor,
+                                    with_count=params.cursor is None)
     if kind == "html":
-        return out.html(request, "items.html", layer=layer, features=[json.loads(f) for f in page], matched=matched,
-                        properties=selection.properties,
-                        links=out.page_links(request, layer, matched, returned, params.limit, params.offset))
-    head = {"type": "FeatureCollection", "numberMatched": matched, "numberReturned": returned, "timeStamp": out.now(),
-            "links": out.page_links(request, layer, matched, returned, params.limit, params.offset,
+        return out.html(request, "items.html", layer=layer, features=[json.loads(f) for f in page.features],
+                        matched=page.matched, properties=selection.properties,
+                        links=out.page_links(request, layer, params.limit, params.offset, page.next_cursor))
+    head = {"type": "FeatureCollection", **({"numberMatched": page.matched} if page.matched is not None else {}),
+            "numberReturned": len(page.features), "timeStamp": out.now(),
+            "links": out.page_links(request, layer, params.limit, params.offset, page.next_cursor,
                                     next_limit=max(params.limit, DEFAULT_LIMIT))}
-    return Response(out.geojson_page(head, page), media_type=out.GEOJSON, headers=headers)
+    return Response(out.geojson_page(head, page.features), media_type=out.GEOJSON, headers=headers)
 
 
 def _write_routes(router: APIRouter) -> None:

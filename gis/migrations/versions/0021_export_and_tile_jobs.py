@@ -3,14 +3,14 @@ written to a file, downloadable when done), `tile_archive` (a PMTiles/MBTiles ar
 city's vector tiles or imagery) and `tile_seed` (a running server's tile cache warmed).
 
 Revision ID: 0021
-Revises: 0017
+Revises: 0020
 Create Date: 2026-11-30
 """
 
 from alembic import op
 
 revision = "0021"
-down_revision = "0017"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
