@@ -19,7 +19,6 @@ Prints a Markdown report; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import shutil
 import statistics
@@ -28,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import morecantile
 import numpy as np
 import rasterio
@@ -37,7 +35,7 @@ from affine import Affine
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.servers import free_port, running  # noqa: E402
+from bench.servers import fetch_each_once, free_port, running  # noqa: E402
 from drone.ingest import delete_orthophoto, ingest_orthophoto  # noqa: E402
 from gis import migrate, provision  # noqa: E402
 from gis.db import open_connection  # noqa: E402
@@ -107,23 +105,17 @@ def viewport(centre: tuple[float, float], z: int) -> list[morecantile.Tile]:
             for dy in range(-(SCREEN[1] // 2), SCREEN[1] // 2 + 1) for dx in range(-(SCREEN[0] // 2), SCREEN[0] // 2 + 1)]
 
 
-async def load(urls: list[str]) -> tuple[float, int]:
-    """Seconds to fetch every URL, CONCURRENCY at a time; and how many answered 200."""
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for url in urls:
-        queue.put_nowait(url)
-    ok = 0
+def in_bounds(tiles: list[morecantile.Tile], bounds: tuple[float, float, float, float]) -> list[morecantile.Tile]:
+    """The tiles of a screen a map client asks for: those meeting the TileJSON `bounds` (MapLibre asks
+    for no tile outside a source's bounds)."""
+    west, south, east, north = bounds
+    return [t for t in tiles if (b := WEB.bounds(t)).left < east and b.right > west and b.bottom < north and b.top > south]
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal ok
-        while not queue.empty():
-            answer = await client.get(queue.get_nowait())
-            ok += answer.status_code == 200
 
-    start = time.perf_counter()
-    async with httpx.AsyncClient(timeout=300) as client:
-        await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
-    return time.perf_counter() - start, ok
+def load(base: str, paths: list[str]) -> tuple[float, int]:
+    """Seconds to fetch every path once, CONCURRENCY at a time (wrk); and how many answered 2xx."""
+    figures = fetch_each_once(base, paths, CONCURRENCY, OUT / "raster_paths.txt", threads=1)
+    return figures["seconds"], min(len(paths), figures["n"]) - figures["errors"]
 
 
 def main() -> None:
@@ -132,6 +124,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
     parser.add_argument("--flights", type=int, default=50, help="flights in the mosaic run (0: skip it)")
     parser.add_argument("--rounds", type=int, default=3, help="viewport rounds, each on freshly started servers")
+    parser.add_argument("--whole-screen", action="store_true",
+                        help="request all 63 tiles of the screen, those outside the image too (404 on both servers)")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     source = WORK / f"ortho-{args.size}.tif"
@@ -177,16 +171,16 @@ def main() -> None:
                      {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_CACHEMAX": "200"}, titiler_port,
                      log_dir=OUT, health_path="/docs") as theirs:
             for z in zooms:
-                tiles = viewport(centre, z)
-                titiler_urls = [f"{theirs}/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png?url={jpeg}" for t in tiles]
-                ours_urls = [f"{ours}/orthophotos/{row['id']}/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png" for t in tiles]
+                tiles = viewport(centre, z) if args.whole_screen else in_bounds(viewport(centre, z), row["bbox"])
+                titiler_paths = [f"/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png?url={jpeg}" for t in tiles]
+                ours_paths = [f"/orthophotos/{row['id']}/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.png" for t in tiles]
                 if round_no % 2:
-                    cold = asyncio.run(load(ours_urls))
-                    titiler = asyncio.run(load(titiler_urls))
+                    cold = load(ours, ours_paths)
+                    titiler = load(theirs, titiler_paths)
                 else:
-                    titiler = asyncio.run(load(titiler_urls))
-                    cold = asyncio.run(load(ours_urls))
-                warm = asyncio.run(load(ours_urls))
+                    titiler = load(theirs, titiler_paths)
+                    cold = load(ours, ours_paths)
+                warm = load(ours, ours_paths)
                 runs[z].append((*titiler, *cold, *warm))
             if round_no == args.rounds - 1 and args.flights:
                 mosaic = mosaic_run(info, settings, ours, args.flights)
@@ -257,9 +251,9 @@ def mosaic_run(info: str, settings: Settings, base: str, flights: int):
     lon, lat = Transformer.from_crs("EPSG:4548", "EPSG:4326", always_xy=True).transform(
         FLIGHTS_ORIGIN[0] + middle[0], FLIGHTS_ORIGIN[1] - middle[1])
     z = 20
-    urls = [f"{base}/collections/imagery/map/tiles/WebMercatorQuad/{t.z}/{t.y}/{t.x}.png" for t in viewport((lon, lat), z)]
-    t_cold, ok = asyncio.run(load(urls))
-    t_warm, _ = asyncio.run(load(urls))
+    paths = [f"/collections/imagery/map/tiles/WebMercatorQuad/{t.z}/{t.y}/{t.x}.png" for t in viewport((lon, lat), z)]
+    t_cold, ok = load(base, paths)
+    t_warm, _ = load(base, paths)
     with open_connection(info, autocommit=True) as conn:
         for orthophoto_id in ids:
             delete_orthophoto(conn, orthophoto_id)

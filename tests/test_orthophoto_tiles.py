@@ -303,10 +303,44 @@ def test_gdal_reads_an_orthophoto_and_the_mosaic_over_http(live, imagery_db):
     dsm = newer_gdal_info(f"OGCAPI:{live}/collections/orthophoto-{ids['dsm']}")
     assert dsm["size"][0] > 0
     if shutil.which("gdalinfo"):  # Debian's GDAL 3.6, as a department's desktop has it
-        # (its OGCAPI raster reader wants TMS 1.0 tile matrix sets, which TMS 2.0 readers refuse: not asked here)
         result = subprocess.run(["gdalinfo", f"/vsicurl/{cog_url}"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert f"Size is {row['width']}, {row['height']}" in result.stdout and "Overviews:" in result.stdout
+
+
+DEBIAN_GDALINFO = Path("/usr/bin/gdalinfo")
+
+
+@pytest.mark.skipif(not DEBIAN_GDALINFO.exists(), reason="Debian's gdal-bin (GDAL 3.6) is not installed")
+def test_debian_gdal_36_reads_the_mosaic_and_an_orthophoto_through_ogcapi(live, imagery_db):
+    """GDAL 3.6 reads TMS 1.0 tile matrix sets only and mis-sizes a level whose limits are narrower than
+    its matrix: the raster tilesets serve what it needs (tiles.raster_metadata)."""
+    info, ids, *_ = imagery_db
+    with open_connection(info) as conn:
+        west_row = orthophotos.get(conn, ids["west"])
+    version = subprocess.run([DEBIAN_GDALINFO, "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("GDAL 3."), version
+
+    def gdalinfo(target: str, *options: str) -> dict:
+        result = subprocess.run([DEBIAN_GDALINFO, "-json", "-oo", "CACHE=NO", *options, f"OGCAPI:{live}{target}"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "ERROR" not in result.stderr, result.stderr
+        return json.loads(result.stdout)
+
+    mosaic = gdalinfo("/collections/imagery", "-stats")
+    (x_res, y_res) = mosaic["geoTransform"][1], mosaic["geoTransform"][5]
+    assert y_res == pytest.approx(-x_res, rel=1e-6)  # square pixels: GDAL 3.6 made them 20000:1 before
+    assert 500 < mosaic["size"][0] < 5_000 and 500 < mosaic["size"][1] < 5_000  # ~1000 px of 0.1 m imagery
+    (west, north), (east, south) = mosaic["cornerCoordinates"]["upperLeft"], mosaic["cornerCoordinates"]["lowerRight"]
+    assert west == pytest.approx(west_row["bbox"][0], abs=1e-5) and north == pytest.approx(west_row["bbox"][3], abs=1e-5)
+    assert east > west_row["bbox"][2] and south < west_row["bbox"][3]
+    red, _, blue, alpha = (band["mean"] for band in mosaic["bands"])
+    assert alpha > 100 and red > 50 and blue > 50  # the red west and the blue east flight are both in it
+    single = gdalinfo(f"/collections/orthophoto-{ids['west']}", "-stats")
+    red, green, blue, alpha = (band["mean"] for band in single["bands"])
+    assert alpha > 100 and red > 2 * blue  # the west flight alone: red
+    dsm = gdalinfo(f"/collections/orthophoto-{ids['dsm']}")
+    assert dsm["size"][0] > 100 and dsm["geoTransform"][5] == pytest.approx(-dsm["geoTransform"][1], rel=1e-6)
 
 
 def newer_gdal_info(target: str, *options: str) -> dict:

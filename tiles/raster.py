@@ -17,6 +17,8 @@ each clipped to its footprint by its mask (rio-tiler's `mosaic_reader`, first va
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import date
 
@@ -51,6 +53,7 @@ GDAL_ENV = {
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,  # our COG headers fit: one read per open
 }
 TILE_PX = 256
+OPEN_READERS_PER_THREAD = 16  # open display COGs kept per worker thread (a viewport reads one or a few)
 SCORE_RANGE = (0.0, 1.0)
 RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
 # The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
@@ -105,14 +108,16 @@ class RasterTiles:
         self.settings = settings or settings_of(TileSettings)
         self._sources: dict[int, dict] = {}  # id → catalogue facts for tiles, forgotten on any orthophoto change
         self._generation = 0
+        self._open = _OpenReaders()
 
     async def orthophoto_tile(self, orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CachedTile:
-        tms = raster_tms(tms_id)
-        tile = check_tile(tms, z, y, x)
-        key = CacheKey(tms.id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
+        # the cache first: only a valid tile was ever stored, so a hit needs no checks
+        key = CacheKey(tms_id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
         epoch = self.cache.epoch
         source = await self.source(orthophoto_id)
         if not _meets(tms, tile, source["bbox"]):
@@ -124,12 +129,12 @@ class RasterTiles:
 
     async def mosaic_tile(self, tms_id: str, z: int, x: int, y: int, fmt: str, on_day: date | None) -> CachedTile:
         """A tile of the latest imagery (as it was on `on_day`); empty bytes where no flight covers it."""
-        tms = raster_tms(tms_id)
-        tile = check_tile(tms, z, y, x)
-        key = CacheKey(tms.id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
+        key = CacheKey(tms_id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
         epoch = self.cache.epoch
         async with self.pool.connection() as conn:
             sources = await orthophotos.mosaic_sources(conn, _bounds(tms, tile), on_day)
@@ -174,8 +179,8 @@ class RasterTiles:
     def _render_orthophoto(self, source: dict, tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         kind = source["kind"]
         indexes = [1] if kind == "change" else _colour_bands(source)
-        with rasterio.Env(**GDAL_ENV), Reader(source["path"], tms=tms) as reader:
-            image = reader.tile(tile.x, tile.y, tile.z, tilesize=TILE_PX, indexes=indexes)
+        with rasterio.Env(**GDAL_ENV):
+            image = self._reader(source["path"], tms).tile(tile.x, tile.y, tile.z, tilesize=TILE_PX, indexes=indexes)
         colormap = None
         if kind == "change":
             image.rescale(in_range=[SCORE_RANGE])
@@ -188,8 +193,7 @@ class RasterTiles:
 
     def _render_mosaic(self, sources: Sequence[dict], tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         def read(source: dict, x: int, y: int, z: int) -> ImageData:
-            with Reader(source["path"], tms=tms) as reader:
-                return reader.tile(x, y, z, tilesize=TILE_PX, indexes=_colour_bands(source))
+            return self._reader(source["path"], tms).tile(x, y, z, tilesize=TILE_PX, indexes=_colour_bands(source))
 
         try:
             with rasterio.Env(**GDAL_ENV):
@@ -200,11 +204,39 @@ class RasterTiles:
             return b""
         return self._encode(image, fmt, None)
 
+    def _reader(self, path: str, tms: TileMatrixSet) -> Reader:
+        """This worker thread's open reader of a COG: opening one (and rio-tiler's reader set-up) costs
+        as much as reading a tile's block. All are closed after any orthophoto change (a replaced
+        image has a new path; a deleted one must not stay open)."""
+        readers = self._open.readers
+        if self._open.generation != self._generation:
+            while readers:
+                readers.popitem()[1].close()
+            self._open.generation = self._generation
+        key = (path, tms.id)
+        reader = readers.get(key)
+        if reader is None:
+            reader = readers[key] = Reader(path, tms=tms)
+            if len(readers) > OPEN_READERS_PER_THREAD:
+                readers.popitem(last=False)[1].close()
+        else:
+            readers.move_to_end(key)
+        return reader
+
     def _encode(self, image: ImageData, fmt: str, colormap: dict | None) -> bytes:
         driver = FORMATS[fmt][0]
-        options = {} if fmt == "png" else {"quality": self.settings.raster_jpeg_quality}
+        options = ({"zlevel": self.settings.raster_png_zlevel} if fmt == "png"
+                   else {"quality": self.settings.raster_jpeg_quality})
         # JPEG has no transparency: outside the image it shows black, as every JPEG tile server does
         return image.render(add_mask=fmt != "jpg", img_format=driver, colormap=colormap, **options)
+
+
+class _OpenReaders(threading.local):
+    """Per worker thread: a rasterio dataset must not be shared between threads."""
+
+    def __init__(self):
+        self.generation = 0
+        self.readers: OrderedDict[tuple[str, str], Reader] = OrderedDict()
 
 
 def _colour_bands(source: dict) -> list[int]:

@@ -33,7 +33,7 @@ from gis.keys import Principal
 from tiles.cache import CachedTile
 from tiles.raster import RASTER_MATRIX_SETS, RasterTiles, media_type, raster_tms, tile_format
 from tiles.raster_metadata import (COG_MEDIA_TYPE, map_tiles_path, map_tileset, map_tileset_summary,
-                                   raster_collection, raster_tilejson)
+                                   raster_collection, raster_tilejson, tile_matrix_set_both_versions)
 
 MOSAIC_ID = "imagery"
 MOSAIC_TITLE = "最新影像 Latest imagery (every RGB orthophoto, newest on top)"
@@ -278,6 +278,11 @@ def orthophotos_extension() -> Extension:
         collection = await _resolve(conn, collectionId, on_day)
         return map_tileset(_base(request), collection.id, collection.title, tms, collection.bounds, collection.zooms,
                            _day_params(on_day))
+
+    @router.get("/tileMatrixSets/{tileMatrixSetId}/tms-1-and-2.json", tags=["OGC API Tiles (imagery)"],
+                summary="A raster tile matrix set with the keys of TMS 1.0 and 2.0 (GDAL 3.6 reads 1.0 only)")
+    async def tile_matrix_set_both(tileMatrixSetId: str):
+        return tile_matrix_set_both_versions(raster_tms(tileMatrixSetId))
 
     @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/tilejson.json",
                 summary="TileJSON of a raster collection (WebMercatorQuad only)", tags=["OGC API Tiles (imagery)"])
