@@ -12,6 +12,8 @@ below the 0.5 decision threshold so it overlays imagery.
 
 The mosaic stacks every RGB orthophoto flown on or before a day (default: all), newest on top,
 each clipped to its footprint by its mask (rio-tiler's `mosaic_reader`, first valid pixel wins).
+The flights and their footprints are read once and kept (`_Flights`, forgotten on any orthophoto
+change like the cached tiles): a cold mosaic tile asks the database nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import date
 
+import numpy as np
 import rasterio
+import shapely
 from anyio import to_thread
 from morecantile import Tile, TileMatrixSet
 from psycopg_pool import AsyncConnectionPool
@@ -108,6 +112,7 @@ class RasterTiles:
         self.settings = settings or settings_of(TileSettings)
         self._sources: dict[int, dict] = {}  # id → catalogue facts for tiles, forgotten on any orthophoto change
         self._generation = 0
+        self._flights: _Flights | None = None  # the mosaic's flights, forgotten on any orthophoto change
         self._open = _OpenReaders()
 
     async def orthophoto_tile(self, orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CachedTile:
@@ -136,9 +141,9 @@ class RasterTiles:
         tms = raster_tms(tms_id)
         tile = check_tile(tms, z, y, x)
         epoch = self.cache.epoch
-        async with self.pool.connection() as conn:
-            sources = await orthophotos.mosaic_sources(conn, _bounds(tms, tile), on_day)
-            if not sources and on_day is not None:
+        sources = (await self.flights()).meeting(_bounds(tms, tile), on_day)
+        if not sources and on_day is not None:
+            async with self.pool.connection() as conn:
                 await self.require_flights_by(conn, on_day)
         data = await to_thread.run_sync(self._render_mosaic, sources, tms, tile, fmt) if sources else b""
         built = CachedTile.of(data)
@@ -163,11 +168,22 @@ class RasterTiles:
                 self._sources[orthophoto_id] = source
         return source
 
+    async def flights(self) -> _Flights:
+        flights = self._flights
+        if flights is None:
+            generation = self._generation
+            async with self.pool.connection() as conn:
+                flights = _Flights(await orthophotos.mosaic_flights(conn))
+            if generation == self._generation:
+                self._flights = flights
+        return flights
+
     async def on_change(self, change: Change) -> None:
         if not (change.everything or change.table == "city.orthophoto"):
             return
         self._generation += 1
         self._sources.clear()
+        self._flights = None
         if change.everything:
             self.cache.clear()
         else:
@@ -229,6 +245,25 @@ class RasterTiles:
                    else {"quality": self.settings.raster_jpeg_quality})
         # JPEG has no transparency: outside the image it shows black, as every JPEG tile server does
         return image.render(add_mask=fmt != "jpg", img_format=driver, colormap=colormap, **options)
+
+
+class _Flights:
+    """The RGB flights, newest first, with their footprints for a vectorised intersection test."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+        self.footprints = shapely.from_wkb([row.pop("footprint_wkb") for row in rows]) if rows else np.empty(0)
+        shapely.prepare(self.footprints)
+        self.days = np.array([row["flight_day"] for row in rows], dtype="datetime64[D]")
+
+    def meeting(self, bbox: tuple[float, float, float, float], on_day: date | None) -> list[dict]:
+        """The flights whose footprint meets `bbox` (EPSG:4490 degrees), flown on or before `on_day`."""
+        if not self.rows:
+            return []
+        wanted = shapely.intersects(self.footprints, shapely.box(*bbox))
+        if on_day is not None:
+            wanted &= self.days <= np.datetime64(on_day, "D")
+        return [self.rows[i] for i in np.flatnonzero(wanted)]
 
 
 class _OpenReaders(threading.local):
