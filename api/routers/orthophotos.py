@@ -44,7 +44,6 @@ DEFAULT_ZOOMS = (10, 22)  # an orthophoto catalogued before display renditions e
 
 Enforcement = Annotated[Principal, Depends(require("enforcement"))]
 OrthophotoId = Annotated[int, PathParam(description="id of an orthophoto, DSM or change map in the catalogue")]
-TileMatrix = Annotated[int, PathParam(description="zoom level (tile matrix identifier)")]
 DayParam = Annotated[date | None, Query(alias="datetime", description="a day (YYYY-MM-DD): the imagery as it was "
                                                                       "then, from the flights on or before it")]
 
@@ -64,6 +63,29 @@ def _tile_response(request: Request, tile: CachedTile, fmt: str) -> Response:
     if not tile.data:
         return Response(status_code=204, headers=headers)
     return Response(tile.data, media_type=media_type(fmt), headers=headers)
+
+
+def _whole(path_params: dict, name: str) -> int:
+    value = path_params[name]
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+    return int(value)
+
+
+def _day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"datetime must be a day (YYYY-MM-DD), not {text!r}") from None
+
+
+def _path_parameters(*names: str, **query: str) -> dict:
+    """OpenAPI parameters of a route that reads them itself."""
+    return {"parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+            + [{"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+               for name, text in query.items()]}
 
 
 def _split_col(tile_col: str) -> tuple[int, str | None]:
@@ -230,14 +252,18 @@ def orthophotos_extension() -> Extension:
                             content_disposition_type="inline")
 
     # -- tiles of one orthophoto (z/x/y, as the wall and XYZ clients ask) --------------------------
+    # The tile routes read their parameters themselves (declared for the OpenAPI document only): a
+    # cached tile is then a dict lookup, without FastAPI's per-parameter validation (a third of it).
     @router.get("/orthophotos/{orthophoto_id}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}", response_class=Response,
                 summary="A raster tile of one orthophoto (png, jpg or webp; WebMercatorQuad or CGCS2000Quad)",
+                openapi_extra=_path_parameters("orthophoto_id", "tileMatrixSetId", "z", "x", "y", "format"),
                 responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
                            304: {"description": "not modified"}, 404: {"description": "no such orthophoto or tile"}})
-    async def orthophoto_tile(request: Request, orthophoto_id: OrthophotoId, tileMatrixSetId: str, z: int, x: int,
-                              y: int, format: str):
-        fmt = tile_format(format)
-        tile = await _service(request).orthophoto_tile(orthophoto_id, tileMatrixSetId, z, x, y, fmt)
+    async def orthophoto_tile(request: Request):
+        path = request.path_params
+        fmt = tile_format(path["format"])
+        tile = await _service(request).orthophoto_tile(_whole(path, "orthophoto_id"), path["tileMatrixSetId"],
+                                                       _whole(path, "z"), _whole(path, "x"), _whole(path, "y"), fmt)
         return _tile_response(request, tile, fmt)
 
     @router.get("/orthophotos/{orthophoto_id}/{tileMatrixSetId}/tilejson.json", summary="TileJSON of one orthophoto")
@@ -299,20 +325,23 @@ def orthophotos_extension() -> Extension:
     @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
                 response_class=Response, tags=["OGC API Tiles (imagery)"],
                 summary="A map tile (tileCol may end in .png, .jpg or .webp; else the Accept header or f decides)",
+                openapi_extra=_path_parameters("collectionId", "tileMatrixSetId", "tileMatrix", "tileRow", "tileCol",
+                                               datetime="a day (YYYY-MM-DD): the imagery mosaic as it was then",
+                                               f="png, jpg or webp"),
                 responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
                            204: {"description": "no imagery in this tile"}, 304: {"description": "not modified"},
                            404: {"description": "no such collection or tile"}})
-    async def map_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: TileMatrix,
-                       tileRow: int, tileCol: str, on_day: DayParam = None,
-                       f: Annotated[str | None, Query(description="png, jpg or webp")] = None):
-        col, extension = _split_col(tileCol)
-        fmt = tile_format(extension or f, request.headers.get("accept"))
-        service = _service(request)
-        if collectionId == MOSAIC_ID:
-            tile = await service.mosaic_tile(tileMatrixSetId, tileMatrix, col, tileRow, fmt, on_day)
+    async def map_tile(request: Request):
+        path, query = request.path_params, request.query_params
+        col, extension = _split_col(path["tileCol"])
+        fmt = tile_format(extension or query.get("f"), request.headers.get("accept"))
+        on_day = _day(query.get("datetime"))
+        z, row, collection_id, service = _whole(path, "tileMatrix"), _whole(path, "tileRow"), path["collectionId"], _service(request)
+        if collection_id == MOSAIC_ID:
+            tile = await service.mosaic_tile(path["tileMatrixSetId"], z, col, row, fmt, on_day)
         else:
-            tile = await service.orthophoto_tile(_orthophoto_id(collectionId, on_day), tileMatrixSetId, tileMatrix, col,
-                                                 tileRow, fmt)
+            tile = await service.orthophoto_tile(_orthophoto_id(collection_id, on_day), path["tileMatrixSetId"], z, col,
+                                                 row, fmt)
         return _tile_response(request, tile, fmt)
 
     links = ({"rel": "data", "type": "application/geo+json", "title": "Orthophoto catalogue", "href": "/orthophotos"},
