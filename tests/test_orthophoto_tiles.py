@@ -204,6 +204,28 @@ def test_cache_answers_304_and_drops_a_replaced_orthophotos_tiles_within_a_secon
     assert warm < 0.05
 
 
+def test_a_cached_tile_is_answered_as_the_route_answers_it(api, imagery_db):
+    """Cache hits are answered before routing (api.routers.orthophotos.CachedRasterTiles): same bytes,
+    validators and security headers as the route's first answer, in every format and path form."""
+    info, ids, *_ = imagery_db
+    tile, _ = _centre(info, ids["east"], zoom_below_max=2)
+    urls = [f"/orthophotos/{ids['east']}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.webp",
+            f"/collections/orthophoto-{ids['east']}/map/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}.jpeg",
+            f"/collections/imagery/map/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}.png"]
+    compared = ("content-type", "etag", "cache-control", "vary", "x-content-type-options", "content-security-policy")
+    for url in urls:
+        first, again = api.get(url), api.get(url)
+        assert first.status_code == again.status_code == 200, url
+        assert again.content == first.content
+        assert {h: again.headers.get(h) for h in compared} == {h: first.headers.get(h) for h in compared}
+        assert all(again.headers.get(h) for h in compared), again.headers
+        assert api.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    # a query string, a bad number or format goes to the routes, which say why
+    assert api.get(urls[2] + "?datetime=2026-05-15").status_code == 200
+    assert api.get(urls[2] + "?datetime=May").status_code == 400
+    assert api.get(urls[0].replace(".webp", ".gif")).status_code == 400
+
+
 def test_the_mosaic_stacks_the_newest_flight_on_top_and_shows_a_past_day(api, imagery_db):
     info, ids, *_ = imagery_db
     with open_connection(info) as conn:

@@ -115,9 +115,17 @@ class RasterTiles:
         self._flights: _Flights | None = None  # the mosaic's flights, forgotten on any orthophoto change
         self._open = _OpenReaders()
 
+    # The cache first: only a valid tile was ever stored, so a hit needs no checks.
+    @staticmethod
+    def orthophoto_key(orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CacheKey:
+        return CacheKey(tms_id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
+
+    @staticmethod
+    def mosaic_key(tms_id: str, z: int, x: int, y: int, fmt: str, on_day: date | None) -> CacheKey:
+        return CacheKey(tms_id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
+
     async def orthophoto_tile(self, orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CachedTile:
-        # the cache first: only a valid tile was ever stored, so a hit needs no checks
-        key = CacheKey(tms_id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
+        key = self.orthophoto_key(orthophoto_id, tms_id, z, x, y, fmt)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -134,7 +142,7 @@ class RasterTiles:
 
     async def mosaic_tile(self, tms_id: str, z: int, x: int, y: int, fmt: str, on_day: date | None) -> CachedTile:
         """A tile of the latest imagery (as it was on `on_day`); empty bytes where no flight covers it."""
-        key = CacheKey(tms_id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
+        key = self.mosaic_key(tms_id, z, x, y, fmt, on_day)
         cached = self.cache.get(key)
         if cached is not None:
             return cached

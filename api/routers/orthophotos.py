@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Connection, require
 from api.extension import Extension
@@ -56,9 +58,9 @@ def _service(request: Request) -> RasterTiles:
     return request.app.state.raster_tiles
 
 
-def _tile_response(request: Request, tile: CachedTile, fmt: str) -> Response:
+def _tile_response(request: Request | Headers, tile: CachedTile, fmt: str) -> Response:
     headers = {"ETag": tile.etag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept"}
-    if _matches(request.headers.get("if-none-match"), tile.etag):
+    if _matches((request if isinstance(request, Headers) else request.headers).get("if-none-match"), tile.etag):
         return Response(status_code=304, headers=headers)
     if not tile.data:
         return Response(status_code=204, headers=headers)
@@ -351,6 +353,44 @@ def orthophotos_extension() -> Extension:
                         for c in ("core", "tileset", "tilesets-list", "geodata-tilesets", "png", "jpeg"))
     return Extension(router=router, conformance=conformance, links=links,
                      collections=raster_collections)
+
+
+# What CachedRasterTiles answers: tile URLs with a format extension and no query string.
+CACHED_TILE_PATHS = (
+    re.compile(r"^/orthophotos/(?P<id>\d{1,18})/tiles/(?P<tms>\w+)/(?P<z>\d{1,2})/(?P<x>\d{1,10})/(?P<y>\d{1,10})"
+               r"\.(?P<fmt>png|jpg|jpeg|webp)$"),
+    re.compile(r"^/collections/(?:(?P<mosaic>imagery)|orthophoto-(?P<id>\d{1,18}))/map/tiles/(?P<tms>\w+)/(?P<z>\d{1,2})/"
+               r"(?P<y>\d{1,10})/(?P<x>\d{1,10})\.(?P<fmt>png|jpg|jpeg|webp)$"),
+)
+
+
+class CachedRasterTiles:
+    """ASGI middleware: a GET of a raster tile the cache holds is answered here, a dict lookup, before
+    routing and FastAPI's request handling (which cost ten times as much); anything else goes on to
+    the routes, which answer exactly the same for a cached tile. Installed inside the hardening
+    middleware (security headers, CORS and limits still apply)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
+            for pattern in CACHED_TILE_PATHS:
+                match = pattern.match(scope["path"])
+                if match is not None:
+                    tile, fmt = _cached(scope["app"].state.raster_tiles, match)
+                    if tile is not None:
+                        return await _tile_response(Headers(scope=scope), tile, fmt)(scope, receive, send)
+                    break
+        await self.app(scope, receive, send)
+
+
+def _cached(service: RasterTiles, match: re.Match) -> tuple[CachedTile | None, str]:
+    fmt = tile_format(match["fmt"])
+    z, x, y, tms_id = int(match["z"]), int(match["x"]), int(match["y"]), match["tms"]
+    key = (service.mosaic_key(tms_id, z, x, y, fmt, None) if match.groupdict().get("mosaic")
+           else service.orthophoto_key(int(match["id"]), tms_id, z, x, y, fmt))
+    return service.cache.get(key), fmt
 
 
 def _webmercator_only(tms_id: str) -> None:
