@@ -201,7 +201,8 @@ def main() -> None:
 
     print("## Orthophoto tiles and ingest (issue 15)\n")
     print(f"Command: `.venv/bin/python bench/bench_raster.py --size {args.size} --flights {args.flights} "
-          f"--rounds {args.rounds}` (medians of {args.rounds} rounds)\n")
+          f"--rounds {args.rounds} --ingest-rounds {args.ingest_rounds}{' --whole-screen' if args.whole_screen else ''}` "
+          f"(medians of {args.rounds} rounds)\n")
     print(f"Source: {args.size} × {args.size} px RGB at {GSD} m in EPSG:4548 ({source.stat().st_size / 2**20:.0f} MiB "
           f"tiled DEFLATE GeoTIFF). Viewport: {SCREEN[0]} × {SCREEN[1]} PNG tiles centred on the image, "
           f"{'all of them' if args.whole_screen else 'those meeting its bounds'}, {CONCURRENCY} at a time (wrk); "
