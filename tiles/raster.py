@@ -260,14 +260,12 @@ class _Flights:
 
     def __init__(self, rows: list[dict]):
         self.rows = rows
-        self.footprints = shapely.from_wkb([row.pop("footprint_wkb") for row in rows]) if rows else np.empty(0)
+        self.footprints = shapely.from_wkb([row.pop("footprint_wkb") for row in rows])
         shapely.prepare(self.footprints)
         self.days = np.array([row["flight_day"] for row in rows], dtype="datetime64[D]")
 
     def meeting(self, bbox: tuple[float, float, float, float], on_day: date | None) -> list[dict]:
         """The flights whose footprint meets `bbox` (EPSG:4490 degrees), flown on or before `on_day`."""
-        if not self.rows:
-            return []
         wanted = shapely.intersects(self.footprints, shapely.box(*bbox))
         if on_day is not None:
             wanted &= self.days <= np.datetime64(on_day, "D")
