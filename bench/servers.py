@@ -56,7 +56,8 @@ def fetch_each_once(base: str, paths: list[str], connections: int, listing: Path
     included) and `seconds`, from starting wrk to the last answer."""
     listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text("\n".join(paths) + "\n")
-    threads = min(connections, threads, len(paths))
+    connections = min(connections, len(paths))  # no connection set up for nothing to ask
+    threads = min(connections, threads)
     started = time.perf_counter()
     wrk = subprocess.Popen(
         ["wrk", f"-t{threads}", f"-c{connections}", "-d3600s", "--timeout", "60s", "-s",
