@@ -19,7 +19,6 @@ change like the cached tiles): a cold mosaic tile asks the database nothing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from datetime import date
 import numpy as np
 import rasterio
 import shapely
-from anyio import CapacityLimiter, to_thread
+from anyio import to_thread
 from morecantile import Tile, TileMatrixSet
 from psycopg_pool import AsyncConnectionPool
 from rio_tiler.colormap import cmap
@@ -58,11 +57,7 @@ GDAL_ENV = {
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,  # our COG headers fit: one read per open
 }
 TILE_PX = 256
-OPEN_READERS_PER_THREAD = 64  # open display COGs kept per worker thread (a mosaic viewport reads ~20)
-# Tiles render on as many threads at once as there are cores: the work is CPU-bound (local COGs), and
-# fewer threads each keep their open readers warm (a mosaic viewport on 8 threads opened every flight
-# on each of them).
-RENDER_THREADS = os.cpu_count() or 2
+OPEN_READERS_PER_THREAD = 16  # open display COGs kept per worker thread (a viewport reads one or a few)
 SCORE_RANGE = (0.0, 1.0)
 RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
 # The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
@@ -119,7 +114,6 @@ class RasterTiles:
         self._generation = 0
         self._flights: _Flights | None = None  # the mosaic's flights, forgotten on any orthophoto change
         self._open = _OpenReaders()
-        self._rendering = CapacityLimiter(RENDER_THREADS)
 
     # The cache first: only a valid tile was ever stored, so a hit needs no checks.
     @staticmethod
@@ -141,7 +135,7 @@ class RasterTiles:
         source = await self.source(orthophoto_id)
         if not _meets(tms, tile, source["bbox"]):
             raise TileOutsideBounds(f"tile {z}/{x}/{y} of {tms.id} lies outside orthophoto {orthophoto_id}")
-        data = await to_thread.run_sync(self._render_orthophoto, source, tms, tile, fmt, limiter=self._rendering)
+        data = await to_thread.run_sync(self._render_orthophoto, source, tms, tile, fmt)
         built = CachedTile.of(data)
         self.cache.put(key, built, epoch)
         return built
@@ -159,8 +153,7 @@ class RasterTiles:
         if not sources and on_day is not None:
             async with self.pool.connection() as conn:
                 await self.require_flights_by(conn, on_day)
-        data = (await to_thread.run_sync(self._render_mosaic, sources, tms, tile, fmt, limiter=self._rendering)
-                if sources else b"")
+        data = await to_thread.run_sync(self._render_mosaic, sources, tms, tile, fmt) if sources else b""
         built = CachedTile.of(data)
         self.cache.put(key, built, epoch)
         return built
