@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
 import numpy as np
@@ -57,7 +58,7 @@ GDAL_ENV = {
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,  # our COG headers fit: one read per open
 }
 TILE_PX = 256
-OPEN_READERS_PER_THREAD = 16  # open display COGs kept per worker thread (a viewport reads one or a few)
+OPEN_COGS = 64  # display COGs whose idle readers are kept (a mosaic viewport reads ~20)
 SCORE_RANGE = (0.0, 1.0)
 RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
 # The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
@@ -113,7 +114,7 @@ class RasterTiles:
         self._sources: dict[int, dict] = {}  # id → catalogue facts for tiles, forgotten on any orthophoto change
         self._generation = 0
         self._flights: _Flights | None = None  # the mosaic's flights, forgotten on any orthophoto change
-        self._open = _OpenReaders()
+        self._readers = _ReaderPool()
 
     # The cache first: only a valid tile was ever stored, so a hit needs no checks.
     @staticmethod
@@ -203,8 +204,8 @@ class RasterTiles:
     def _render_orthophoto(self, source: dict, tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         kind = source["kind"]
         indexes = [1] if kind == "change" else _colour_bands(source)
-        with rasterio.Env(**GDAL_ENV):
-            image = self._reader(source["path"], tms).tile(tile.x, tile.y, tile.z, tilesize=TILE_PX, indexes=indexes)
+        with rasterio.Env(**GDAL_ENV), self._readers.lend(source["path"], tms, self._generation) as reader:
+            image = reader.tile(tile.x, tile.y, tile.z, tilesize=TILE_PX, indexes=indexes)
         colormap = None
         if kind == "change":
             image.rescale(in_range=[SCORE_RANGE])
@@ -217,7 +218,8 @@ class RasterTiles:
 
     def _render_mosaic(self, sources: Sequence[dict], tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         def read(source: dict, x: int, y: int, z: int) -> ImageData:
-            return self._reader(source["path"], tms).tile(x, y, z, tilesize=TILE_PX, indexes=_colour_bands(source))
+            with self._readers.lend(source["path"], tms, self._generation) as reader:
+                return reader.tile(x, y, z, tilesize=TILE_PX, indexes=_colour_bands(source))
 
         try:
             with rasterio.Env(**GDAL_ENV):
@@ -227,25 +229,6 @@ class RasterTiles:
         except EmptyMosaicError:
             return b""
         return self._encode(image, fmt, None)
-
-    def _reader(self, path: str, tms: TileMatrixSet) -> Reader:
-        """This worker thread's open reader of a COG: opening one (and rio-tiler's reader set-up) costs
-        as much as reading a tile's block. All are closed after any orthophoto change (a replaced
-        image has a new path; a deleted one must not stay open)."""
-        readers = self._open.readers
-        if self._open.generation != self._generation:
-            while readers:
-                readers.popitem()[1].close()
-            self._open.generation = self._generation
-        key = (path, tms.id)
-        reader = readers.get(key)
-        if reader is None:
-            reader = readers[key] = Reader(path, tms=tms)
-            if len(readers) > OPEN_READERS_PER_THREAD:
-                readers.popitem(last=False)[1].close()
-        else:
-            readers.move_to_end(key)
-        return reader
 
     def _encode(self, image: ImageData, fmt: str, colormap: dict | None) -> bytes:
         driver = FORMATS[fmt][0]
@@ -272,12 +255,52 @@ class _Flights:
         return [self.rows[i] for i in np.flatnonzero(wanted)]
 
 
-class _OpenReaders(threading.local):
-    """Per worker thread: a rasterio dataset must not be shared between threads."""
+class _ReaderPool:
+    """Open readers of display COGs, each lent to one thread at a time (a GDAL dataset must not be
+    used by two threads at once, but may be by one after another): opening one and rio-tiler's
+    reader set-up cost as much as reading a tile's block. All are closed once the catalogue's
+    generation moves on (a replaced image has a new path; a deleted one must not stay open)."""
 
     def __init__(self):
-        self.generation = 0
-        self.readers: OrderedDict[tuple[str, str], Reader] = OrderedDict()
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[tuple[str, str], list[Reader]] = OrderedDict()
+        self._generation = 0
+
+    @contextmanager
+    def lend(self, path: str, tms: TileMatrixSet, generation: int) -> Iterator[Reader]:
+        key, reader = (path, tms.id), None
+        with self._lock:
+            self._forget_before(generation)
+            idle = self._idle.get(key)
+            if idle:
+                reader = idle.pop()
+        if reader is None:
+            reader = Reader(path, tms=tms)
+        try:
+            yield reader
+        finally:
+            self._give_back(key, reader, generation)
+
+    def _give_back(self, key: tuple[str, str], reader: Reader, generation: int) -> None:
+        closing = [reader]
+        with self._lock:
+            self._forget_before(generation)
+            if generation == self._generation:
+                closing = []
+                self._idle.setdefault(key, []).append(reader)
+                self._idle.move_to_end(key)
+                while len(self._idle) > OPEN_COGS:
+                    closing.extend(self._idle.popitem(last=False)[1])
+        for stale in closing:
+            stale.close()
+
+    def _forget_before(self, generation: int) -> None:
+        """(Under the lock.) A newer catalogue generation closes every idle reader."""
+        if generation > self._generation:
+            self._generation = generation
+            while self._idle:
+                for stale in self._idle.popitem()[1]:
+                    stale.close()
 
 
 def _colour_bands(source: dict) -> list[int]:
