@@ -24,7 +24,7 @@ from api.routers.landing import landing_extension
 from api.routers.live import live_extension
 from api.routers.open311 import open311_extension
 from api.routers.operations import operations_extension
-from api.routers.orthophotos import orthophotos_extension
+from api.routers.orthophotos import CachedRasterTiles, orthophotos_extension
 from api.routers.pages import pages_extension
 from api.routers.qgis import qgis_extension
 from api.routers.queries import queries_extension
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, conninfo: str | None = None,
         if extension.collection:
             app.state.collection_resolvers.append(extension.collection)
     app.add_middleware(CqlSearchByPost)  # OWSLib's collection_items(cql=…) POSTs a CQL2-JSON search to …/items
+    app.add_middleware(CachedRasterTiles)  # a cached orthophoto/mosaic tile answered before routing
     hardening.install(app)  # CORS from settings, rate and body limits, security headers, local /docs
     errors.install(app)
     _document_collections(app, services)

@@ -3,7 +3,9 @@ health URL answers (and is stopped, with its log kept, when the block ends)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -46,3 +48,27 @@ def running(name: str, command: list[str], env: dict[str, str], port: int, *, lo
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def fetch_each_once(base: str, paths: list[str], connections: int, listing: Path, threads: int = 2) -> dict:
+    """wrk over `paths`, each once, `connections` at a time (bench/tile_list.lua); a Python client would
+    be the bottleneck. Returns wrk's figures (n, latency percentiles in ms, errors: non-2xx answers
+    included) and `seconds`, from starting wrk to the last answer."""
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("\n".join(paths) + "\n")
+    connections = min(connections, len(paths))  # no connection set up for nothing to ask
+    threads = min(connections, threads)
+    started = time.perf_counter()
+    wrk = subprocess.Popen(
+        ["wrk", f"-t{threads}", f"-c{connections}", "-d3600s", "--timeout", "60s", "-s",
+         str(Path(__file__).with_name("tile_list.lua")), base],
+        env={**os.environ, "TILE_LIST": str(listing), "WRK_THREADS": str(threads)}, stdout=subprocess.PIPE, text=True)
+    finished = 0
+    for line in wrk.stdout:
+        finished += line.strip() == "THREAD_DONE"
+        if finished == threads:
+            break
+    elapsed = time.perf_counter() - started
+    wrk.send_signal(signal.SIGINT)  # wrk would wait out -d; interrupted, it reports at once
+    figures = json.loads(wrk.communicate(timeout=60)[0].strip().splitlines()[-1])
+    return {**figures, "seconds": elapsed}

@@ -146,17 +146,12 @@ async def tile_source(conn: psycopg.AsyncConnection, orthophoto_id: int) -> dict
     return row
 
 
-async def mosaic_sources(conn: psycopg.AsyncConnection, bbox: tuple[float, float, float, float],
-                         on_day: date | None) -> list[dict]:
-    """The RGB orthophotos whose footprint meets `bbox` (EPSG:4490), flown on or before `on_day`,
-    newest first: the order the mosaic stacks them in."""
+async def mosaic_flights(conn: psycopg.AsyncConnection) -> list[dict]:
+    """Every RGB orthophoto with its footprint (WKB, EPSG:4490), newest flight first: the order the
+    mosaic stacks them in (tiles.raster keeps them in memory until the catalogue changes)."""
     return await (await conn.execute(
-        f"SELECT {TILE_COLUMNS} FROM city.orthophoto WHERE kind = 'rgb' "
-        f"AND geom && ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, {STORAGE_SRID}) "
-        f"AND ST_Intersects(geom, ST_MakeEnvelope(%(w)s, %(s)s, %(e)s, %(n)s, {STORAGE_SRID})) "
-        f"AND (%(day)s::date IS NULL OR {FLIGHT_DAY} <= %(day)s) "
-        f"ORDER BY {FLIGHT_DAY} DESC, id DESC",
-        {"w": bbox[0], "s": bbox[1], "e": bbox[2], "n": bbox[3], "day": on_day})).fetchall()
+        f"SELECT {TILE_COLUMNS}, ST_AsBinary(geom) AS footprint_wkb FROM city.orthophoto WHERE kind = 'rgb' "
+        f"ORDER BY {FLIGHT_DAY} DESC, id DESC")).fetchall()
 
 
 async def mosaic_summary(conn: psycopg.AsyncConnection, on_day: date | None) -> dict:

@@ -204,6 +204,28 @@ def test_cache_answers_304_and_drops_a_replaced_orthophotos_tiles_within_a_secon
     assert warm < 0.05
 
 
+def test_a_cached_tile_is_answered_as_the_route_answers_it(api, imagery_db):
+    """Cache hits are answered before routing (api.routers.orthophotos.CachedRasterTiles): same bytes,
+    validators and security headers as the route's first answer, in every format and path form."""
+    info, ids, *_ = imagery_db
+    tile, _ = _centre(info, ids["east"], zoom_below_max=2)
+    urls = [f"/orthophotos/{ids['east']}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.webp",
+            f"/collections/orthophoto-{ids['east']}/map/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}.jpeg",
+            f"/collections/imagery/map/tiles/WebMercatorQuad/{tile.z}/{tile.y}/{tile.x}.png"]
+    compared = ("content-type", "etag", "cache-control", "vary", "x-content-type-options", "content-security-policy")
+    for url in urls:
+        first, again = api.get(url), api.get(url)
+        assert first.status_code == again.status_code == 200, url
+        assert again.content == first.content
+        assert {h: again.headers.get(h) for h in compared} == {h: first.headers.get(h) for h in compared}
+        assert all(again.headers.get(h) for h in compared), again.headers
+        assert api.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+    # a query string, a bad number or format goes to the routes, which say why
+    assert api.get(urls[2] + "?datetime=2026-05-15").status_code == 200
+    assert api.get(urls[2] + "?datetime=May").status_code == 400
+    assert api.get(urls[0].replace(".webp", ".gif")).status_code == 400
+
+
 def test_the_mosaic_stacks_the_newest_flight_on_top_and_shows_a_past_day(api, imagery_db):
     info, ids, *_ = imagery_db
     with open_connection(info) as conn:
@@ -324,10 +346,44 @@ def test_gdal_reads_an_orthophoto_and_the_mosaic_over_http(live, imagery_db):
     dsm = newer_gdal_info(f"OGCAPI:{live}/collections/orthophoto-{ids['dsm']}")
     assert dsm["size"][0] > 0
     if shutil.which("gdalinfo"):  # Debian's GDAL 3.6, as a department's desktop has it
-        # (its OGCAPI raster reader wants TMS 1.0 tile matrix sets, which TMS 2.0 readers refuse: not asked here)
         result = subprocess.run(["gdalinfo", f"/vsicurl/{cog_url}"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert f"Size is {row['width']}, {row['height']}" in result.stdout and "Overviews:" in result.stdout
+
+
+DEBIAN_GDALINFO = Path("/usr/bin/gdalinfo")
+
+
+@pytest.mark.skipif(not DEBIAN_GDALINFO.exists(), reason="Debian's gdal-bin (GDAL 3.6) is not installed")
+def test_debian_gdal_36_reads_the_mosaic_and_an_orthophoto_through_ogcapi(live, imagery_db):
+    """GDAL 3.6 reads TMS 1.0 tile matrix sets only and mis-sizes a level whose limits are narrower than
+    its matrix: the raster tilesets serve what it needs (tiles.raster_metadata)."""
+    info, ids, *_ = imagery_db
+    with open_connection(info) as conn:
+        west_row = orthophotos.get(conn, ids["west"])
+    version = subprocess.run([DEBIAN_GDALINFO, "--version"], capture_output=True, text=True).stdout
+    assert version.startswith("GDAL 3."), version
+
+    def gdalinfo(target: str, *options: str) -> dict:
+        result = subprocess.run([DEBIAN_GDALINFO, "-json", "-oo", "CACHE=NO", *options, f"OGCAPI:{live}{target}"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0 and "ERROR" not in result.stderr, result.stderr
+        return json.loads(result.stdout)
+
+    mosaic = gdalinfo("/collections/imagery", "-stats")
+    (x_res, y_res) = mosaic["geoTransform"][1], mosaic["geoTransform"][5]
+    assert y_res == pytest.approx(-x_res, rel=1e-6)  # square pixels: GDAL 3.6 made them 20000:1 before
+    assert 500 < mosaic["size"][0] < 5_000 and 500 < mosaic["size"][1] < 5_000  # ~1000 px of 0.1 m imagery
+    (west, north), (east, south) = mosaic["cornerCoordinates"]["upperLeft"], mosaic["cornerCoordinates"]["lowerRight"]
+    assert west == pytest.approx(west_row["bbox"][0], abs=1e-5) and north == pytest.approx(west_row["bbox"][3], abs=1e-5)
+    assert east > west_row["bbox"][2] and south < west_row["bbox"][3]
+    red, _, blue, alpha = (band["mean"] for band in mosaic["bands"])
+    assert alpha > 100 and red > 50 and blue > 50  # the red west and the blue east flight are both in it
+    single = gdalinfo(f"/collections/orthophoto-{ids['west']}", "-stats")
+    red, green, blue, alpha = (band["mean"] for band in single["bands"])
+    assert alpha > 100 and red > 2 * blue  # the west flight alone: red
+    dsm = gdalinfo(f"/collections/orthophoto-{ids['dsm']}")
+    assert dsm["size"][0] > 100 and dsm["geoTransform"][5] == pytest.approx(-dsm["geoTransform"][1], rel=1e-6)
 
 
 def newer_gdal_info(target: str, *options: str) -> dict:

@@ -12,15 +12,22 @@ below the 0.5 decision threshold so it overlays imagery.
 
 The mosaic stacks every RGB orthophoto flown on or before a day (default: all), newest on top,
 each clipped to its footprint by its mask (rio-tiler's `mosaic_reader`, first valid pixel wins).
+The flights and their footprints are read once and kept (`_Flights`, forgotten on any orthophoto
+change like the cached tiles): a cold mosaic tile asks the database nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 
+import numpy as np
 import rasterio
+import shapely
 from anyio import to_thread
 from morecantile import Tile, TileMatrixSet
 from psycopg_pool import AsyncConnectionPool
@@ -51,6 +58,7 @@ GDAL_ENV = {
     "GDAL_INGESTED_BYTES_AT_OPEN": 32768,  # our COG headers fit: one read per open
 }
 TILE_PX = 256
+OPEN_COGS = 64  # display COGs whose idle readers are kept (a mosaic viewport reads ~20)
 SCORE_RANGE = (0.0, 1.0)
 RASTER_TAG = "orthophotos"  # every cached raster tile carries it: any orthophoto change may touch it
 # The matrix sets raster tiles are served in: a display COG is aligned to the first; GDAL's OGCAPI
@@ -105,14 +113,25 @@ class RasterTiles:
         self.settings = settings or settings_of(TileSettings)
         self._sources: dict[int, dict] = {}  # id → catalogue facts for tiles, forgotten on any orthophoto change
         self._generation = 0
+        self._flights: _Flights | None = None  # the mosaic's flights, forgotten on any orthophoto change
+        self._readers = _ReaderPool()
+
+    # The cache first: only a valid tile was ever stored, so a hit needs no checks.
+    @staticmethod
+    def orthophoto_key(orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CacheKey:
+        return CacheKey(tms_id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
+
+    @staticmethod
+    def mosaic_key(tms_id: str, z: int, x: int, y: int, fmt: str, on_day: date | None) -> CacheKey:
+        return CacheKey(tms_id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
 
     async def orthophoto_tile(self, orthophoto_id: int, tms_id: str, z: int, x: int, y: int, fmt: str) -> CachedTile:
-        tms = raster_tms(tms_id)
-        tile = check_tile(tms, z, y, x)
-        key = CacheKey(tms.id, z, x, y, (RASTER_TAG, f"orthophoto:{orthophoto_id}"), fmt)
+        key = self.orthophoto_key(orthophoto_id, tms_id, z, x, y, fmt)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
         epoch = self.cache.epoch
         source = await self.source(orthophoto_id)
         if not _meets(tms, tile, source["bbox"]):
@@ -124,16 +143,16 @@ class RasterTiles:
 
     async def mosaic_tile(self, tms_id: str, z: int, x: int, y: int, fmt: str, on_day: date | None) -> CachedTile:
         """A tile of the latest imagery (as it was on `on_day`); empty bytes where no flight covers it."""
-        tms = raster_tms(tms_id)
-        tile = check_tile(tms, z, y, x)
-        key = CacheKey(tms.id, z, x, y, (RASTER_TAG, "mosaic"), f"{fmt}|{on_day or ''}")
+        key = self.mosaic_key(tms_id, z, x, y, fmt, on_day)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
         epoch = self.cache.epoch
-        async with self.pool.connection() as conn:
-            sources = await orthophotos.mosaic_sources(conn, _bounds(tms, tile), on_day)
-            if not sources and on_day is not None:
+        sources = (await self.flights()).meeting(_bounds(tms, tile), on_day)
+        if not sources and on_day is not None:
+            async with self.pool.connection() as conn:
                 await self.require_flights_by(conn, on_day)
         data = await to_thread.run_sync(self._render_mosaic, sources, tms, tile, fmt) if sources else b""
         built = CachedTile.of(data)
@@ -158,11 +177,22 @@ class RasterTiles:
                 self._sources[orthophoto_id] = source
         return source
 
+    async def flights(self) -> _Flights:
+        flights = self._flights
+        if flights is None:
+            generation = self._generation
+            async with self.pool.connection() as conn:
+                flights = _Flights(await orthophotos.mosaic_flights(conn))
+            if generation == self._generation:
+                self._flights = flights
+        return flights
+
     async def on_change(self, change: Change) -> None:
         if not (change.everything or change.table == "city.orthophoto"):
             return
         self._generation += 1
         self._sources.clear()
+        self._flights = None
         if change.everything:
             self.cache.clear()
         else:
@@ -174,7 +204,7 @@ class RasterTiles:
     def _render_orthophoto(self, source: dict, tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         kind = source["kind"]
         indexes = [1] if kind == "change" else _colour_bands(source)
-        with rasterio.Env(**GDAL_ENV), Reader(source["path"], tms=tms) as reader:
+        with rasterio.Env(**GDAL_ENV), self._readers.lend(source["path"], tms, self._generation) as reader:
             image = reader.tile(tile.x, tile.y, tile.z, tilesize=TILE_PX, indexes=indexes)
         colormap = None
         if kind == "change":
@@ -188,7 +218,7 @@ class RasterTiles:
 
     def _render_mosaic(self, sources: Sequence[dict], tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         def read(source: dict, x: int, y: int, z: int) -> ImageData:
-            with Reader(source["path"], tms=tms) as reader:
+            with self._readers.lend(source["path"], tms, self._generation) as reader:
                 return reader.tile(x, y, z, tilesize=TILE_PX, indexes=_colour_bands(source))
 
         try:
@@ -202,9 +232,75 @@ class RasterTiles:
 
     def _encode(self, image: ImageData, fmt: str, colormap: dict | None) -> bytes:
         driver = FORMATS[fmt][0]
-        options = {} if fmt == "png" else {"quality": self.settings.raster_jpeg_quality}
+        options = ({"zlevel": self.settings.raster_png_zlevel} if fmt == "png"
+                   else {"quality": self.settings.raster_jpeg_quality})
         # JPEG has no transparency: outside the image it shows black, as every JPEG tile server does
         return image.render(add_mask=fmt != "jpg", img_format=driver, colormap=colormap, **options)
+
+
+class _Flights:
+    """The RGB flights, newest first, with their footprints for a vectorised intersection test."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+        self.footprints = shapely.from_wkb([row.pop("footprint_wkb") for row in rows])
+        shapely.prepare(self.footprints)
+        self.days = np.array([row["flight_day"] for row in rows], dtype="datetime64[D]")
+
+    def meeting(self, bbox: tuple[float, float, float, float], on_day: date | None) -> list[dict]:
+        """The flights whose footprint meets `bbox` (EPSG:4490 degrees), flown on or before `on_day`."""
+        wanted = shapely.intersects(self.footprints, shapely.box(*bbox))
+        if on_day is not None:
+            wanted &= self.days <= np.datetime64(on_day, "D")
+        return [self.rows[i] for i in np.flatnonzero(wanted)]
+
+
+class _ReaderPool:
+    """Open readers of display COGs, each lent to one thread at a time (a GDAL dataset must not be
+    used by two threads at once, but may be by one after another): opening one and rio-tiler's
+    reader set-up cost as much as reading a tile's block. All are closed once the catalogue's
+    generation moves on (a replaced image has a new path; a deleted one must not stay open)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[tuple[str, str], list[Reader]] = OrderedDict()
+        self._generation = 0
+
+    @contextmanager
+    def lend(self, path: str, tms: TileMatrixSet, generation: int) -> Iterator[Reader]:
+        key, reader = (path, tms.id), None
+        with self._lock:
+            self._forget_before(generation)
+            idle = self._idle.get(key)
+            if idle:
+                reader = idle.pop()
+        if reader is None:
+            reader = Reader(path, tms=tms)
+        try:
+            yield reader
+        finally:
+            self._give_back(key, reader, generation)
+
+    def _give_back(self, key: tuple[str, str], reader: Reader, generation: int) -> None:
+        closing = [reader]
+        with self._lock:
+            self._forget_before(generation)
+            if generation == self._generation:
+                closing = []
+                self._idle.setdefault(key, []).append(reader)
+                self._idle.move_to_end(key)
+                while len(self._idle) > OPEN_COGS:
+                    closing.extend(self._idle.popitem(last=False)[1])
+        for stale in closing:
+            stale.close()
+
+    def _forget_before(self, generation: int) -> None:
+        """(Under the lock.) A newer catalogue generation closes every idle reader."""
+        if generation > self._generation:
+            self._generation = generation
+            while self._idle:
+                for stale in self._idle.popitem()[1]:
+                    stale.close()
 
 
 def _colour_bands(source: dict) -> list[int]:

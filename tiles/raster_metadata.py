@@ -7,6 +7,13 @@ the collection's extent, a `tilesets-map` link, tilesets with `dataType: map` an
 and in each tileset a `tiling-scheme` link, `rel=item` tile templates with literal
 `{tileMatrix}/{tileRow}/{tileCol}` (never URL-encoded) and `tileMatrixSetLimits` for the zooms
 that hold imagery.
+
+GDAL before 3.7 (Debian 12's 3.6) parses the document behind the `tiling-scheme` link as a TMS 1.0
+one only: it reads it at all only if the text holds "identifier", "boundingBox" and "tileMatrices",
+then takes the CRS from `supportedCRS` and each level's `identifier` and `topLeftCorner`. TMS 2.0
+readers need `crs`, `id` and `pointOfOrigin`, and morecantile refuses any document with TMS 1.0
+keys. So the raster tilesets link to a document of their own carrying both versions' keys
+(`tile_matrix_set_both_versions`), and `/tileMatrixSets/{id}` stays plain TMS 2.0.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 FORMAT_TITLES = {"png": "PNG (transparent outside the imagery)", "jpg": "JPEG", "webp": "WebP (transparent)"}
 
 Bounds = tuple[float, float, float, float]
+GDAL_PICKS = "WorldCRS84Quad"  # GDAL's OGCAPI driver reads this tileset when offered
 
 
 def map_tiles_path(collection_id: str) -> str:
@@ -57,6 +65,24 @@ def raster_collection(base: str, collection_id: str, title: str, description: st
     return document
 
 
+def both_versions_href(base: str, tms: TileMatrixSet) -> str:
+    return f"{base}/tileMatrixSets/{tms.id}/tms-1-and-2.json"
+
+
+def tile_matrix_set_both_versions(tms: TileMatrixSet) -> dict[str, Any]:
+    """The TMS 2.0 document of `tms` with TMS 1.0's keys added (same values, same CRS axis order)."""
+    document = tms.model_dump(mode="json", exclude_none=True)
+    crs = tms.crs.srs
+    left, bottom, right, top = tms.xy_bbox
+    axes_swapped = tms.crs._pyproj_crs.axis_info[0].direction in ("north", "south")  # corners in CRS axis order
+    lower, upper = ([bottom, left], [top, right]) if axes_swapped else ([left, bottom], [right, top])
+    document |= {"identifier": tms.id, "supportedCRS": crs,
+                 "boundingBox": {"type": "BoundingBoxType", "crs": crs, "lowerCorner": lower, "upperCorner": upper}}
+    for matrix in document["tileMatrices"]:
+        matrix |= {"identifier": matrix["id"], "topLeftCorner": matrix["pointOfOrigin"]}
+    return document
+
+
 def tileset_href(base: str, collection_id: str, tms: TileMatrixSet) -> str:
     return f"{base}{map_tiles_path(collection_id)}/{tms.id}"
 
@@ -72,8 +98,8 @@ def map_tileset_summary(base: str, collection_id: str, title: str, tms: TileMatr
                              else f"{base}/tileMatrixSets/{tms.id}"),
         "links": [
             {"rel": "self", "type": "application/json", "title": "Tileset metadata", "href": href + _query(params)},
-            {"rel": TILING_SCHEME_REL, "type": "application/json", "title": f"{tms.id} definition",
-             "href": f"{base}/tileMatrixSets/{tms.id}"},
+            {"rel": TILING_SCHEME_REL, "type": "application/json", "title": f"{tms.id} definition (TMS 1.0 and 2.0)",
+             "href": both_versions_href(base, tms)},
         ],
     }
 
@@ -97,12 +123,22 @@ def map_tileset(base: str, collection_id: str, title: str, tms: TileMatrixSet, b
 
 
 def tile_matrix_set_limits(tms: TileMatrixSet, bounds: Bounds, zooms: tuple[int, int]) -> list[dict[str, Any]]:
+    """The tiles holding imagery at each zoom. In WorldCRS84Quad, the matrix set GDAL's OGCAPI driver
+    picks, the limits name the zooms only (each spans its whole matrix): GDAL 3.6 sizes a level by
+    the whole matrix but places it by the limits' rows (a raster 20000 times too tall), and numbers
+    its tile columns from the limits' first one as if it were column 0. The collection's bbox still
+    crops its raster exactly."""
     limits = []
     for z in range(zooms[0], min(zooms[1], tms.maxzoom) + 1):
-        top_left = tms.tile(bounds[0], bounds[3], z, truncate=True)
-        bottom_right = tms.tile(bounds[2], bounds[1], z, truncate=True)
-        limits.append({"tileMatrix": str(z), "minTileRow": top_left.y, "maxTileRow": bottom_right.y,
-                       "minTileCol": top_left.x, "maxTileCol": bottom_right.x})
+        if tms.id == GDAL_PICKS:
+            matrix = tms.matrix(z)
+            rows, cols = (0, matrix.matrixHeight - 1), (0, matrix.matrixWidth - 1)
+        else:
+            top_left = tms.tile(bounds[0], bounds[3], z, truncate=True)
+            bottom_right = tms.tile(bounds[2], bounds[1], z, truncate=True)
+            rows, cols = (top_left.y, bottom_right.y), (top_left.x, bottom_right.x)
+        limits.append({"tileMatrix": str(z), "minTileRow": rows[0], "maxTileRow": rows[1],
+                       "minTileCol": cols[0], "maxTileCol": cols[1]})
     return limits
 
 

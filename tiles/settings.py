@@ -10,4 +10,6 @@ from gis.settings import CityopsSettings
 class TileSettings(CityopsSettings):
     tile_cache_mb: int = Field(default=256, ge=0, description="memory for cached vector tiles per server process (0: no cache)")
     raster_cache_mb: int = Field(default=256, ge=0, description="memory for cached orthophoto and mosaic tiles per server process")
+    raster_png_zlevel: int = Field(default=1, ge=1, le=9, description=(
+        "zlib level of PNG raster tiles (1: encodes 3x faster than 6 for ~15 % more bytes)"))
     raster_jpeg_quality: int = Field(default=85, ge=10, le=100, description="quality of JPEG and WebP raster tiles")

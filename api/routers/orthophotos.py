@@ -21,6 +21,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Connection, require
 from api.extension import Extension
@@ -34,7 +36,7 @@ from gis.keys import Principal
 from tiles.cache import CachedTile
 from tiles.raster import RASTER_MATRIX_SETS, RasterTiles, media_type, raster_tms, tile_format
 from tiles.raster_metadata import (COG_MEDIA_TYPE, map_tiles_path, map_tileset, map_tileset_summary,
-                                   raster_collection, raster_tilejson)
+                                   raster_collection, raster_tilejson, tile_matrix_set_both_versions)
 
 MOSAIC_ID = "imagery"
 MOSAIC_TITLE = "最新影像 Latest imagery (every RGB orthophoto, newest on top)"
@@ -45,7 +47,6 @@ DEFAULT_ZOOMS = (10, 22)  # an orthophoto catalogued before display renditions e
 
 Enforcement = Annotated[Principal, Depends(require("enforcement"))]
 OrthophotoId = Annotated[int, PathParam(description="id of an orthophoto, DSM or change map in the catalogue")]
-TileMatrix = Annotated[int, PathParam(description="zoom level (tile matrix identifier)")]
 DayParam = Annotated[date | None, Query(alias="datetime", description="a day (YYYY-MM-DD): the imagery as it was "
                                                                       "then, from the flights on or before it")]
 
@@ -58,13 +59,36 @@ def _service(request: Request) -> RasterTiles:
     return request.app.state.raster_tiles
 
 
-def _tile_response(request: Request, tile: CachedTile, fmt: str) -> Response:
+def _tile_response(request_headers: Headers, tile: CachedTile, fmt: str) -> Response:
     headers = {"ETag": tile.etag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept"}
-    if _matches(request.headers.get("if-none-match"), tile.etag):
+    if _matches(request_headers.get("if-none-match"), tile.etag):
         return Response(status_code=304, headers=headers)
     if not tile.data:
         return Response(status_code=204, headers=headers)
     return Response(tile.data, media_type=media_type(fmt), headers=headers)
+
+
+def _whole(path_params: dict, name: str) -> int:
+    value = path_params[name]
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise InvalidInput(f"{name} must be a whole number, not {value!r}")
+    return int(value)
+
+
+def _day(text: str | None) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"datetime must be a day (YYYY-MM-DD), not {text!r}") from None
+
+
+def _path_parameters(*names: str, **query: str) -> dict:
+    """OpenAPI parameters of a route that reads them itself."""
+    return {"parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+            + [{"name": name, "in": "query", "required": False, "description": text, "schema": {"type": "string"}}
+               for name, text in query.items()]}
 
 
 def _split_col(tile_col: str) -> tuple[int, str | None]:
@@ -241,15 +265,19 @@ def orthophotos_extension() -> Extension:
                             content_disposition_type="inline")
 
     # -- tiles of one orthophoto (z/x/y, as the wall and XYZ clients ask) --------------------------
+    # The tile routes read their parameters themselves (declared for the OpenAPI document only): a
+    # cached tile is then a dict lookup, without FastAPI's per-parameter validation (a third of it).
     @router.get("/orthophotos/{orthophoto_id}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}", response_class=Response,
                 summary="A raster tile of one orthophoto (png, jpg or webp; WebMercatorQuad or CGCS2000Quad)",
+                openapi_extra=_path_parameters("orthophoto_id", "tileMatrixSetId", "z", "x", "y", "format"),
                 responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
                            304: {"description": "not modified"}, 404: {"description": "no such orthophoto or tile"}})
-    async def orthophoto_tile(request: Request, orthophoto_id: OrthophotoId, tileMatrixSetId: str, z: int, x: int,
-                              y: int, format: str):
-        fmt = tile_format(format)
-        tile = await _service(request).orthophoto_tile(orthophoto_id, tileMatrixSetId, z, x, y, fmt)
-        return _tile_response(request, tile, fmt)
+    async def orthophoto_tile(request: Request):
+        path = request.path_params
+        fmt = tile_format(path["format"])
+        tile = await _service(request).orthophoto_tile(_whole(path, "orthophoto_id"), path["tileMatrixSetId"],
+                                                       _whole(path, "z"), _whole(path, "x"), _whole(path, "y"), fmt)
+        return _tile_response(request.headers, tile, fmt)
 
     @router.get("/orthophotos/{orthophoto_id}/{tileMatrixSetId}/tilejson.json", summary="TileJSON of one orthophoto")
     async def orthophoto_tilejson(request: Request, conn: Connection, orthophoto_id: OrthophotoId,
@@ -280,6 +308,11 @@ def orthophotos_extension() -> Extension:
         return map_tileset(_base(request), collection.id, collection.title, tms, collection.bounds, collection.zooms,
                            _day_params(on_day))
 
+    @router.get("/tileMatrixSets/{tileMatrixSetId}/tms-1-and-2.json", tags=["OGC API Tiles (imagery)"],
+                summary="A raster tile matrix set with the keys of TMS 1.0 and 2.0 (GDAL 3.6 reads 1.0 only)")
+    async def tile_matrix_set_both(tileMatrixSetId: str):
+        return tile_matrix_set_both_versions(raster_tms(tileMatrixSetId))
+
     @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/tilejson.json",
                 summary="TileJSON of a raster collection (WebMercatorQuad only)", tags=["OGC API Tiles (imagery)"])
     async def map_tilejson(request: Request, conn: Connection, collectionId: str, tileMatrixSetId: str,
@@ -295,21 +328,25 @@ def orthophotos_extension() -> Extension:
     @router.get("/collections/{collectionId}/map/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
                 response_class=Response, tags=["OGC API Tiles (imagery)"],
                 summary="A map tile (tileCol may end in .png, .jpg or .webp; else the Accept header or f decides)",
+                openapi_extra=_path_parameters("collectionId", "tileMatrixSetId", "tileMatrix", "tileRow", "tileCol",
+                                               datetime="a day (YYYY-MM-DD): the imagery mosaic as it was then",
+                                               f="png, jpg or webp"),
                 responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
                            204: {"description": "no imagery in this tile"}, 304: {"description": "not modified"},
                            404: {"description": "no such collection or tile"}})
-    async def map_tile(request: Request, collectionId: str, tileMatrixSetId: str, tileMatrix: TileMatrix,
-                       tileRow: int, tileCol: str, on_day: DayParam = None,
-                       f: Annotated[str | None, Query(description="png, jpg or webp")] = None):
-        col, extension = _split_col(tileCol)
-        fmt = tile_format(extension or f, request.headers.get("accept"))
+    async def map_tile(request: Request):
+        path, query = request.path_params, request.query_params
+        col, extension = _split_col(path["tileCol"])
+        fmt = tile_format(extension or query.get("f"), request.headers.get("accept"))
+        on_day = _day(query.get("datetime"))
+        z, row, collection_id = _whole(path, "tileMatrix"), _whole(path, "tileRow"), path["collectionId"]
         service = _service(request)
-        if collectionId == MOSAIC_ID:
-            tile = await service.mosaic_tile(tileMatrixSetId, tileMatrix, col, tileRow, fmt, on_day)
+        if collection_id == MOSAIC_ID:
+            tile = await service.mosaic_tile(path["tileMatrixSetId"], z, col, row, fmt, on_day)
         else:
-            tile = await service.orthophoto_tile(_orthophoto_id(collectionId, on_day), tileMatrixSetId, tileMatrix, col,
-                                                 tileRow, fmt)
-        return _tile_response(request, tile, fmt)
+            tile = await service.orthophoto_tile(_orthophoto_id(collection_id, on_day), path["tileMatrixSetId"], z, col,
+                                                 row, fmt)
+        return _tile_response(request.headers, tile, fmt)
 
     links = ({"rel": "data", "type": "application/geo+json", "title": "Orthophoto catalogue", "href": "/orthophotos"},
              {"rel": "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map", "type": "application/json",
@@ -318,6 +355,44 @@ def orthophotos_extension() -> Extension:
                         for c in ("core", "tileset", "tilesets-list", "geodata-tilesets", "png", "jpeg"))
     return Extension(router=router, conformance=conformance, links=links,
                      collections=raster_collections, collection=raster_collection_document)
+
+
+# What CachedRasterTiles answers: tile URLs with a format extension and no query string.
+CACHED_TILE_PATHS = (
+    re.compile(r"^/orthophotos/(?P<id>\d{1,18})/tiles/(?P<tms>\w+)/(?P<z>\d{1,2})/(?P<x>\d{1,10})/(?P<y>\d{1,10})"
+               r"\.(?P<fmt>png|jpg|jpeg|webp)$"),
+    re.compile(r"^/collections/(?:(?P<mosaic>imagery)|orthophoto-(?P<id>\d{1,18}))/map/tiles/(?P<tms>\w+)/(?P<z>\d{1,2})/"
+               r"(?P<y>\d{1,10})/(?P<x>\d{1,10})\.(?P<fmt>png|jpg|jpeg|webp)$"),
+)
+
+
+class CachedRasterTiles:
+    """ASGI middleware: a GET of a raster tile the cache holds is answered here, a dict lookup, before
+    routing and FastAPI's request handling (which took half of a warm tile's time); anything else goes
+    on to the routes, which answer exactly the same for a cached tile. Installed inside the hardening
+    middleware (security headers, CORS and limits still apply)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
+            for pattern in CACHED_TILE_PATHS:
+                match = pattern.match(scope["path"])
+                if match is not None:
+                    tile, fmt = _cached(scope["app"].state.raster_tiles, match)
+                    if tile is not None:
+                        return await _tile_response(Headers(scope=scope), tile, fmt)(scope, receive, send)
+                    break
+        await self.app(scope, receive, send)
+
+
+def _cached(service: RasterTiles, match: re.Match) -> tuple[CachedTile | None, str]:
+    fmt = tile_format(match["fmt"])
+    z, x, y, tms_id = int(match["z"]), int(match["x"]), int(match["y"]), match["tms"]
+    key = (service.mosaic_key(tms_id, z, x, y, fmt, None) if match.groupdict().get("mosaic")
+           else service.orthophoto_key(int(match["id"]), tms_id, z, x, y, fmt))
+    return service.cache.get(key), fmt
 
 
 def _webmercator_only(tms_id: str) -> None:
