@@ -138,6 +138,9 @@ def test_conformance_and_openapi_document_what_is_served(client):
     assert all({"$ref": "#/components/parameters/limit"} in operations["get"]["parameters"]
                for path, operations in paths.items() if path.endswith("/items"))
     assert client.get("/collections/stall_sites/items").json()["numberReturned"] == 950  # the default page is 1,000
+    operation_ids = [operation["operationId"] for operations in paths.values() for operation in operations.values()
+                     if isinstance(operation, dict) and "operationId" in operation]
+    assert len(operation_ids) == len(set(operation_ids))  # code generators and schemathesis key operations by id
 
 
 def test_next_links_ask_for_a_full_page_after_a_small_first_one(client):

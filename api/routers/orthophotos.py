@@ -255,8 +255,9 @@ def orthophotos_extension() -> Extension:
         with _connection(request) as conn:
             delete_orthophoto(conn, orthophoto_id)
 
-    # HEAD too: GDAL's /vsicurl/ asks for the size first, then reads byte ranges
-    @router.api_route("/orthophotos/{orthophoto_id}/cog.tif", methods=["GET", "HEAD"], response_class=FileResponse,
+    # HEAD too (kept out of the OpenAPI, whose operation ids must be unique): GDAL's /vsicurl/ asks for the size first, then reads byte ranges
+    @router.head("/orthophotos/{orthophoto_id}/cog.tif", include_in_schema=False)
+    @router.get("/orthophotos/{orthophoto_id}/cog.tif", response_class=FileResponse,
                       summary="The analysis COG (lossless, source CRS); HTTP range requests, so GDAL and QGIS read "
                               "it in place (/vsicurl/)", responses={200: {"content": {COG_MEDIA_TYPE: {}}}})
     async def download_cog(conn: Connection, orthophoto_id: OrthophotoId):

@@ -101,8 +101,9 @@ def tiles_extension() -> Extension:
         return tilejson(_base(request), get_tms(tileMatrixSetId), DATASET_TITLE, service.layers(None), None,
                         _queryables(service), await _bounds(service))
 
-    # HEAD too: GDAL's /vsicurl/ and CDNs ask for a tile's size before reading it.
-    @router.api_route("/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", methods=["GET", "HEAD"], summary="A tile of the whole city",
+    # HEAD too (kept out of the OpenAPI, whose operation ids must be unique): GDAL's /vsicurl/ and CDNs ask for a tile's size before reading it.
+    @router.head("/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", include_in_schema=False)
+    @router.get("/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", summary="A tile of the whole city",
                 operation_id="getDatasetTile", response_class=Response,
                 responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"},
                            404: {"description": "no such tile matrix set, collection or tile"}})
@@ -130,7 +131,8 @@ def tiles_extension() -> Extension:
         return tilejson(_base(request), get_tms(tileMatrixSetId), layer.title, [layer], layer.id, _queryables(service),
                         await _bounds(service))
 
-    @router.api_route("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", methods=["GET", "HEAD"],
+    @router.head("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}", include_in_schema=False)
+    @router.get("/collections/{collectionId}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
                 summary="A vector tile of a collection", operation_id="getCollectionTile", response_class=Response,
                 responses={200: {"content": {MVT_MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}, 304: {"description": "not modified"},
                            404: {"description": "no such tile matrix set, collection or tile"}})
