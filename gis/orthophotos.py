@@ -19,6 +19,8 @@ from gis.errors import Conflict, NotFound
 from gis.settings import Settings
 
 KINDS = ("rgb", "dsm", "change")
+# the collection id of the latest-imagery mosaic, which no published vector layer may take
+MOSAIC_COLLECTION_ID = "imagery"
 # What a client may see; file paths stay on the server.
 PUBLIC_COLUMNS = ("id, name, kind, captured_on, gsd_m, width, height, band_count, source_crs, file_bytes, "
                   "display_bytes, display_minzoom, display_maxzoom, display_min, display_max, created_at, "

@@ -7,6 +7,7 @@ import logging
 import psycopg
 from pydantic import ValidationError
 
+from gis.orthophotos import MOSAIC_COLLECTION_ID
 from layers.catalogue import Layer
 
 _COLUMNS = (
@@ -28,6 +29,9 @@ async def load_published(conn: psycopg.AsyncConnection) -> list[Layer]:
     """The valid published layers; a row that does not make a valid Layer is logged and left out."""
     layers = []
     for row in await (await conn.execute(PUBLISHED_SQL)).fetchall():
+        if row["id"] == MOSAIC_COLLECTION_ID:
+            log.error("published layer %r is not served: the latest-imagery collection has that id", row["id"])
+            continue
         try:
             layers.append(layer_from_row(row))
         except ValidationError as exc:

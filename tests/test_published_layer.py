@@ -99,3 +99,25 @@ def test_a_layer_published_at_run_time_is_read_only_unless_editable(client, hydr
     response = client.post(f"/collections/{LAYER}/items", json=feature,
                            headers={"Authorization": f"Bearer {keys['editor']}"})
     assert response.status_code == 405 and "read-only" in response.json()["description"]
+
+
+def test_a_published_layer_cannot_take_the_imagery_collections_id(client, hydrants, city_db):
+    """`imagery` is the latest-imagery mosaic's collection: a vector layer published under that id
+    is left out of the catalogue (logged) instead of hiding the raster collection."""
+    row = ("INSERT INTO city.published_layer (id, title, \"group\", relation, key, geometry_type, properties, style) "
+           "VALUES (%s, 'clash', 'base', 'city.test_pub_hydrant', 'id', 'Point', '{label}', %s)")
+    style = json.dumps({"type": "circle", "paint": {}})
+    with open_connection(city_db) as conn:
+        conn.execute(row, ["imagery", style])
+        conn.execute(row, ["test_pub_after_clash", style])  # seen once the catalogue has reloaded both
+        conn.commit()
+    try:
+        wait_for(lambda: client.get("/collections/test_pub_after_clash").status_code, lambda status: status == 200)
+        vector = [c for c in client.get("/collections").json()["collections"]
+                  if c["id"] == "imagery" and c.get("itemType") == "feature"]
+        assert vector == []
+        assert client.get("/collections/imagery/items").status_code == 404
+    finally:
+        with open_connection(city_db) as conn:
+            conn.execute("DELETE FROM city.published_layer WHERE id IN ('imagery', 'test_pub_after_clash')")
+            conn.commit()

@@ -38,7 +38,7 @@ from tiles.raster import RASTER_MATRIX_SETS, RasterTiles, media_type, raster_tms
 from tiles.raster_metadata import (COG_MEDIA_TYPE, map_tiles_path, map_tileset, map_tileset_summary,
                                    raster_collection, raster_tilejson, tile_matrix_set_both_versions)
 
-MOSAIC_ID = "imagery"
+MOSAIC_ID = orthophotos.MOSAIC_COLLECTION_ID
 MOSAIC_TITLE = "最新影像 Latest imagery (every RGB orthophoto, newest on top)"
 ORTHOPHOTO_COLLECTION = re.compile(r"^orthophoto-(\d{1,18})$")
 KIND_TITLES = {"rgb": "正射影像 orthophoto", "dsm": "数字表面模型 DSM", "change": "变化图 change map"}
