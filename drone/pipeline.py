@@ -17,7 +17,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from drone.change import candidate_mask, change_score, halo_px, vegetation
+from drone.change import candidate_mask, change_score, excess_green, halo_px, vegetation
 from drone.errors import CancelledError, DroneError, InvalidRasterError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
@@ -31,6 +31,7 @@ from gis.settings import settings_of
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
 STABLE_MIN_SUM_DN = 120  # R+G+B below this is shadow: no use for a radiometric fit
+STABLE_MAX_EXCESS_GREEN = 0.03  # greener than this before is (partly) grass or leaves, which the season changes
 
 
 @dataclass
@@ -198,8 +199,8 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
     """Radiometric fit on stable pixels and the DSM vertical offset plane, from a 3 x 3 spread of sample windows.
 
     Season and shadows change whole classes of pixels (grass, leaves, soil, the ground a shadow
-    moved off), so the fit that is used is made on pixels that are neither vegetation nor dark in
-    the before epoch (roads, roofs, bare soil) and not dark after.
+    moved off), so the fit is made on pixels that are neither greenish nor dark before and neither
+    vegetation nor dark after (roads, roofs, bare soil), by a consensus that ignores the rest.
     """
     before, after, dh, where = [], [], [], []
     for window in _sample_windows(grid):
@@ -216,12 +217,12 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
     before, after = np.concatenate(before), np.concatenate(after)
     if len(before) < 1000:
         raise DroneError("too few overlapping pixels to compare radiometry")
-    first = fit_linear_radiometry(before, after)
-    after_first = first.apply(after.T[:, :, None])[:, :, 0]
-    # classes judged on the before epoch alone, which the fit cannot bias: roads, roofs and bare soil remain
-    stable = ~(vegetation(before.T, params) | (before.sum(axis=1) < STABLE_MIN_SUM_DN)
-               | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
-    radiometry = fit_linear_radiometry(before[stable], after[stable]) if stable.sum() >= 1000 else first
+    # pixel classes judged on colour and darkness, which an exposure change barely moves: roads, roofs and
+    # bare soil remain; anything greenish before (grass, leaves, grass mixed into soil) is what a season changes
+    stable = ~((excess_green(before.T) > STABLE_MAX_EXCESS_GREEN) | (before.sum(axis=1) < STABLE_MIN_SUM_DN)
+               | (after.sum(axis=1) < STABLE_MIN_SUM_DN) | vegetation(after.T, params))
+    radiometry = fit_linear_radiometry(before[stable] if stable.sum() >= 1000 else before,
+                                       after[stable] if stable.sum() >= 1000 else after)
     offset = _vertical_offset(np.concatenate(dh), np.concatenate(where)) if dh else None
     return radiometry, offset
 
