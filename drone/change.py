@@ -47,6 +47,15 @@ def chromaticity(rgb: np.ndarray) -> np.ndarray:
     return rgb[:2] / (rgb.sum(axis=0) + 1.0)
 
 
+def chroma_evidence(before: np.ndarray, after: np.ndarray, params: ChangeParams) -> np.ndarray:
+    """Change of colour regardless of brightness, 0.5 at `chroma_change`: a grey roof on grass or soil of the
+    same brightness differs little in DN but much in colour. Dark pixels have no reliable colour."""
+    total_b, total_a = before.sum(axis=0) + 1.0, after.sum(axis=0) + 1.0
+    shift = np.abs(before / total_b - after / total_a).max(axis=0)
+    lit = (total_b > params.chroma_min_sum_dn) & (total_a > params.chroma_min_sum_dn)
+    return np.where(lit, shift / (2 * params.chroma_change), 0.0)
+
+
 def shadow_like(before: np.ndarray, after: np.ndarray, params: ChangeParams) -> np.ndarray:
     """Cast shadows, new or gone: one epoch much darker and dark in every band.
 
@@ -76,7 +85,7 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, heigh
     """
     green = vegetation(after, params)
     magnitude = np.sqrt(((after - before) ** 2).sum(axis=0))
-    rgb_evidence = magnitude / (2 * rgb_threshold)
+    rgb_evidence = np.maximum(magnitude / (2 * rgb_threshold), chroma_evidence(before, after, params))
     rgb_evidence[nuisance_mask(before, after, params)] = 0
     if height_gain is not None:
         evidence = np.where(np.isfinite(height_gain), height_gain / (2 * params.min_height_m), rgb_evidence)
