@@ -51,6 +51,9 @@ class ChangeResult:
                 "overlap_share": r.overlap_share, "tie_points": r.tie_points, "inliers": r.inliers,
                 "shift_px": [round(v, 2) for v in r.shift_px], "rotation_deg": round(r.rotation_deg, 4),
                 "scale": round(r.scale, 5), "source": r.source,
+                # corrected after georeference = correction @ after transform (world affine, after CRS): what puts
+                # the after epoch where the before epoch is, e.g. for the review desk's after view
+                "correction": [float(v) for v in r.correction[:6]],
                 "dsm_offset_m": None if self.dsm_offset is None else round(self.dsm_offset.at_origin, 3)}
 
 
