@@ -31,6 +31,7 @@ from gis.settings import settings_of
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
 STABLE_MIN_SUM_DN = 120  # R+G+B below this is shadow: no use for a radiometric fit
+PLANE_SAMPLES = 50_000  # DSM differences the vertical offset plane is fitted on
 STABLE_MAX_EXCESS_GREEN = 0.03  # greener than this before is (partly) grass or leaves, which the season changes
 
 
@@ -70,9 +71,12 @@ class _Inputs:
 class _Views:
     """One set of open datasets per worker thread: rasterio handles must not be shared across threads."""
 
-    def __init__(self, inputs: _Inputs):
+    def __init__(self, inputs: _Inputs, handles: dict[str, rasterio.DatasetReader]):
         self.inputs, self.local, self.opened, self.lock = inputs, threading.local(), [], threading.Lock()
         self.shared = None
+        # the handles registration read through hold its decoded tiles in GDAL's cache (which is per
+        # handle): the first set of views reuses them instead of decoding those tiles again
+        self.handles = dict(handles)
 
     def get(self) -> dict:
         if self.shared is not None:
@@ -84,10 +88,15 @@ class _Views:
                                            ("before_dsm", i.before_dsm, None), ("after_dsm", i.after_dsm, i.correction)):
                 if path is None:
                     continue
-                src = rasterio.open(path)
+                with self.lock:
+                    src = self.handles.pop(name, None)
+                if src is None:
+                    src = rasterio.open(path)
+                    with self.lock:
+                        self.opened.append(src)
                 views[name] = open_on_grid(src, i.analysis, correction or rasterio.Affine.identity())
                 with self.lock:
-                    self.opened += [views[name], src]
+                    self.opened.append(views[name])
             self.local.views = views
             if settings_of(DroneSettings).drone_share_handles and all(v.thread_safe for v in views.values()):
                 # plain windowed readers serialise their reads: one handle per file lets every thread
@@ -124,23 +133,24 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
             dsms = [stack.enter_context(_open(p, "DSM", bands=(1,))) if p is not None else None
                     for p in (before_dsm, after_dsm)]
             registration = register_pair(b, a, grid, *dsms)
-        # nothing is written before the pair is known to be comparable: a refusal leaves no file
-        out = Path(change_map_path) if change_map_path else _temporary_tif()
-        # a whole multiple of the grid pixel keeps reads on the plain windowed path (no GDAL warp)
-        analysis = grid.coarsened(grid.pixel_size * max(1, round(params.analysis_gsd_m / grid.pixel_size)))
-        inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
-                         analysis, registration.correction)
-        views = _Views(inputs)
-        try:
-            radiometry, bias = _calibrate(views.get(), analysis, params)
-            threshold = float(np.clip(params.rgb_change_sigmas * np.linalg.norm(radiometry.sigma),
-                                      params.rgb_change_floor_dn, params.rgb_change_cap_dn))
-            parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-        finally:
-            views.close()
+            # nothing is written before the pair is known to be comparable: a refusal leaves no file
+            out = Path(change_map_path) if change_map_path else _temporary_tif()
+            # a whole multiple of the grid pixel keeps reads on the plain windowed path (no GDAL warp)
+            analysis = grid.coarsened(grid.pixel_size * max(1, round(params.analysis_gsd_m / grid.pixel_size)))
+            inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
+                             analysis, registration.correction)
+            views = _Views(inputs, {name: src for name, src in zip(("before_rgb", "after_rgb", "before_dsm", "after_dsm"),
+                                                                    (b, a, *dsms)) if src is not None})
+            try:
+                radiometry, bias = _calibrate(views.get(), analysis, params)
+                threshold = float(np.clip(params.rgb_change_sigmas * np.linalg.norm(radiometry.sigma),
+                                          params.rgb_change_floor_dn, params.rgb_change_cap_dn))
+                parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
+            except BaseException:
+                out.unlink(missing_ok=True)
+                raise
+            finally:
+                views.close()
     candidates = finish(merge_seams(parts), analysis.transform, params, with_height=before_dsm is not None)
     return ChangeResult(candidates, grid.crs, registration, radiometry, out, before_dsm is not None, bias)
 
@@ -234,6 +244,9 @@ def _vertical_offset(dh: np.ndarray, where: np.ndarray) -> VerticalOffset:
     """Robust plane through the DSM differences: changed ground (new roofs, grown trees) is trimmed away."""
     if len(dh) < 100:
         raise DroneError("the DSMs share too few valid heights to compare")
+    if len(dh) > PLANE_SAMPLES:  # an even stride keeps the spread; three coefficients need no more
+        step = -(-len(dh) // PLANE_SAMPLES)
+        dh, where = dh[::step], where[::step]
     design = np.column_stack([np.ones(len(dh)), where])
     keep = np.ones(len(dh), bool)
     for _ in range(4):
