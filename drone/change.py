@@ -39,7 +39,7 @@ def earthy(rgb: np.ndarray, params: ChangeParams) -> np.ndarray:
     total = r + g + b + 1.0
     red_blue, red_green, green_blue = (r - b) / total, (r - g) / total, (g - b) / total
     return ((total < 3 * params.ground_max_dn) & (red_blue > params.earth_red_blue[0]) & (red_blue < params.earth_red_blue[1])
-            & (red_green > -0.03) & (red_green < params.earth_red_green_max) & (green_blue > -0.01))
+            & (red_green > params.earth_red_green_min) & (red_green < params.earth_red_green_max) & (green_blue > -0.01))
 
 
 def chromaticity(rgb: np.ndarray) -> np.ndarray:
