@@ -27,8 +27,8 @@ import rasterio
 
 from drone.errors import DroneError
 from drone.pipeline import GDAL_CACHE_MB, detect_changes
-from tests.support.drone_scenes import (CONDITIONS, CRS_EPSG, FRESH_HELD_OUT_SEEDS, HELD_OUT_SEEDS, SceneSpec, scene_spec,
-                                       write_scene_pair)
+from tests.support.drone_scenes import (CONDITIONS, CRS_EPSG, FRESH_HELD_OUT_SEEDS, HELD_OUT_SEEDS, LATE_HELD_OUT_SEEDS,
+                                       SceneSpec, scene_spec, write_scene_pair)
 from tests.support.drone_scoring import object_scores, registration_error_px
 
 OUT = Path(__file__).parent / "out"
@@ -102,9 +102,9 @@ def main() -> None:
     parser.add_argument("--condition-size", type=int, default=1000, help="before raster side for the condition table")
     parser.add_argument("--seeds", type=int, default=2, help="held-out seeds per condition")
     parser.add_argument("--sizes", type=int, nargs="*", default=[5000], help="sides for the speed runs")
-    parser.add_argument("--held-out", choices=("declared", "fresh"), default="declared",
+    parser.add_argument("--held-out", choices=("declared", "fresh", "late"), default="declared",
                         help="seed set of the table: HELD_OUT_SEEDS (100-119) or FRESH_HELD_OUT_SEEDS (200-219, "
-                             "declared before the RGB-only detector was tuned again)")
+                             "declared before the RGB-only detector was tuned again) or LATE_HELD_OUT_SEEDS (300-319)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -113,7 +113,7 @@ def main() -> None:
     print("| condition | seed | truth | F1 with DSM (TP/FP/FN) | F1 RGB-only (TP/FP/FN) | residual px (DSM/RGB) "
           "| true error px | overlap | inliers |")
     print("|---|---|---|---|---|---|---|---|---|")
-    seeds = HELD_OUT_SEEDS if args.held_out == "declared" else FRESH_HELD_OUT_SEEDS
+    seeds = {"declared": HELD_OUT_SEEDS, "fresh": FRESH_HELD_OUT_SEEDS, "late": LATE_HELD_OUT_SEEDS}[args.held_out]
     rows = [(name, seed, True) for name in CONDITIONS for seed in seeds[:args.seeds]]
     rows += [("all", seed, False) for seed in seeds[10:10 + args.seeds]]
     rows += [("sun", seed, False) for seed in seeds[10:10 + args.seeds]]

@@ -57,6 +57,10 @@ HELD_OUT_SEEDS = tuple(range(100, 120))  # tests and benchmark rows; never tuned
 # are no longer blind. FRESH_HELD_OUT_SEEDS were declared before any further tuning and are run only
 # once, for the final figures; tuning of the RGB-only detector looks at TUNING_SEEDS only.
 FRESH_HELD_OUT_SEEDS = tuple(range(200, 220))
+# The first run on FRESH_HELD_OUT_SEEDS showed the radiometric consensus locking onto a line through one
+# dense class on some all-conditions pairs (seeds 100 and 200); before that was fixed, LATE_HELD_OUT_SEEDS
+# were declared for the blind figures of the fix.
+LATE_HELD_OUT_SEEDS = tuple(range(300, 320))
 
 CRS_EPSG = 4548  # CGCS2000 / 3-degree Gauss-Kruger CM 117E
 SUQIAN_ORIGIN = (618300.0, 3759960.0)  # 118.28E 33.96N projected, rounded to whole metres
