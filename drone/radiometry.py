@@ -32,9 +32,10 @@ def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, seed: int = 0) 
     correlate weakly) nor matching quantiles of the two distributions (a longer shadow widens the
     after spread) holds. Unchanged pixels lie on one line per band and changed ones scatter, so
     the lines are found by RANSAC: a pair of pixels of different brightness proposes a line per
-    band, and the proposal most pixels lie near IN ALL THREE BANDS wins (a changed class, e.g.
-    grass that browned, can line up in one band by chance, not in three); only plausible exposure
-    and white-balance changes are proposed. The lines are then refitted by least squares on the
+    band, and the proposal that pixels lie near IN ALL THREE BANDS (a changed class, e.g. grass that
+    browned, can line up in one band by chance, not in three) across the whole brightness range wins
+    (each slice of brightness votes alike: a line pivoting on one dense class, e.g. the roads, is
+    supported by that class only); only plausible exposure and white-balance changes are proposed. The lines are then refitted by least squares on the
     pixels near them, whose spread is the noise `sigma`.
     """
     rng = np.random.default_rng(seed)
@@ -49,7 +50,16 @@ def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, seed: int = 0) 
     near_all = np.ones((len(gains), len(b)), bool)
     for band in range(3):
         near_all &= np.abs(b[None, :, band] - (gains[:, None, band] * a[None, :, band] + offsets[:, None, band])) <= INLIER_DN
-    best = int(np.argmax(near_all.sum(axis=1)))
+    # any line through one dense class (all the roads) finds support there; the exposure line is the one
+    # that unchanged pixels of EVERY brightness support, so each brightness slice counts alike
+    grey = a.mean(axis=1)
+    slices = np.searchsorted(np.quantile(grey, np.linspace(0, 1, BRIGHTNESS_SLICES + 1)[1:-1]), grey)
+    share = np.zeros(len(gains))
+    for i in range(BRIGHTNESS_SLICES):
+        in_slice = slices == i
+        if in_slice.any():
+            share += near_all[:, in_slice].mean(axis=1)
+    best = int(np.argmax(share))
     gain, offset = gains[best].copy(), offsets[best].copy()
     near = (np.abs(before - (after * gain + offset)) <= 2 * INLIER_DN).all(axis=1)
     for _ in range(2):  # least squares on the consensus, then the consensus of that fit
@@ -57,8 +67,12 @@ def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, seed: int = 0) 
             break
         refined = gain.copy()
         for band in range(3):
-            if np.ptp(after[near, band]) >= MIN_SPAN_DN:
-                refined[band] = np.polyfit(after[near, band], before[near, band], 1)[0]
+            x, y = after[near, band], before[near, band]
+            low, high = np.percentile(x, [5, 95])
+            if high - low >= MIN_RANGE_DN:
+                refined[band] = np.polyfit(x, y, 1)[0]
+            else:  # one narrow class (the roads): no slope is identifiable, and a fit inside it is diluted
+                refined[band] = np.median(y) / max(float(np.median(x)), 1.0)  # towards 0 by its noise: a pure gain
         if _plausible(refined[None])[0]:  # a consensus of one narrow class pins no slope: keep the proposal's
             gain = refined
         offset = np.median(before[near] - after[near] * gain, axis=0)
@@ -77,6 +91,8 @@ MAX_OFFSET_DN = 80.0
 INLIER_DN = 6.0  # a pixel this close to a proposed line in every band supports it (sensor noise is 2-5 DN)
 TRIALS = 400
 SCORING_SAMPLES = 10_000
+BRIGHTNESS_SLICES = 8  # equal-count slices of after brightness, each with one vote share in the consensus
+MIN_RANGE_DN = 50.0  # the consensus must span this (5th-95th percentile) for its slope to be fitted
 MIN_SPAN_DN = 20.0  # the two pixels of a proposal must differ this much in a band, or its slope is noise
 
 
