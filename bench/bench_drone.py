@@ -91,6 +91,20 @@ def measure_speed(size: int) -> dict:
                 peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
+def pool_all(seeds, size: int) -> None:
+    """Each all-conditions pair holds only 1-3 new structures in its overlap: pooled over many seeds."""
+    totals = {"dsm": [0, 0, 0], "rgb": [0, 0, 0]}
+    for seed in seeds:
+        row = run_condition("all", seed, size)
+        for mode, total in totals.items():
+            m = row[mode]
+            if "refused" not in m:
+                total[0], total[1], total[2] = total[0] + m["tp"], total[1] + m["fp"], total[2] + m["fn"]
+            print(f"all seed {seed} {mode}: {_cell(m)}", flush=True)
+    for mode, (tp, fp, fn) in totals.items():
+        print(f"pooled {mode}: TP {tp} FP {fp} FN {fn} F1 {2 * tp / max(1, 2 * tp + fp + fn):.3f}")
+
+
 def _cell(m: dict) -> str:
     if "refused" in m:
         return "REFUSED"
@@ -105,10 +119,15 @@ def main() -> None:
     parser.add_argument("--held-out", choices=("declared", "fresh", "late"), default="declared",
                         help="seed set of the table: HELD_OUT_SEEDS (100-119) or FRESH_HELD_OUT_SEEDS (200-219, "
                              "declared before the RGB-only detector was tuned again) or LATE_HELD_OUT_SEEDS (300-319)")
+    parser.add_argument("--pool-all", type=int, nargs=2, metavar=("FROM", "TO"),
+                        help="instead of the table: the all-conditions pair on seeds FROM..TO, F1 pooled")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure_speed(args.child)))
+        return
+    if args.pool_all:
+        pool_all(range(args.pool_all[0], args.pool_all[1] + 1), args.condition_size)
         return
     print("| condition | seed | truth | F1 with DSM (TP/FP/FN) | F1 RGB-only (TP/FP/FN) | residual px (DSM/RGB) "
           "| true error px | overlap | inliers |")
