@@ -35,12 +35,14 @@ def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, seed: int = 0) 
     band, and the proposal that pixels lie near IN ALL THREE BANDS (a changed class, e.g. grass that
     browned, can line up in one band by chance, not in three) across the whole brightness range wins
     (each slice of brightness votes alike: a line pivoting on one dense class, e.g. the roads, is
-    supported by that class only); only plausible exposure and white-balance changes are proposed. The lines are then refitted by least squares on the
-    pixels near them, whose spread is the noise `sigma`.
+    supported by that class only); only plausible exposure and white-balance changes are proposed.
+    The lines are then refitted by least squares on the pixels near them (a pure gain for a band
+    whose consensus spans too little brightness to pin a slope), whose spread is the noise `sigma`.
     """
     rng = np.random.default_rng(seed)
     if len(before) > MAX_SAMPLES:
-        before, after = (lambda i: (before[i], after[i]))(rng.choice(len(before), MAX_SAMPLES, replace=False))
+        pick = rng.choice(len(before), MAX_SAMPLES, replace=False)
+        before, after = before[pick], after[pick]
     before, after = before.astype(np.float64), after.astype(np.float64)
     if len(before) < 2:
         return LinearRadiometry((1.0,) * 3, (0.0,) * 3, (0.5,) * 3)
@@ -71,9 +73,9 @@ def fit_linear_radiometry(before: np.ndarray, after: np.ndarray, seed: int = 0) 
             low, high = np.percentile(x, [5, 95])
             if high - low >= MIN_RANGE_DN:
                 refined[band] = np.polyfit(x, y, 1)[0]
-            else:  # one narrow class (the roads): no slope is identifiable, and a fit inside it is diluted
-                refined[band] = np.median(y) / max(float(np.median(x)), 1.0)  # towards 0 by its noise: a pure gain
-        if _plausible(refined[None])[0]:  # a consensus of one narrow class pins no slope: keep the proposal's
+            else:  # one narrow class (the roads) identifies no slope, and a fit inside it is diluted towards 0
+                refined[band] = np.median(y) / max(float(np.median(x)), 1.0)
+        if _plausible(refined[None])[0]:
             gain = refined
         offset = np.median(before[near] - after[near] * gain, axis=0)
         residual = before - (after * gain + offset)
