@@ -39,12 +39,21 @@ def earthy(rgb: np.ndarray, params: ChangeParams) -> np.ndarray:
     total = r + g + b + 1.0
     red_blue, red_green, green_blue = (r - b) / total, (r - g) / total, (g - b) / total
     return ((total < 3 * params.ground_max_dn) & (red_blue > params.earth_red_blue[0]) & (red_blue < params.earth_red_blue[1])
-            & (red_green > -0.03) & (red_green < params.earth_red_green_max) & (green_blue > -0.01))
+            & (red_green > params.earth_red_green_min) & (red_green < params.earth_red_green_max) & (green_blue > -0.01))
 
 
 def chromaticity(rgb: np.ndarray) -> np.ndarray:
     """(r, g) = (R, G) / (R + G + B): what a shadow (a roughly uniform darkening) leaves unchanged."""
     return rgb[:2] / (rgb.sum(axis=0) + 1.0)
+
+
+def chroma_evidence(before: np.ndarray, after: np.ndarray, params: ChangeParams) -> np.ndarray:
+    """Change of colour regardless of brightness, 0.5 at `chroma_change`: a grey roof on grass or soil of the
+    same brightness differs little in DN but much in colour. Dark pixels have no reliable colour."""
+    total_b, total_a = before.sum(axis=0) + 1.0, after.sum(axis=0) + 1.0
+    shift = np.abs(before / total_b - after / total_a).max(axis=0)
+    lit = (total_b > params.chroma_min_sum_dn) & (total_a > params.chroma_min_sum_dn)
+    return np.where(lit, shift / (2 * params.chroma_change), 0.0)
 
 
 def shadow_like(before: np.ndarray, after: np.ndarray, params: ChangeParams) -> np.ndarray:
@@ -76,7 +85,7 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, heigh
     """
     green = vegetation(after, params)
     magnitude = np.sqrt(((after - before) ** 2).sum(axis=0))
-    rgb_evidence = magnitude / (2 * rgb_threshold)
+    rgb_evidence = np.maximum(magnitude / (2 * rgb_threshold), chroma_evidence(before, after, params))
     rgb_evidence[nuisance_mask(before, after, params)] = 0
     if height_gain is not None:
         evidence = np.where(np.isfinite(height_gain), height_gain / (2 * params.min_height_m), rgb_evidence)

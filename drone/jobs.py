@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from affine import Affine
 from rasterio.warp import transform_geom
 from shapely.geometry import mapping
 
@@ -67,6 +68,21 @@ def get(conn: psycopg.Connection, job_id: int) -> dict:
     if row is None:
         raise NotFound(f"no {WHAT} with id {job_id}")
     return row
+
+
+def registered_after(conn: psycopg.Connection, job_id: int) -> tuple[str, int, Affine]:
+    """The after orthophoto of a finished detection (analysis COG path, band count) and the world affine that
+    registration found to put it onto the before orthophoto."""
+    job = get(conn, job_id)
+    correction = (job["registration"] or {}).get("correction")
+    if job["state"] != "succeeded" or correction is None:
+        raise NotFound(f"detection {job_id} is {job['state']}" + (
+            "" if job["state"] != "succeeded" else " but ran before registrations were kept: run it again")
+            + "; only a finished detection has a registered after orthophoto")
+    after = orthophotos.find(conn, [job["after_id"]]).get(job["after_id"])
+    if after is None:
+        raise NotFound(f"the after orthophoto {job['after_id']} of detection {job_id} has been deleted")
+    return after["file_path"], after["band_count"], Affine(*correction)
 
 
 def cancel(conn: psycopg.Connection, job_id: int) -> dict:

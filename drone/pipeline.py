@@ -17,7 +17,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from drone.change import candidate_mask, change_score, halo_px, vegetation
+from drone.change import candidate_mask, change_score, excess_green, halo_px, vegetation
 from drone.errors import CancelledError, DroneError, InvalidRasterError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
@@ -31,6 +31,8 @@ from gis.settings import settings_of
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
 SAMPLE_SIDE = 256
 STABLE_MIN_SUM_DN = 120  # R+G+B below this is shadow: no use for a radiometric fit
+PLANE_SAMPLES = 50_000  # DSM differences the vertical offset plane is fitted on
+STABLE_MAX_EXCESS_GREEN = 0.03  # greener than this before is (partly) grass or leaves, which the season changes
 
 
 @dataclass
@@ -50,6 +52,9 @@ class ChangeResult:
                 "overlap_share": r.overlap_share, "tie_points": r.tie_points, "inliers": r.inliers,
                 "shift_px": [round(v, 2) for v in r.shift_px], "rotation_deg": round(r.rotation_deg, 4),
                 "scale": round(r.scale, 5), "source": r.source,
+                # corrected after georeference = correction @ after transform (world affine, after CRS): what puts
+                # the after epoch where the before epoch is, e.g. for the review desk's after view
+                "correction": [float(v) for v in r.correction[:6]],
                 "dsm_offset_m": None if self.dsm_offset is None else round(self.dsm_offset.at_origin, 3)}
 
 
@@ -66,9 +71,12 @@ class _Inputs:
 class _Views:
     """One set of open datasets per worker thread: rasterio handles must not be shared across threads."""
 
-    def __init__(self, inputs: _Inputs):
+    def __init__(self, inputs: _Inputs, handles: dict[str, rasterio.DatasetReader]):
         self.inputs, self.local, self.opened, self.lock = inputs, threading.local(), [], threading.Lock()
         self.shared = None
+        # the handles registration read through hold its decoded tiles in GDAL's cache (which is per
+        # handle): the first set of views reuses them instead of decoding those tiles again
+        self.handles = dict(handles)
 
     def get(self) -> dict:
         if self.shared is not None:
@@ -80,10 +88,15 @@ class _Views:
                                            ("before_dsm", i.before_dsm, None), ("after_dsm", i.after_dsm, i.correction)):
                 if path is None:
                     continue
-                src = rasterio.open(path)
+                with self.lock:
+                    src = self.handles.pop(name, None)
+                if src is None:
+                    src = rasterio.open(path)
+                    with self.lock:
+                        self.opened.append(src)
                 views[name] = open_on_grid(src, i.analysis, correction or rasterio.Affine.identity())
                 with self.lock:
-                    self.opened += [views[name], src]
+                    self.opened.append(views[name])
             self.local.views = views
             if settings_of(DroneSettings).drone_share_handles and all(v.thread_safe for v in views.values()):
                 # plain windowed readers serialise their reads: one handle per file lets every thread
@@ -120,23 +133,24 @@ def detect_changes(before_rgb: str | os.PathLike, after_rgb: str | os.PathLike,
             dsms = [stack.enter_context(_open(p, "DSM", bands=(1,))) if p is not None else None
                     for p in (before_dsm, after_dsm)]
             registration = register_pair(b, a, grid, *dsms)
-        # nothing is written before the pair is known to be comparable: a refusal leaves no file
-        out = Path(change_map_path) if change_map_path else _temporary_tif()
-        # a whole multiple of the grid pixel keeps reads on the plain windowed path (no GDAL warp)
-        analysis = grid.coarsened(grid.pixel_size * max(1, round(params.analysis_gsd_m / grid.pixel_size)))
-        inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
-                         analysis, registration.correction)
-        views = _Views(inputs)
-        try:
-            radiometry, bias = _calibrate(views.get(), analysis, params)
-            threshold = float(np.clip(params.rgb_change_sigmas * np.linalg.norm(radiometry.sigma),
-                                      params.rgb_change_floor_dn, params.rgb_change_cap_dn))
-            parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-        finally:
-            views.close()
+            # nothing is written before the pair is known to be comparable: a refusal leaves no file
+            out = Path(change_map_path) if change_map_path else _temporary_tif()
+            # a whole multiple of the grid pixel keeps reads on the plain windowed path (no GDAL warp)
+            analysis = grid.coarsened(grid.pixel_size * max(1, round(params.analysis_gsd_m / grid.pixel_size)))
+            inputs = _Inputs(*(str(p) if p is not None else None for p in (before_rgb, after_rgb, before_dsm, after_dsm)),
+                             analysis, registration.correction)
+            views = _Views(inputs, {name: src for name, src in zip(("before_rgb", "after_rgb", "before_dsm", "after_dsm"),
+                                                                    (b, a, *dsms)) if src is not None})
+            try:
+                radiometry, bias = _calibrate(views.get(), analysis, params)
+                threshold = float(np.clip(params.rgb_change_sigmas * np.linalg.norm(radiometry.sigma),
+                                          params.rgb_change_floor_dn, params.rgb_change_cap_dn))
+                parts = _run_blocks(views, analysis, radiometry, bias, threshold, params, out, progress, cancel)
+            except BaseException:
+                out.unlink(missing_ok=True)
+                raise
+            finally:
+                views.close()
     candidates = finish(merge_seams(parts), analysis.transform, params, with_height=before_dsm is not None)
     return ChangeResult(candidates, grid.crs, registration, radiometry, out, before_dsm is not None, bias)
 
@@ -198,8 +212,8 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
     """Radiometric fit on stable pixels and the DSM vertical offset plane, from a 3 x 3 spread of sample windows.
 
     Season and shadows change whole classes of pixels (grass, leaves, soil, the ground a shadow
-    moved off), so the fit that is used is made on pixels that are neither vegetation nor dark in
-    the before epoch (roads, roofs, bare soil) and not dark after.
+    moved off), so the fit is made on pixels that are neither greenish nor dark before and neither
+    vegetation nor dark after (roads, roofs, bare soil), by a consensus that ignores the rest.
     """
     before, after, dh, where = [], [], [], []
     for window in _sample_windows(grid):
@@ -216,12 +230,12 @@ def _calibrate(views: dict, grid: Grid, params: ChangeParams) -> tuple[LinearRad
     before, after = np.concatenate(before), np.concatenate(after)
     if len(before) < 1000:
         raise DroneError("too few overlapping pixels to compare radiometry")
-    first = fit_linear_radiometry(before, after)
-    after_first = first.apply(after.T[:, :, None])[:, :, 0]
-    # classes judged on the before epoch alone, which the fit cannot bias: roads, roofs and bare soil remain
-    stable = ~(vegetation(before.T, params) | (before.sum(axis=1) < STABLE_MIN_SUM_DN)
-               | (after_first.sum(axis=0) < STABLE_MIN_SUM_DN))
-    radiometry = fit_linear_radiometry(before[stable], after[stable]) if stable.sum() >= 1000 else first
+    # pixel classes judged on colour and darkness, which an exposure change barely moves: roads, roofs and
+    # bare soil remain; anything greenish before (grass, leaves, grass mixed into soil) is what a season changes
+    stable = ~((excess_green(before.T) > STABLE_MAX_EXCESS_GREEN) | (before.sum(axis=1) < STABLE_MIN_SUM_DN)
+               | (after.sum(axis=1) < STABLE_MIN_SUM_DN) | vegetation(after.T, params))
+    radiometry = fit_linear_radiometry(before[stable] if stable.sum() >= 1000 else before,
+                                       after[stable] if stable.sum() >= 1000 else after)
     offset = _vertical_offset(np.concatenate(dh), np.concatenate(where)) if dh else None
     return radiometry, offset
 
@@ -230,6 +244,9 @@ def _vertical_offset(dh: np.ndarray, where: np.ndarray) -> VerticalOffset:
     """Robust plane through the DSM differences: changed ground (new roofs, grown trees) is trimmed away."""
     if len(dh) < 100:
         raise DroneError("the DSMs share too few valid heights to compare")
+    if len(dh) > PLANE_SAMPLES:  # an even stride keeps the spread; three coefficients need no more
+        step = -(-len(dh) // PLANE_SAMPLES)
+        dh, where = dh[::step], where[::step]
     design = np.column_stack([np.ones(len(dh)), where])
     keep = np.ones(len(dh), bool)
     for _ in range(4):

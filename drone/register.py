@@ -48,7 +48,7 @@ LEVEL_STEP = 6  # decimation between successive levels
 OVERVIEW_PEAKS = 4  # overview translations tried, strongest first
 MAX_SHIFT_M = 10.0  # GNSS error of a drone flight without RTK is metres; a fit moving further is a false match
 TIE_SIDE = {"overview": 96, "fine": 128}
-TIES_PER_SIDE = 8
+TIES_PER_SIDE = {"overview": 8, "fine": 6}  # full resolution starts within a pixel: 36 windows pin a similarity
 MAX_PASSES = 3
 FINAL_STEP_PX = 0.25  # a fitted step below this is applied without measuring the ties again
 MAX_RESIDUAL_PX = 0.75
@@ -80,7 +80,7 @@ class _Ties:
 class _Level:
     grid: Grid
     sources: list[tuple[rasterio.DatasetReader, rasterio.DatasetReader]]  # (before, after): RGB, then DSM
-    side: int
+    name: str  # "overview" (coarse levels) or "fine" (full resolution): its tie window side and count
 
 
 def overlap_share(before: rasterio.DatasetReader, after: rasterio.DatasetReader, grid: Grid) -> float:
@@ -139,12 +139,12 @@ def _coarse_to_fine(before, after, coarse: list, grid: Grid, factor: int, correc
     while factor > 1:
         level = grid.coarsened(grid.pixel_size * factor)
         try:
-            correction, *_ = _refine(_Level(level, coarse, TIE_SIDE["overview"]), correction,
+            correction, *_ = _refine(_Level(level, coarse, "overview"), correction,
                                      grid_to_source_affine(level, after.crs), pool, evidence, passes=1)
         except RegistrationError:
             pass  # a small overlap holds few windows at a coarse level; the next level has more
         factor = factor // LEVEL_STEP if factor > LEVEL_STEP else 1
-    found = _refine(_Level(grid, [(before, after)], TIE_SIDE["fine"]), correction,
+    found = _refine(_Level(grid, [(before, after)], "fine"), correction,
                     grid_to_source_affine(grid, after.crs), pool, evidence, passes=MAX_PASSES)
     centre = grid_to_source_affine(grid, after.crs) @ (grid.width / 2, grid.height / 2)
     moved = math.dist(found[0] @ centre, centre)
@@ -294,17 +294,11 @@ def _hann(shape: tuple[int, int]) -> np.ndarray:
     return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
 
 
-@lru_cache(maxsize=8)
-def _hann(shape: tuple[int, int]) -> np.ndarray:
-    """Taper so the window edges do not correlate as a strong artificial cross."""
-    return np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
-
-
-def _tie_windows(grid: Grid, side: int) -> list[Window]:
-    side = min(side, grid.width // 2, grid.height // 2)
+def _tie_windows(grid: Grid, level: str) -> list[Window]:
+    side, per_side = min(TIE_SIDE[level], grid.width // 2, grid.height // 2), TIES_PER_SIDE[level]
     # half-overlapping windows: a small or partial overlap still gives enough ties for RANSAC
-    n_x = int(np.clip(2 * grid.width // side - 1, 3, TIES_PER_SIDE))
-    n_y = int(np.clip(2 * grid.height // side - 1, 3, TIES_PER_SIDE))
+    n_x = int(np.clip(2 * grid.width // side - 1, 3, per_side))
+    n_y = int(np.clip(2 * grid.height // side - 1, 3, per_side))
     xs = np.linspace(0, grid.width - side, n_x).astype(int)
     ys = np.linspace(0, grid.height - side, n_y).astype(int)
     return [Window(int(x), int(y), side, side) for y in ys for x in xs]
@@ -334,7 +328,7 @@ def _measure(level: _Level, correction: Affine, windows: list[Window], before_ti
 
 def _refine(level: _Level, correction: Affine, to_after_world: Affine, pool, evidence: str, passes: int):
     """Tie grid at one level: measure, fit a similarity, fold it in; repeat until it stops moving."""
-    windows = _tie_windows(level.grid, level.side)
+    windows = _tie_windows(level.grid, level.name)
     before_views = [_view(before, level.grid) for before, _ in level.sources]
     before_tiles = [(g[0], ok) for g, ok in pool.map(lambda w: _gradients(before_views, w), windows)]
     for view in before_views:

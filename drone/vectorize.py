@@ -108,9 +108,10 @@ def finish(parts: list[Part], grid_transform: Affine, params, with_height: bool)
         if area < params.min_area_m2:
             continue
         rectangle = shapely.minimum_rotated_rectangle(p.geometry)
-        if is_vehicle(rectangle, pixel_m, params.vehicle_max_width_m, params.vehicle_max_length_m):
-            continue
         rectangularity = p.geometry.area / rectangle.area
+        if is_vehicle(rectangle, pixel_m, params.vehicle_max_width_m, params.vehicle_max_length_m) or (
+                area < params.vehicles_max_area_m2 and rectangularity < params.vehicles_max_rectangularity):
+            continue
         if p.green_sum > 0.5 * p.pixels and rectangularity < params.rectangular_enough:
             continue  # a green, rounded object: a tree or a hedge grew, not a structure (a green roof is straight)
         outline = rectangle if rectangularity >= params.rectangular_enough else p.geometry.simplify(1.0)

@@ -193,6 +193,7 @@ def test_review_desk_confirms_a_candidate_into_an_illegal_building(wall_report, 
     assert "skipped" not in review, review
     assert review["outcome"] == "confirm", review
     assert review["onMapBefore"] > 0 and review["leftMap"], review        # drawn, then gone from change_candidates
+    assert review["registeredAfterStatus"] == 200, review                 # after view: the registered after flight
     assert review["queueAfter"] == review["queueBefore"] - 1 and not review["stillQueued"], review
     assert review["figureAfter"] == review["figureBefore"] - 1, review    # 违建线索待审 awaiting review
     with open_connection(city_db) as conn:

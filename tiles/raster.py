@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +28,9 @@ from datetime import date
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 import shapely
+from affine import Affine
 from anyio import to_thread
 from morecantile import Tile, TileMatrixSet
 from psycopg_pool import AsyncConnectionPool
@@ -215,6 +218,30 @@ class RasterTiles:
                 image.rescale(in_range=[(source["display_min"], source["display_max"])])
             colormap = DEFAULT_COLORMAPS["dsm"]
         return self._encode(image, fmt, colormap)
+
+    def registered_tile(self, path: str, band_count: int, correction: Affine, tms_id: str, z: int, x: int, y: int,
+                        fmt: str) -> bytes:
+        """A tile of an orthophoto moved to where a registration put it: `correction` is a world affine in the
+        raster's CRS applied on top of its georeference (the after epoch of a detection, shown at the same
+        place as the before epoch). Read from the analysis COG, whose georeference the correction is for."""
+        tms = raster_tms(tms_id)
+        tile = check_tile(tms, z, y, x)
+        moved = f"/vsimem/registered-{uuid.uuid4().hex}.vrt"
+        with rasterio.Env(**GDAL_ENV):
+            try:
+                # a VRT of the file with the corrected georeference (WarpedVRT ignores a src_transform override)
+                rasterio.shutil.copy(path, moved, driver="VRT")
+                with rasterio.open(moved, "r+") as vrt:
+                    vrt.transform = correction @ vrt.transform
+                with Reader(moved, tms=tms) as reader:
+                    if not reader.tile_exists(tile.x, tile.y, tile.z):
+                        raise TileOutsideBounds(f"tile {z}/{x}/{y} of {tms.id} lies outside the registered orthophoto")
+                    image = reader.tile(tile.x, tile.y, tile.z, tilesize=TILE_PX,
+                                        indexes=_colour_bands({"band_count": band_count}))
+            finally:
+                if rasterio.shutil.exists(moved):
+                    rasterio.shutil.delete(moved)
+        return self._encode(image, fmt, None)
 
     def _render_mosaic(self, sources: Sequence[dict], tms: TileMatrixSet, tile: Tile, fmt: str) -> bytes:
         def read(source: dict, x: int, y: int, z: int) -> ImageData:

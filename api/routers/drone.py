@@ -17,6 +17,7 @@ from api.extension import Extension
 from api.key_gate import KeyFirstRoute
 from drone import jobs, review
 from gis.keys import Principal
+from tiles.raster import media_type, tile_format
 
 
 Conn = SyncConnection
@@ -74,6 +75,19 @@ def drone_extension() -> Extension:
 
     router.add_api_route("/drone/detections/{job_id}", cancel_detection, methods=["DELETE"],
                          tags=["Drone change detection"], summary="Cancel a job", name="delete_detection")
+
+    @router.get("/drone/detections/{job_id}/after/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}",
+                tags=["Drone review"], response_class=Response,
+                summary="A tile of the detection's after orthophoto moved to where registration put it: the review "
+                        "desk's after view, at the same place as the before orthophoto",
+                responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+                           404: {"description": "no such finished detection, or a tile outside the after orthophoto"}})
+    def registered_after_tile(request: Request, conn: Conn, job_id: int, tileMatrixSetId: str, z: int, x: int, y: int,
+                              format: str):
+        fmt = tile_format(format)
+        path, band_count, correction = jobs.registered_after(conn, job_id)
+        data = request.app.state.raster_tiles.registered_tile(path, band_count, correction, tileMatrixSetId, z, x, y, fmt)
+        return Response(data, media_type=media_type(fmt), headers={"Cache-Control": "public, max-age=3600"})
 
     @router.get("/drone/candidates", tags=["Drone review"], summary="Change candidates (GeoJSON), best first")
     def list_candidates(conn: Conn, status: Literal["pending", "confirmed", "dismissed"] | None = "pending",

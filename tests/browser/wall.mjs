@@ -142,8 +142,12 @@ async function checkReviewDesk(page) {
   const id = await first.getAttribute('data-id');
   const queueBefore = await page.$$eval('#review-desk .queue li[data-id]', (items) => items.length);
   const figureBefore = await pendingFigure(page);
+  // the after view is the after flight as the detection registered it, not the flight as georeferenced
+  const registeredTile = page.waitForResponse((r) => /\/drone\/detections\/\d+\/after\/tiles\//.test(r.url()),
+    { timeout: 20000 }).then((r) => r.status(), () => null);
   await first.click();   // the desk fits the map to the candidate and opens the before/after pair
   await settle(page);
+  const registeredAfterStatus = await registeredTile;
   const onMapBefore = await candidateOnMap(page, id);
   await page.fill('#reviewer-key', reviewerKey);
   await page.fill('#review-note', 'confirmed from the browser test');
@@ -159,7 +163,7 @@ async function checkReviewDesk(page) {
       .some((f) => String(f.properties.id) === id) && window.map.areTilesLoaded(), id, { timeout: 15000, polling: 100 })
       .then(() => true, () => false);
   }
-  report.review = { id, outcome, message, queueBefore, figureBefore, onMapBefore, leftMap,
+  report.review = { id, outcome, message, queueBefore, figureBefore, onMapBefore, leftMap, registeredAfterStatus,
     queueAfter: await page.$$eval('#review-desk .queue li[data-id]', (items) => items.length),
     stillQueued: !!(await page.$(`#review-desk .queue li[data-id="${id}"]`)),
     figureAfter: await pendingFigure(page) };

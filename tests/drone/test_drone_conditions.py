@@ -47,13 +47,35 @@ def test_partial_overlap_is_detected_in_the_overlap_and_said(runs):
 
 
 def test_object_f1_with_dsm_over_all_conditions(runs):
+    total = _pooled((pair, result) for _, pair, result in runs.values())
+    assert total.true_positives >= 12, total
+    assert total.f1 >= 0.90, total
+
+
+def _pooled(pairs_and_results) -> ObjectScores:
     total = ObjectScores(0, 0, 0)
-    for _, pair, result in runs.values():
+    for pair, result in pairs_and_results:
         s = object_scores([c.geometry for c in result.candidates], pair.truth, ignore=pair.ignore)
         total = ObjectScores(total.true_positives + s.true_positives, total.false_positives + s.false_positives,
                              total.false_negatives + s.false_negatives)
+    return total
+
+
+def test_object_f1_rgb_only_over_all_conditions(runs, tmp_path):
+    """The same held-out pairs without their DSMs: the issue's RGB-only target (0.80)."""
+    total = _pooled((pair, detect_changes(pair.before_rgb, pair.after_rgb, change_map_path=tmp_path / f"{name}.tif"))
+                    for name, (_, pair, _) in runs.items())
     assert total.true_positives >= 12, total
-    assert total.f1 >= 0.90, total
+    assert total.f1 >= 0.80, total
+
+
+@pytest.mark.parametrize("condition", ["sun", "all"])
+def test_no_change_pair_rgb_only_gives_at_most_one_candidate(condition, tmp_path):
+    """Shadows moved and lengthened by an afternoon sun (alone, and with everything else) are not new structures."""
+    spec = scene_spec(condition, size_px=700, seed=HELD_OUT_SEEDS[16], plant_changes=False, overlap_shift=0.0)
+    pair = write_scene_pair(tmp_path, spec)
+    result = detect_changes(pair.before_rgb, pair.after_rgb, change_map_path=tmp_path / "cm.tif")
+    assert len(result.candidates) <= 1, [(c.area_m2, c.rectangularity) for c in result.candidates]
 
 
 def test_too_little_overlap_is_refused_with_the_evidence(tmp_path):

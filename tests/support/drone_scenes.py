@@ -22,7 +22,8 @@ The scene itself varies with the seed: roof palette and texture, building sizes 
 tree cover, road spacing and angle.
 
 TUNING_SEEDS are the only seeds the detector's thresholds were looked at on; HELD_OUT_SEEDS are
-used by the tests and the benchmark's held-out rows and were never tuned on.
+used by the tests and the benchmark's held-out rows and were never tuned on (but their RGB-only
+failures were seen, so FRESH_HELD_OUT_SEEDS hold the blind figures).
 
 Everything is rendered block by block from vector objects and periodic noise tiles, so a large
 pair is written to disk without being held in memory (except the CRS condition, which reprojects
@@ -52,6 +53,14 @@ from shapely.geometry import LineString, Point, Polygon, box, mapping
 
 TUNING_SEEDS = tuple(range(0, 10))  # thresholds were chosen looking at these only
 HELD_OUT_SEEDS = tuple(range(100, 120))  # tests and benchmark rows; never tuned on
+# Seeds 100-120 were LOOKED AT while the RGB-only weak spots were diagnosed (issue 14, session 2): they
+# are no longer blind. FRESH_HELD_OUT_SEEDS were declared before any further tuning and are run only
+# once, for the final figures; tuning of the RGB-only detector looks at TUNING_SEEDS only.
+FRESH_HELD_OUT_SEEDS = tuple(range(200, 220))
+# The first run on FRESH_HELD_OUT_SEEDS showed the radiometric consensus locking onto a line through one
+# dense class on some all-conditions pairs (seeds 100 and 200); before that was fixed, LATE_HELD_OUT_SEEDS
+# were declared for the blind figures of the fix.
+LATE_HELD_OUT_SEEDS = tuple(range(300, 320))
 
 CRS_EPSG = 4548  # CGCS2000 / 3-degree Gauss-Kruger CM 117E
 SUQIAN_ORIGIN = (618300.0, 3759960.0)  # 118.28E 33.96N projected, rounded to whole metres

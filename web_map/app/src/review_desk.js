@@ -1,7 +1,8 @@
 // Review desk for enforcement (违建审核): the drone change candidates awaiting review, before/after
-// orthophotos side by side, and confirm / dismiss with a note under a reviewer's key.
+// orthophotos side by side at the same place (the after one as the detection registered it) with a fade,
+// and confirm / dismiss with a note under a reviewer's key.
 // Contract (drone review API): GET /drone/candidates?status=pending -> FeatureCollection
-// (id, score, area_m2, height_gain_m, checks_passed, before_id, after_id); POST /drone/candidates/{id}/confirm|dismiss {note}.
+// (id, score, area_m2, height_gain_m, checks_passed, before_id, after_id, detection_id); POST /drone/candidates/{id}/confirm|dismiss {note}.
 // Before that API exists the desk says so and stays empty.
 import { escapeHtml, getJSON, postJSON } from './api.js';
 import { rasterSource } from './orthophotos.js';
@@ -25,16 +26,34 @@ function evidence(p) {
   return gain + checks;
 }
 
-// A small map showing one orthophoto with the candidate's outline on top.
-function compareMap(maplibregl, container, photoId, candidate) {
+// Tiles of the before flight, and of the after flight moved to where the detection's registration put it
+// (GET /drone/detections/{id}/after/tiles/…): both views show the same ground, whatever the GNSS error was.
+const beforeTiles = (p) => p.before_id == null ? null : `${location.origin}/orthophotos/${p.before_id}/tiles/WebMercatorQuad/{z}/{x}/{y}.png`;
+const afterTiles = (p) => p.detection_id == null
+  ? (p.after_id == null ? null : `${location.origin}/orthophotos/${p.after_id}/tiles/WebMercatorQuad/{z}/{x}/{y}.png`)
+  : `${location.origin}/drone/detections/${p.detection_id}/after/tiles/WebMercatorQuad/{z}/{x}/{y}.png`;
+
+function photoSource(tiles) {
+  const source = rasterSource({ tiles: [tiles] });
+  delete source.bounds;
+  return source;
+}
+
+// A small map showing one flight with the candidate's outline on top; `overlay` (the registered after flight on
+// the before map) fades in with the desk's slider, for a swipe-like look at the same place.
+function compareMap(maplibregl, container, tiles, candidate, overlay = null) {
   const style = { version: 8, sources: {
     outline: { type: 'geojson', data: candidate } }, layers: [
     { id: 'background', type: 'background', paint: { 'background-color': BACKGROUND } },
     { id: 'outline', type: 'line', source: 'outline', paint: { 'line-color': '#ffea00', 'line-width': 2 } }] };
-  if (photoId != null) {
-    style.sources.photo = rasterSource({ tiles: [`${location.origin}/orthophotos/${photoId}/tiles/WebMercatorQuad/{z}/{x}/{y}.png`] });
-    delete style.sources.photo.bounds;
+  if (tiles != null) {
+    style.sources.photo = photoSource(tiles);
     style.layers.splice(1, 0, { id: 'photo', type: 'raster', source: 'photo' });
+  }
+  if (overlay != null) {
+    style.sources.overlay = photoSource(overlay);
+    style.layers.splice(style.layers.length - 1, 0, { id: 'overlay', type: 'raster', source: 'overlay',
+      paint: { 'raster-opacity': 0 } });
   }
   return new maplibregl.Map({ container, style, bounds: bboxOf(candidate), fitBoundsOptions: { padding: 40 },
     attributionControl: false, fadeDuration: 0, interactive: true });
@@ -69,7 +88,8 @@ export class ReviewDesk {
         <b>#${escapeHtml(c.id ?? c.properties.id)}</b> 置信度 score ${Number(c.properties.score).toFixed(2)} ·
         ${Math.round(c.properties.area_m2)} m²${evidence(c.properties)}</li>`).join('') || '<li class="none">队列为空 queue empty</li>'}</ol>
       <div class="compare" hidden><div class="pair"><figure><figcaption>前 before</figcaption><div class="before"></div></figure>
-        <figure><figcaption>后 after</figcaption><div class="after"></div></figure></div>
+        <figure><figcaption>后 after (已配准 registered)</figcaption><div class="after"></div></figure></div>
+        <label class="overlay">前/后 叠加 fade before → after <input type="range" id="review-overlay" min="0" max="100" value="0"></label>
         <textarea id="review-note" placeholder="审核意见 note"></textarea>
         <div class="actions"><button data-decision="confirm" class="confirm">确认违建 Confirm</button>
         <button data-decision="dismiss">排除 Dismiss</button></div></div><p class="review-result" role="status"></p>`;
@@ -88,8 +108,15 @@ export class ReviewDesk {
     this.closeCompare();
     const compare = this.panel.querySelector('.compare');
     compare.hidden = false;
-    this.compare = [compareMap(this.maplibregl, compare.querySelector('.before'), candidate.properties.before_id, candidate),
-      compareMap(this.maplibregl, compare.querySelector('.after'), candidate.properties.after_id, candidate)];
+    const p = candidate.properties;
+    this.compare = [compareMap(this.maplibregl, compare.querySelector('.before'), beforeTiles(p), candidate, afterTiles(p)),
+      compareMap(this.maplibregl, compare.querySelector('.after'), afterTiles(p), candidate)];
+    const fade = compare.querySelector('#review-overlay');
+    fade.value = 0;
+    fade.oninput = () => {
+      const before = this.compare[0];
+      if (before.getLayer('overlay')) before.setPaintProperty('overlay', 'raster-opacity', fade.value / 100);
+    };
     // Panning one side pans the other, so the eye compares the same ground.
     const [a, b] = this.compare;
     const sync = (from, to) => from.on('move', (e) => { if (e.originalEvent) to.jumpTo({ center: from.getCenter(), zoom: from.getZoom() }); });
