@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query
 from api.deps import SyncConnection, get_sync_connection, require
 from api.extension import Extension
 from api.job_kinds import JOB_KINDS
+from api.key_gate import KeyFirstRoute
 from gis import jobs
 from gis.errors import InvalidInput, NotFound
 from gis.keys import Principal
@@ -20,7 +21,7 @@ Admin = Annotated[Principal, Depends(require("admin", connection=get_sync_connec
 
 
 def jobs_extension() -> Extension:
-    router = APIRouter(tags=["Background jobs"])
+    router = APIRouter(tags=["Background jobs"], route_class=KeyFirstRoute)
 
     @router.get("/jobs", summary="The newest background jobs of every kind (or of one), with state and progress")
     def list_jobs(conn: SyncConnection, _: Admin,
