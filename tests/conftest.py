@@ -53,6 +53,14 @@ class Databases:
             migrate.upgrade(info)
         return info
 
+    def demo_city(self, purpose: str) -> str:
+        """A migrated database of its own holding the demo city at scale 1."""
+        info = self.create(purpose)
+        with open_connection(info) as conn:
+            load_demo(conn, scale=1)
+            conn.commit()
+        return info
+
     def drop_all(self) -> None:
         for name in self.names:
             provision.drop_database(self.settings, name)
@@ -68,11 +76,7 @@ def databases(db_server: Settings) -> Iterator[Databases]:
 @pytest.fixture(scope="session")
 def city_db(databases: Databases) -> str:
     """A migrated database holding the demo city at scale 1 (shared: tests that write clean up)."""
-    info = databases.create("city")
-    with open_connection(info) as conn:
-        load_demo(conn, scale=1)
-        conn.commit()
-    return info
+    return databases.demo_city("city")
 
 
 @pytest.fixture(scope="session")

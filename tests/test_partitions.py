@@ -17,7 +17,6 @@ from psycopg.rows import dict_row
 from gis import migrate
 from gis.db import open_connection
 from layers.catalogue import CATALOGUE
-from layers.demo.load import load_demo
 from ops import alarms, partitions
 from ops.figures import CITY_TIME_ZONE, FIGURES_SQL
 from ops.live_alarms import OPEN_ALARMS_SQL
@@ -29,11 +28,7 @@ WRITERS = 8
 @pytest.fixture(scope="module")
 def part_db(databases) -> str:
     """A database of its own holding the demo city (this module downgrades and drops months)."""
-    info = databases.create("partitions")
-    with open_connection(info) as conn:
-        load_demo(conn, scale=1)
-        conn.commit()
-    return info
+    return databases.demo_city("partitions")
 
 
 def _fingerprint(conn: psycopg.Connection) -> dict:

@@ -21,7 +21,6 @@ from pyproj import Transformer
 from bench.servers import free_port
 from gis.db import open_connection
 from gis.source_crs import wgs84_to_gcj02
-from layers.demo.load import load_demo
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_START_LIMIT_S = 600   # installs nothing here, but loads the demo city into an empty database
@@ -38,11 +37,7 @@ def cityops(database: str, *args, timeout: int = 300) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def own_city(databases) -> str:
     """A demo city of this module's own: replace and upsert change whole layers."""
-    info = databases.create("cli_transfer")
-    with open_connection(info) as conn:
-        load_demo(conn, scale=1)
-        conn.commit()
-    return info
+    return databases.demo_city("cli_transfer")
 
 
 def _bins(path: Path, rows: list[tuple[float, float, str, str | None]]) -> None:
