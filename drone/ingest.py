@@ -27,6 +27,7 @@ import numpy as np
 import psycopg
 import rasterio
 from pyproj import Geod
+from rasterio._err import CPLE_BaseError  # what GDAL raises on a broken directory (rasterio exports no public name)
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
@@ -56,6 +57,7 @@ CATALOGUE_CRS = f"EPSG:{STORAGE_SRID}"
 DISPLAY_TMS = morecantile.tms.get("WebMercatorQuad")
 DISPLAY_TILE_PX = 256
 TRANSLATE_CACHE_BYTES = 256 * 2**20  # rasterio reads an int GDAL_CACHEMAX as bytes
+UNREADABLE = (RasterioError, CPLE_BaseError, OSError)  # a raster cut short or corrupt, whichever GDAL noticed
 
 
 @dataclass(frozen=True)
@@ -232,10 +234,13 @@ def _write_cog(source, target: Path, kind: str) -> None:
     profile = cog_profiles.get("deflate") | {"blockxsize": 512, "blockysize": 512}
     if kind != "rgb":
         profile["predictor"] = 3  # floating-point predictor: heights and scores compress 2-3x better
-    with rasterio.open(source) as src:
-        # A source that does not say which pixels are valid gets an internal mask saying "all of them"
-        # (it compresses to nothing): the display COG's reprojection then masks what lies outside.
-        add_mask = src.nodata is None and not has_alpha_band(src) and not has_mask_band(src)
+    try:
+        with rasterio.open(source) as src:
+            # A source that does not say which pixels are valid gets an internal mask saying "all of them"
+            # (it compresses to nothing): the display COG's reprojection then masks what lies outside.
+            add_mask = src.nodata is None and not has_alpha_band(src) and not has_mask_band(src)
+    except UNREADABLE as exc:  # a file cut inside its overviews' directories fails here, not at open
+        raise _cut_short(exc) from None
     _translate(source, target, profile, add_mask=add_mask, overview_resampling="average",
                config={"GDAL_NUM_THREADS": "2", "GDAL_TIFF_OVR_BLOCKSIZE": "512"})
 
@@ -279,9 +284,13 @@ def _translate(source, target: Path, profile: dict, *, config: dict, **options) 
     try:
         cog_translate(source if isinstance(source, (rasterio.io.DatasetReader, WarpedVRT)) else str(source), str(target),
                       profile, in_memory=False, quiet=True, config=config, **options)
-    except (RasterioError, OSError) as exc:
-        raise InvalidRasterError(f"the raster could not be read to its end (truncated or corrupt?): "
-                                 f"{_first_line(exc.__cause__ or exc)}") from None
+    except UNREADABLE as exc:
+        raise _cut_short(exc) from None
+
+
+def _cut_short(exc: BaseException) -> InvalidRasterError:
+    return InvalidRasterError(f"the raster could not be read to its end (truncated or corrupt?): "
+                              f"{_first_line(exc.__cause__ or exc)}")
 
 
 def _display_range(cog: Path) -> tuple[float | None, float | None]:

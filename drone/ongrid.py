@@ -2,11 +2,12 @@
 
 When the source shares the grid's CRS and its pixel size divides the grid's by a whole factor k,
 a grid window is read as plain windowed reads of the source (aligned to its own k x k lattice),
-box-averaged by k in numpy, and only the small remaining affine (the registration correction:
-sub-pixel shift, a fraction of a degree, scale ~1e-4) is applied at the grid's resolution with a
-spline. When the mapping is an exact whole-pixel offset (the before epoch on its own grid) no
-interpolation happens at all. Anything else (another CRS, a GSD that is not a whole multiple)
-falls back to GDAL's WarpedVRT.
+box-averaged by k in numpy (an RGB raster with internal overviews is read decimated by GDAL
+instead, which decodes an overview rather than every full-resolution block), and only the small
+remaining affine (the registration correction: sub-pixel shift, a fraction of a degree, scale
+~1e-4) is applied at the grid's resolution with a spline. When the mapping is an exact
+whole-pixel offset (the before epoch on its own grid) no interpolation happens at all. Anything
+else (another CRS, a GSD that is not a whole multiple) falls back to GDAL's WarpedVRT.
 
 Both views return what the old WarpedVRT readers returned: RGB as (3, h, w) float32 plus a
 validity mask, a DSM as (h, w) float32 with NaN where there is no height.
@@ -67,6 +68,10 @@ class _FastView:
         self.lock = threading.Lock()  # a GDAL handle must not be read from two threads at once
         self.order = 1 if self.dsm else order  # a spline would smear NaN holes of a DSM
         self.alpha = src.count == 4
+        # a coarse RGB level comes from the raster's own overviews (GDAL picks the nearest finer one and
+        # averages it onto the lattice) instead of decoding full resolution to box-average it; kept out:
+        # DSMs (a cell with a hole must stay NaN) and alpha (GDAL would weigh the colours by it)
+        self.from_overviews = k > 1 and not self.dsm and not self.alpha and bool(src.overviews(1))
         m = ~(correction @ src.transform) @ grid.transform  # grid px -> source px (continuous)
         self.lattice = Affine.scale(1 / k) @ m  # grid px -> source k-lattice px
         self.lw, self.lh = src.width // k, src.height // k
@@ -83,9 +88,14 @@ class _FastView:
         if cc1 <= cc0 or rr1 <= rr0:
             return out, valid
         k = self.k
-        with self.lock:
-            data = self.src.read(window=Window(cc0 * k, rr0 * k, (cc1 - cc0) * k, (rr1 - rr0) * k))
         h, w = rr1 - rr0, cc1 - cc0
+        window = Window(cc0 * k, rr0 * k, w * k, h * k)
+        with self.lock:
+            if self.from_overviews:
+                data = self.src.read(window=window, out_shape=(self.src.count, h, w), out_dtype="float32",
+                                     resampling=Resampling.average)
+            else:
+                data = self.src.read(window=window)
         sub = (slice(None), slice(rr0 - r0, rr0 - r0 + h), slice(cc0 - c0, cc0 - c0 + w))
         if self.dsm:
             d = data.astype(np.float32)
@@ -95,7 +105,9 @@ class _FastView:
             valid[sub[1:]] = True
             return out, valid
         rgb = data[:3]
-        if k > 1:
+        if self.from_overviews:
+            out[sub] = rgb
+        elif k > 1:
             out[sub] = _box_sum(rgb, k, np.uint16 if k <= 16 else np.uint32) * np.float32(1 / (k * k))
         else:
             out[sub] = rgb

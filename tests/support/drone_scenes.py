@@ -66,6 +66,7 @@ CRS_EPSG = 4548  # CGCS2000 / 3-degree Gauss-Kruger CM 117E
 SUQIAN_ORIGIN = (618300.0, 3759960.0)  # 118.28E 33.96N projected, rounded to whole metres
 SHADOW_FACTOR = 0.42
 RENDER_BLOCK = 1024
+SCENE_FILE_FORMAT = 2  # in the cache key: 2 = with internal overviews (a cached pair without them is stale)
 VIGNETTE_FRAME_M = 30.0  # ground footprint of one drone frame in the mosaic
 
 GRASS, DRY_GRASS = np.array([88, 118, 62], np.float32), np.array([138, 124, 84], np.float32)
@@ -116,7 +117,8 @@ class SceneSpec:
 
     def key(self) -> str:
         """A digest of every field: a cache of generated pairs must be keyed on all of them."""
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = dataclasses.asdict(self) | {"file_format": SCENE_FILE_FORMAT}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 CONDITIONS: dict[str, dict] = {
@@ -570,6 +572,8 @@ def _write_raster(path: Path, size: int, georef: Affine, world_of_georef: Affine
         for start in range(0, len(windows), workers * 2):  # bounded in-flight blocks keep memory flat
             for w, data in pool.map(one, windows[start:start + workers * 2]):
                 dst.write(data, window=w)
+        # internal overviews as an ingested analysis COG has them (rio-cogeo's levels: halve while over a block)
+        dst.build_overviews([2**i for i in range(1, 32) if size / 2 ** (i - 1) > 512], Resampling.average)
 
 
 def _reproject_in_place(path: Path, epsg: int, resolution: float) -> None:
