@@ -7,7 +7,8 @@ Two parts, each pair generated once into bench/out/ under a key of EVERY generat
   seeds, with DSMs and RGB-only: object F1 (IoU >= 0.5), false candidates on the no-change pair,
   registration residual (reported and true), refusals;
 - speed: at each --sizes, in a fresh child process, a plain block-wise read of the inputs, then
-  detection with DSMs; ratio detect/read and peak RSS.
+  detection with DSMs; ratio detect/read and peak RSS. With --ingested the inputs are first
+  written as ingest writes its analysis COGs (RGB with an internal mask), what a real job reads.
 
     python -m bench.bench_drone --condition-size 1000 --seeds 2 --sizes 5000 [--held-out fresh]
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 import rasterio
 
 from drone.errors import DroneError
+from drone.ingest import _write_cog
 from drone.pipeline import GDAL_CACHE_MB, detect_changes
 from tests.support.drone_scenes import (CONDITIONS, CRS_EPSG, FRESH_HELD_OUT_SEEDS, HELD_OUT_SEEDS, LATE_HELD_OUT_SEEDS,
                                        SceneSpec, scene_spec, write_scene_pair)
@@ -76,11 +78,21 @@ def run_condition(name: str, seed: int, size: int, changes: bool = True) -> dict
     return row
 
 
-def measure_speed(size: int) -> dict:
+def as_ingested(path: Path, kind: str) -> Path:
+    """The analysis COG ingest would write of `path` (made once, next to it)."""
+    target = path.with_name(f"ingested_{path.name}")
+    if not target.exists():
+        _write_cog(str(path), target, kind)
+    return target
+
+
+def measure_speed(size: int, ingested: bool) -> dict:
     """Runs in a child process so peak RSS belongs to this size alone."""
     _, pair = cached_pair(scene_spec("all", size_px=size, gsd_m=0.05, seed=HELD_OUT_SEEDS[0], overlap_shift=0.0,
                                      after_gsd_m=0.05))
     inputs = [pair.before_rgb, pair.after_rgb, pair.before_dsm, pair.after_dsm]
+    if ingested:
+        inputs = [as_ingested(path, kind) for path, kind in zip(inputs, ("rgb", "rgb", "dsm", "dsm"))]
     read_s = plain_read_seconds(inputs)
     start = time.perf_counter()
     result = detect_changes(*inputs, change_map_path=pair.before_rgb.parent / "cm_speed.tif")
@@ -121,10 +133,12 @@ def main() -> None:
                              "declared before the RGB-only detector was tuned again) or LATE_HELD_OUT_SEEDS (300-319)")
     parser.add_argument("--pool-all", type=int, nargs=2, metavar=("FROM", "TO"),
                         help="instead of the table: the all-conditions pair on seeds FROM..TO, F1 pooled")
+    parser.add_argument("--ingested", action="store_true",
+                        help="speed runs on the inputs as ingest writes them (analysis COGs with internal masks)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure_speed(args.child)))
+        print(json.dumps(measure_speed(args.child, args.ingested)))
         return
     if args.pool_all:
         pool_all(range(args.pool_all[0], args.pool_all[1] + 1), args.condition_size)
@@ -143,10 +157,10 @@ def main() -> None:
         print(f"| {r['condition']} | {seed} | {r['truth']} | {_cell(d)} | {_cell(g)} | {res} | "
               f"{d.get('true_error_px', '-')} | {d.get('overlap', '-')} | {d.get('inliers', '-')} |", flush=True)
     for size in args.sizes:
-        child = subprocess.run([sys.executable, "-m", "bench.bench_drone", "--child", str(size)],
-                               capture_output=True, text=True, check=True)
+        child = subprocess.run([sys.executable, "-m", "bench.bench_drone", "--child", str(size),
+                                *(["--ingested"] if args.ingested else [])], capture_output=True, text=True, check=True)
         row = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"speed {size}x{size} px (all conditions, DSM): read {row['read_s']} s, detect {row['detect_s']} s, "
+        print(f"speed {size}x{size} px (all conditions, DSM{', ingested COGs' if args.ingested else ''}): read {row['read_s']} s, detect {row['detect_s']} s, "
               f"ratio {row['ratio']}, peak RSS {row['peak_rss_mb']} MB, F1 {row['f1']}, "
               f"residual {row['residual_px']} px", flush=True)
 

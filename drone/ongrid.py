@@ -68,9 +68,12 @@ class _FastView:
         self.lock = threading.Lock()  # a GDAL handle must not be read from two threads at once
         self.order = 1 if self.dsm else order  # a spline would smear NaN holes of a DSM
         self.alpha = src.count == 4
+        # an ingested analysis COG is RGB with an internal mask (all valid, or transparent outside the flight)
+        self.masked = src.count == 3 and all(MaskFlags.per_dataset in f for f in src.mask_flag_enums)
         # a coarse RGB level comes from the raster's own overviews (GDAL picks the nearest finer one and
         # averages it onto the lattice) instead of decoding full resolution to box-average it; kept out:
-        # DSMs (a cell with a hole must stay NaN) and alpha (GDAL would weigh the colours by it)
+        # DSMs (a cell with a hole must stay NaN) and alpha (GDAL would weigh the colours by it). Under a
+        # mask, a cell is valid only where the full-resolution mask is (read below), as with alpha.
         self.from_overviews = k > 1 and not self.dsm and not self.alpha and bool(src.overviews(1))
         m = ~(correction @ src.transform) @ grid.transform  # grid px -> source px (continuous)
         self.lattice = Affine.scale(1 / k) @ m  # grid px -> source k-lattice px
@@ -96,6 +99,7 @@ class _FastView:
                                      resampling=Resampling.average)
             else:
                 data = self.src.read(window=window)
+            mask = self.src.dataset_mask(window=window) if self.masked else None
         sub = (slice(None), slice(rr0 - r0, rr0 - r0 + h), slice(cc0 - c0, cc0 - c0 + w))
         if self.dsm:
             d = data.astype(np.float32)
@@ -111,8 +115,8 @@ class _FastView:
             out[sub] = _box_sum(rgb, k, np.uint16 if k <= 16 else np.uint32) * np.float32(1 / (k * k))
         else:
             out[sub] = rgb
-        if self.alpha:
-            a = data[3] > 0
+        if self.alpha or self.masked:
+            a = (data[3] if self.alpha else mask) > 0
             valid[sub[1:]] = _box_sum(a[None], k, np.uint16 if k <= 16 else np.uint32)[0] == k * k if k > 1 else a
         else:
             valid[sub[1:]] = True
@@ -172,7 +176,9 @@ def open_on_grid(src: rasterio.DatasetReader, grid: Grid, correction: Affine = A
     k = grid.pixel_size / abs(src.transform.a)
     whole = round(k)
     flags = src.mask_flag_enums
-    masks_ok = (src.count == 1 or (src.count == 3 and all(f == [MaskFlags.all_valid] for f in flags))
+    masks_ok = (src.count == 1
+                or (src.count == 3 and (all(f == [MaskFlags.all_valid] for f in flags)
+                                        or all(MaskFlags.per_dataset in f for f in flags)))
                 or (src.count == 4 and all(MaskFlags.alpha in f or MaskFlags.per_dataset in f for f in flags[:3])))
     if (src.crs == grid.crs and whole >= 1 and abs(k - whole) < 1e-6 and abs(src.transform.e + src.transform.a) < 1e-9
             and not src.transform.b and not src.transform.d and masks_ok):

@@ -1,0 +1,68 @@
+"""Reading an ingested orthophoto onto the analysis grid: an analysis COG as ingest writes it (RGB
+with an internal mask and overviews) is read by the fast path, and gives what GDAL's warp gives:
+the same colours and the same valid cells, the masked part of the flight invalid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from scipy import ndimage
+
+from drone.grid import Grid
+from drone.ingest import _write_cog
+from drone.ongrid import _VrtView, open_on_grid
+
+SIZE, GSD, K = 1024, 0.1, 4
+ORIGIN = (500_000.0, 3_760_000.0)
+UNFLOWN_COLUMNS = 300  # the source's mask leaves its west strip out
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("ongrid")
+    rng = np.random.default_rng(11)
+    texture = ndimage.gaussian_filter(rng.random((SIZE, SIZE)), 6)  # detail at the grid's scale, not below it
+    texture = (texture - texture.min()) / np.ptp(texture)
+    rgb = np.stack([texture * 180 + 30, texture * 140 + 50, 200 - texture * 120]).astype(np.uint8)
+    mask = np.full((SIZE, SIZE), 255, np.uint8)
+    mask[:, :UNFLOWN_COLUMNS] = 0
+    source = folder / "flight.tif"
+    profile = dict(driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8", crs="EPSG:4548",
+                   transform=Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1]), tiled=True, blockxsize=256,
+                   blockysize=256, photometric="RGB")
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(source, "w", **profile) as dst:
+        dst.write(rgb)
+        dst.write_mask(mask)
+    target = folder / "analysis.tif"
+    _write_cog(str(source), target, "rgb")
+    return str(target)
+
+
+CENTRE = (ORIGIN[0] + SIZE * GSD / 2, ORIGIN[1] - SIZE * GSD / 2)
+
+
+@pytest.mark.parametrize("correction", [Affine.identity(),
+                                        Affine.translation(0.13, -0.07) @ Affine.rotation(0.2, pivot=CENTRE)],
+                         ids=["aligned", "registered"])
+def test_an_ingested_rgb_cog_reads_on_the_grid_as_gdal_warps_it(ingested, correction):
+    grid = Grid(CRS.from_epsg(4548), Affine(GSD * K, 0, ORIGIN[0], 0, -GSD * K, ORIGIN[1]), SIZE // K, SIZE // K)
+    window = Window(0, 0, grid.width, grid.height)
+    with rasterio.open(ingested) as src:
+        assert all(flags != [rasterio.enums.MaskFlags.all_valid] for flags in src.mask_flag_enums)  # it has a mask
+        fast = open_on_grid(src, grid, correction)
+        assert not isinstance(fast, _VrtView)  # the mask no longer sends it down GDAL's warp
+        rgb, valid = fast.read(window)
+        warped_rgb, warped_valid = _VrtView(src, grid, correction, Resampling.average).read(window)
+    edge = UNFLOWN_COLUMNS // K
+    assert not valid[:, : edge - 1].any()  # the unflown strip is never valid
+    assert valid[3:-3, edge + 3: -3].all()
+    # the fast path is the more careful one (a cell's whole spline support must be flown), never the looser
+    assert (valid & ~warped_valid).mean() < 0.002 and (warped_valid & ~valid).mean() < 0.05
+    both = valid & warped_valid
+    difference = np.abs(rgb - warped_rgb)[:, both]
+    assert difference.mean() < 1.5 and np.percentile(difference, 99) < 8
