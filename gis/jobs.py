@@ -79,9 +79,17 @@ class Job:
 
     def succeed(self, conn: psycopg.Connection, result: dict, *, done: int | None = None, phase: str | None = None) -> None:
         """Mark the job succeeded in the caller's transaction (so it commits with the work), if it is
-        still this worker's; otherwise raise `JobTakenOver`, which rolls that transaction back."""
-        if not finish(conn, self.id, "succeeded", worker=self.row["worker"], result=result, done=done, phase=phase):
-            raise JobTakenOver(f"job {self.id} was given to another worker; this run's work is rolled back")
+        still this worker's and nobody asked to cancel it; otherwise raise `JobCancelled` or
+        `JobTakenOver`, which roll that transaction back. A cancel that was accepted is honoured even
+        when it arrives after the last progress report (a fast job never saw it)."""
+        if finish(conn, self.id, "succeeded", worker=self.row["worker"], result=result, done=done, phase=phase,
+                  unless_cancelled=True):
+            return
+        row = conn.execute("SELECT cancel_requested FROM city.job WHERE id = %s AND state = 'running' AND worker = %s",
+                           [self.id, self.row["worker"]]).fetchone()
+        if row is not None and row["cancel_requested"]:
+            raise JobCancelled(f"job {self.id} was cancelled")
+        raise JobTakenOver(f"job {self.id} was given to another worker; this run's work is rolled back")
 
     def progress(self, fraction: float | None = None, *, done: int | None = None, total: int | None = None,
                  phase: str | None = None, force: bool = False, check_cancel: bool = True) -> None:
@@ -196,16 +204,18 @@ def claim(conn: psycopg.Connection, kinds: Iterable[str], worker: str, job_id: i
 
 
 def finish(conn: psycopg.Connection, job_id: int, state: str, *, worker: str, result: dict | None = None,
-           error: str | None = None, done: int | None = None, phase: str | None = None) -> bool:
+           error: str | None = None, done: int | None = None, phase: str | None = None,
+           unless_cancelled: bool = False) -> bool:
     """End a job `worker` runs (in the caller's transaction, if it has one); False if it is not
-    running there any more (ended, or requeued and claimed by another worker)."""
+    running there any more (ended, or requeued and claimed by another worker), or if
+    `unless_cancelled` and a cancel was asked for."""
     return conn.execute(
         "UPDATE city.job SET state = %s, result = coalesce(%s, result), error = %s, worker = NULL, "
         "progress = CASE WHEN %s = 'succeeded' THEN 1 ELSE progress END, done = coalesce(%s, done), "
         "phase = coalesce(%s, phase), updated_at = now(), finished_at = now() "
-        "WHERE id = %s AND state = 'running' AND worker = %s",
+        "WHERE id = %s AND state = 'running' AND worker = %s AND NOT (%s AND cancel_requested)",
         [state, None if result is None else json.dumps(result, ensure_ascii=False, default=str), error,
-         state, done, phase, job_id, worker]).rowcount == 1
+         state, done, phase, job_id, worker, unless_cancelled]).rowcount == 1
 
 
 def _requeue(conn: psycopg.Connection, job_id: int, worker: str, reason: str) -> dict | None:
