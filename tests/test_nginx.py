@@ -153,7 +153,12 @@ class TileWatch:
             while not self._stop.is_set():
                 asked = time.monotonic()
                 try:
-                    response = client.get(self.url)
+                    try:
+                        response = client.get(self.url)
+                    except httpx.RemoteProtocolError:
+                        # a keep-alive connection an old worker closed as the reload began: browsers and
+                        # tile clients send an idempotent request again on a fresh connection
+                        response = client.get(self.url)
                     answer = ("in" if self.code in _codes(response) else "out") if response.status_code in (200, 204) \
                         else f"HTTP {response.status_code}"
                 except httpx.HTTPError as exc:
