@@ -266,28 +266,28 @@ class Page:
     next_cursor: str | None
 
 
-async def _keyset(conn: psycopg.AsyncConnection, selection: Selection, offset: int, cursor: str | None,
-                  params: dict[str, Any]) -> tuple[bytes, sql.Composable | None]:
-    """The paging key, and the keyset clause that continues after `cursor` (None without one)."""
-    key = await paging.paging_key(conn)
+def _keyset(selection: Selection, paging_key: bytes, offset: int, cursor: str | None,
+            params: dict[str, Any]) -> sql.Composable | None:
+    """The keyset clause that continues after `cursor` (None without one)."""
     if cursor is None:
-        return key, None
+        return None
     if offset:
         raise InvalidInput("send either cursor (from a next link) or offset, not both")
-    values = paging.verify(key, selection.query, cursor, len(selection.sort))
-    return key, paging.after_clause(selection.sort, values, params)
+    values = paging.verify(paging_key, selection.query, cursor, len(selection.sort))
+    return paging.after_clause(selection.sort, values, params)
 
 
 async def read_page(conn: psycopg.AsyncConnection, selection: Selection, limit: int, offset: int = 0,
-                    cursor: str | None = None, *, with_count: bool) -> Page:
+                    cursor: str | None = None, *, paging_key: bytes, with_count: bool) -> Page:
     """The page of `limit` features after `offset` features, or after a `cursor` from a next link.
     Count and page are one statement: one snapshot, so the two agree, and one round trip. Under
     load every await of a request waits its turn on a busy event loop; a page read through a cursor
     in a transaction (nine statements) held its pooled connection for nine turns, and requests
     queued on the pool past its timeout (503s under 100 connections). A page is at most a few
-    thousand features, so it is read whole; one row past `limit` tells whether a next page exists."""
+    thousand features, so it is read whole; one row past `limit` tells whether a next page exists.
+    The cursor key comes from the live catalogue (`LiveCatalogue.paging_key`), so a page is ONE statement."""
     params = {**selection.params, "limit": limit + 1, "offset": offset}
-    key, after = await _keyset(conn, selection, offset, cursor, params)
+    after = _keyset(selection, paging_key, offset, cursor, params)
     sort_keys = sql.SQL(", ").join(sql.Identifier(f"sort_{i}") for i in range(len(selection.sort)))
     query = sql.SQL(
         "WITH page AS MATERIALIZED ({page}) "
@@ -300,18 +300,18 @@ async def read_page(conn: psycopg.AsyncConnection, selection: Selection, limit: 
     features = row["features"]
     if len(features) <= limit:
         return Page(features, row["matched"], None)
-    return Page(features[:limit], row["matched"], paging.sign(key, selection.query, row["sort_keys"][limit - 1]))
+    return Page(features[:limit], row["matched"], paging.sign(paging_key, selection.query, row["sort_keys"][limit - 1]))
 
 
 async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int,
-                cursor: str | None) -> AsyncIterator[Any]:
+                cursor: str | None, paging_key: bytes) -> AsyncIterator[Any]:
     """A sentinel once the statement has run, then chunks of rows through a server-side cursor."""
     async with conn.transaction():
         await conn.execute("SET TRANSACTION READ ONLY")
         # a cursor is planned for its first 10 % by default (fast-start plans); we read it all
         await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
         params = {**selection.params, "limit": limit, "offset": offset}
-        _, after = await _keyset(conn, selection, offset, cursor, params)
+        after = _keyset(selection, paging_key, offset, cursor, params)
         async with conn.cursor(name="features", row_factory=dict_row) as rows:
             await rows.execute(page_query(selection, output, after), params)
             yield None
@@ -320,11 +320,11 @@ async def _rows(conn: psycopg.AsyncConnection, selection: Selection, output: str
 
 
 async def open_stream(conn: psycopg.AsyncConnection, selection: Selection, output: str, limit: int, offset: int = 0,
-                      cursor: str | None = None) -> AsyncIterator[list[dict]]:
+                      cursor: str | None = None, *, paging_key: bytes) -> AsyncIterator[list[dict]]:
     """The chunks of a stream (f=csv, f=jsonseq: up to the stream limit, too many to hold). The
     statement has run and its first chunk is in hand before this returns, so bad input (a cursor of
     another query too) fails here, as an HTTP error, not midway through a body."""
-    rows = _rows(conn, selection, output, limit, offset, cursor)
+    rows = _rows(conn, selection, output, limit, offset, cursor, paging_key)
     await anext(rows)
     first = await anext(rows, [])
 

@@ -1,6 +1,7 @@
 """The one catalogue the running platform serves (tipg's `CollectionParams` is the model): the
 static declarations plus the layers published at run time (`city.published_layer`), with each
-layer's queryables and, once asked for, its extent. The change feed keeps it fresh: a change to
+layer's queryables and, once asked for, its extent, and the database's cursor key
+(`layers.paging`). The change feed keeps it fresh: a change to
 `city.published_layer` reloads it, a change to a layer's table forgets that layer's extent.
 
 Features, tiles, the style, exports, imports and the planners' queries all resolve a collection id
@@ -22,6 +23,7 @@ from gis.changes import Change
 from gis.cql import Queryable
 from gis.errors import NotFound
 from layers.catalogue import CATALOGUE, Layer
+from layers import paging
 from layers.published import PUBLISHED_SQL, PUBLISHED_ONE_SQL, layer_from_row, load_published
 from layers.queryables import COLUMNS_SQL, queryables_of
 
@@ -49,6 +51,7 @@ class LiveCatalogue:
         self._queryables: dict[str, dict[str, Queryable]] = {}
         self._extents: dict[str, Extent] = {}
         self._listeners: list[ReloadListener] = []
+        self._paging_key: bytes | None = None
         self.version = 0
 
     @property
@@ -60,6 +63,13 @@ class LiveCatalogue:
             return self._layers[layer_id]
         except KeyError:
             raise _unknown(layer_id, self._layers) from None
+
+    @property
+    def paging_key(self) -> bytes:
+        """The key that signs this database's Features cursors, read by `reload`."""
+        if self._paging_key is None:
+            raise RuntimeError("the live catalogue was never loaded from its database (reload)")
+        return self._paging_key
 
     def queryables(self, layer_id: str) -> Mapping[str, Queryable]:
         return self._queryables.get(self.get(layer_id).id, {})
@@ -90,6 +100,7 @@ class LiveCatalogue:
         self._layers = {layer_id: layer for layer_id, layer in layers.items() if layer_id in queryables}
         self._queryables = queryables
         self._extents = {}
+        self._paging_key = await paging.paging_key(conn)
         self.version += 1
         for listener in self._listeners:
             await listener(self)

@@ -38,8 +38,10 @@ class SortTerm:
 
 
 async def paging_key(conn: psycopg.AsyncConnection) -> bytes:
-    """The database's cursor key (a replica holds the same), read in the page's own transaction:
-    one row by primary key, and never stale after a restore or a re-made database."""
+    """The database's cursor key (a replica holds the same). It never changes while the database
+    lives, so the live catalogue reads it with its layers (`layers.live`) and pages are one
+    statement; the catalogue is read again when the change feed reconnects (a restored or re-made
+    database), so the key read then is that database's."""
     row = await (await conn.execute("SELECT secret FROM city.paging_key")).fetchone()
     return bytes(row["secret"])
 

@@ -4,12 +4,17 @@ is refused on any other query or when altered, and offset keeps working."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import tempfile
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from psycopg import pq
 
+from api.app import create_app
 from gis.db import open_connection
 
 
@@ -137,3 +142,79 @@ def test_a_feature_added_before_the_cursor_shifts_no_page(client, city_db, db):
             conn.commit()
     assert [f["id"] for f in continued["features"]] == ordered[100:200]
     assert by_offset["features"][0]["id"] == ordered[99]  # the shift the cursor avoids
+
+
+# -- the cursor key: held by the live catalogue, so a page is one statement ------------------------
+
+@pytest.fixture(scope="module")
+def one_connection_client(settings, city_db, monkeypatch_module):
+    """A second app on the same database (as a second worker or machine is), with a pool of one
+    connection, so every statement a request sends goes through the connection the test traces."""
+    monkeypatch_module.setenv("CITYOPS_SWEEP_INTERVAL_S", "3600")  # the operations sweep runs once, at start
+    app = create_app(settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1}), conninfo=city_db)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def statements_sent(test_client: TestClient, url: str) -> tuple[httpx.Response, list[str]]:
+    """The response to `url` and the statements its request sent to the database (from libpq's trace
+    of the pool's one connection: each simple Query or extended-protocol Execute is one statement)."""
+    pool = test_client.app.state.pool
+
+    async def traced(trace) -> None:
+        await asyncio.sleep(0.5)  # the start-up sweep takes the connection first and is done before getconn returns
+        conn = await pool.getconn()
+        try:
+            if trace is None:
+                conn.pgconn.untrace()
+            else:
+                conn.pgconn.trace(trace.fileno())
+                conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        finally:
+            await pool.putconn(conn)
+
+    with tempfile.TemporaryFile("w+") as trace:
+        test_client.portal.call(traced, trace)
+        response = test_client.get(url)
+        test_client.portal.call(traced, None)
+        trace.seek(0)
+        messages = [line.split("\t") for line in trace.read().splitlines()]
+    sent = [fields[3] if fields[2] == "Query" else "execute" for fields in messages
+            if fields[0] == "F" and fields[2] in ("Query", "Execute")]
+    texts = [fields[3] for fields in messages if fields[0] == "F" and fields[2] in ("Query", "Parse")]
+    return response, sent if len(sent) == 1 else texts + sent
+
+
+def test_an_items_page_is_one_statement(one_connection_client):
+    base = "/collections/stall_sites/items?filter=capacity > 30&limit=10"
+    first, statements = statements_sent(one_connection_client, base)
+    assert first.status_code == 200 and len(statements) == 1, statements
+    cursor = dict(httpx.URL(next_href(first.json())).params)["cursor"]
+    continued, statements = statements_sent(one_connection_client, f"{base}&cursor={cursor}")
+    assert continued.status_code == 200 and len(statements) == 1, statements
+    assert continued.json()["features"][0]["id"] > first.json()["features"][-1]["id"]
+
+
+def test_cursors_hold_across_instances_of_one_database_and_not_another(client, one_connection_client, databases, settings):
+    base = "/collections/stall_sites/items?sortby=-capacity&limit=25"
+    whole = [f["id"] for f in client.get(f"{base.replace('limit=25', 'limit=1000')}").json()["features"]]
+    issued_here = dict(httpx.URL(next_href(client.get(base).json())).params)["cursor"]
+    issued_there = dict(httpx.URL(next_href(one_connection_client.get(base).json())).params)["cursor"]
+    assert issued_here == issued_there  # one key per database, whichever process signs
+    for reader in (client, one_connection_client):
+        page = reader.get(f"{base}&cursor={issued_here}")
+        assert page.status_code == 200 and [f["id"] for f in page.json()["features"]] == whole[25:50]
+        rows = reader.get(f"{base}&cursor={issued_here}&f=csv").text.splitlines()
+        assert [int(row.split(",")[0]) for row in rows[1:]] == whole[25:50]
+    other = create_app(settings, conninfo=databases.create("paging_other"))  # migrated: a key of its own
+    with TestClient(other) as other_client:
+        assert other_client.get(base).status_code == 200
+        for url in (f"{base}&cursor={issued_here}", f"{base}&cursor={issued_here}&f=csv"):
+            answer = other_client.get(url)
+            assert answer.status_code == 400 and "cursor" in answer.json()["description"], answer.text

@@ -122,7 +122,7 @@ def features_extension() -> Extension:
             datetime_value=params.datetime, equals=equality_filters(params), cql=params.filter,
             filter_lang=params.filter_lang, filter_crs=params.filter_crs, sortby=params.sortby,
             properties=params.properties, crs=params.crs)
-        return await _items_response(request, layer, selection, kind, params, conn)
+        return await _items_response(request, layer, selection, kind, params, conn, catalogue.paging_key)
 
     @router.get(f"{COLLECTION_PATH}/items/{{featureId}}", summary="one feature", name="item", operation_id="item",
                 response_class=Response, responses={200: {"content": {out.GEOJSON: {}, "text/html": {}}}})
@@ -143,11 +143,11 @@ def features_extension() -> Extension:
 
 
 async def _items_response(request: Request, layer: Layer, selection: features.Selection, kind: str,
-                          params: ItemsParams, conn) -> Response:
+                          params: ItemsParams, conn, paging_key: bytes) -> Response:
     headers = out.crs_header(selection.crs)
     if kind in ("jsonseq", "csv"):
         chunks = await features.open_stream(conn, selection, "csv" if kind == "csv" else "feature", params.limit,
-                                            params.offset, params.cursor)
+                                            params.offset, params.cursor, paging_key=paging_key)
         if kind == "jsonseq":
             return StreamingResponse(out.geojson_seq(chunks), media_type=out.MEDIA_TYPES["jsonseq"], headers=headers)
         columns = ["id", *selection.properties, "geometry"]
@@ -155,7 +155,7 @@ async def _items_response(request: Request, layer: Layer, selection: features.Se
     # numberMatched costs a count of every match: given on a query's first page (where GDAL and
     # QGIS read it), not on the pages a next link's cursor continues
     page = await features.read_page(conn, selection, params.limit, params.offset, params.cursor,
-                                    with_count=params.cursor is None)
+                                    paging_key=paging_key, with_count=params.cursor is None)
     if kind == "html":
         return out.html(request, "items.html", layer=layer, features=[json.loads(f) for f in page.features],
                         matched=page.matched, properties=selection.properties,
