@@ -20,10 +20,9 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Header, Path, Request
-from starlette.concurrency import run_in_threadpool
 
 from gis.errors import NotFound
-from gis.keys import AUTHENTICATE_SQL, Principal, Role, parse_credentials, principal_from_row, require_any
+from gis.keys import Principal, Role, authenticate, parse_credentials, require_any
 from gis.settings import Settings
 from layers.catalogue import Layer
 from layers.live import LiveCatalogue
@@ -75,14 +74,6 @@ class KeyRule:
         require_any(principal, self.roles)
 
 
-async def _principal(conn: psycopg.AsyncConnection | psycopg.Connection, digest: bytes) -> Principal:
-    if isinstance(conn, psycopg.AsyncConnection):
-        row = await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone()
-    else:
-        row = await run_in_threadpool(lambda: conn.execute(AUTHENTICATE_SQL, [digest]).fetchone())
-    return principal_from_row(row)
-
-
 def require(*roles: Role, connection: Any = get_connection, basic: bool = False):
     """A dependency that admits only keys whose role grants one of `roles` (401 without a key, 403
     without the role), looked up on the request's own connection (`get_connection`, or
@@ -91,7 +82,7 @@ def require(*roles: Role, connection: Any = get_connection, basic: bool = False)
 
     async def dependency(conn: Annotated[Any, Depends(connection)],
                          authorization: Annotated[str | None, Header()] = None) -> Principal:
-        principal = await _principal(conn, rule.digest(authorization))
+        principal = await authenticate(conn, rule.digest(authorization))
         rule.admit(principal)
         return principal
 
@@ -105,7 +96,7 @@ def optional_key(*, connection: Any = get_connection):
 
     async def dependency(conn: Annotated[Any, Depends(connection)],
                          authorization: Annotated[str | None, Header()] = None) -> Principal | None:
-        return None if authorization is None else await _principal(conn, parse_credentials(authorization))
+        return None if authorization is None else await authenticate(conn, parse_credentials(authorization))
 
     return dependency
 

@@ -7,7 +7,7 @@ resolve the key from the `Authorization` header — on one pooled connection, re
 route takes its own, or from a short cache of keys found valid — and answer 401/403 (with
 `Connection: close`, so the rest of the body is never read) before anything calls `receive()`.
 The route still checks the key itself, on its own connection in its own transaction; the gate
-only decides who gets a body read.
+only decides who gets a body read. Both map a key to its principal by `gis.keys.authenticate`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from api.deps import KeyRule
 from api.errors import domain_problem, operational_problem
 from gis.errors import Forbidden, Unauthorized
-from gis.keys import AUTHENTICATE_SQL, Principal, principal_from_row
+from gis.keys import Principal, authenticate
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CLOSE = {"Connection": "close"}  # the unread rest of the body is dropped with the connection
@@ -71,7 +71,7 @@ async def refusal(request: Request, rule: KeyRule) -> Response | None:
         principal = valid.get(digest)
         if principal is None:
             async with request.app.state.pool.connection() as conn:
-                principal = principal_from_row(await (await conn.execute(AUTHENTICATE_SQL, [digest])).fetchone())
+                principal = await authenticate(conn, digest)
             valid.put(digest, principal)
         rule.admit(principal)
     except (Unauthorized, Forbidden) as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import psycopg
+from anyio import to_thread
 from psycopg.rows import dict_row
 
 from gis.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -111,17 +112,29 @@ def revoke_key(conn: psycopg.Connection, key_id: int) -> None:
             raise NotFound(f"no active key with id {key_id}")
 
 
-AUTHENTICATE_SQL = (
+_AUTHENTICATE_SQL = (
     "SELECT id, coalesce(label, '') AS label, role, districts, responsible_unit_code FROM city.api_key "
     "WHERE key_hash = %s AND revoked_at IS NULL"
 )
 
 
-def principal_from_row(row: dict | None) -> Principal:
+def _principal_from_row(row: dict | None) -> Principal:
     if row is None:
         raise Unauthorized("unknown or revoked key")
     return Principal(key_id=row["id"], label=row["label"], role=row["role"], districts=tuple(d.strip() for d in row["districts"]),
                      responsible_unit=row.get("responsible_unit_code"))
+
+
+async def authenticate(conn: psycopg.AsyncConnection | psycopg.Connection, digest: bytes) -> Principal:
+    """The principal (role, districts, unit) of the key whose SHA-256 is `digest`, or Unauthorized
+    when it is unknown or revoked: the one place a key becomes a principal, for the check a route
+    makes in its own transaction, the check before a body is read (`api.key_gate`) and the CLI.
+    A synchronous connection (the drone routes' pool) is read in a worker thread."""
+    if isinstance(conn, psycopg.AsyncConnection):
+        row = await (await conn.execute(_AUTHENTICATE_SQL, [digest])).fetchone()
+    else:
+        row = await to_thread.run_sync(lambda: conn.execute(_AUTHENTICATE_SQL, [digest]).fetchone())
+    return _principal_from_row(row)
 
 
 def parse_bearer(authorization: str | None) -> bytes:

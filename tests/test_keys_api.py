@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import anyio
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from gis.db import open_connection
-from gis.keys import create_key, list_keys, revoke_key
+from gis.errors import Unauthorized
+from gis.keys import Principal, authenticate, create_key, list_keys, parse_bearer, revoke_key
 from tests.conftest import bearer
 
 
@@ -118,3 +124,49 @@ def test_unknown_route_is_json_with_a_reason(client):
     response = client.get("/no/such/thing")
     assert response.status_code == 404
     assert response.json() == {"code": "NotFound", "description": "Not Found"}
+
+
+def test_a_key_is_mapped_the_same_on_every_connection_and_refused_once_revoked(city_db):
+    """`gis.keys.authenticate` is the one lookup: routes on the async pool, the drone routes on the
+    synchronous one, the check before a body is read and the CLI all get the same principal."""
+    with open_connection(city_db) as conn:
+        key, key_id = create_key(conn, "editor", ["321311", "321302"], "both pools")
+        conn.commit()
+    digest = parse_bearer(f"Bearer {key}")
+
+    async def on_async_connection() -> Principal:
+        async with await psycopg.AsyncConnection.connect(city_db, row_factory=dict_row) as conn:
+            return await authenticate(conn, digest)
+
+    with open_connection(city_db) as conn:
+        from_sync = anyio.run(authenticate, conn, digest)
+        assert from_sync == asyncio.run(on_async_connection())
+        assert (from_sync.key_id, from_sync.role, from_sync.districts) == (key_id, "editor", ("321302", "321311"))
+        revoke_key(conn, key_id)
+        conn.commit()
+        with pytest.raises(Unauthorized, match="unknown or revoked"):
+            anyio.run(authenticate, conn, digest)
+    with pytest.raises(Unauthorized, match="unknown or revoked"):
+        asyncio.run(on_async_connection())
+
+
+def test_a_key_remembered_before_the_body_is_still_checked_by_its_route(city_db, client, stall_sites):
+    """The check before the body remembers a valid key for CITYOPS_KEY_CACHE_S; the route checks it
+    again in its own transaction, so a key revoked or demoted meanwhile writes nothing."""
+    code = stall_sites[0]["code"]
+    with open_connection(city_db) as conn:
+        key, key_id = create_key(conn, "editor", [], "revoked while remembered")
+        conn.commit()
+    first = client.put(f"/stall-sites/{code}/occupancy", json={"occupied": stall_sites[0]["occupied"]}, headers=bearer(key))
+    assert first.status_code == 200, first.text
+    assert client.app.state.valid_keys.get(parse_bearer(f"Bearer {key}")) is not None  # the gate will not ask again
+    with open_connection(city_db) as conn:
+        conn.execute("UPDATE city.api_key SET role = 'viewer' WHERE id = %s", [key_id])
+        conn.commit()
+    demoted = client.put(f"/stall-sites/{code}/occupancy", json={"occupied": 1}, headers=bearer(key))
+    assert demoted.status_code == 403 and "viewer role" in demoted.json()["description"]
+    with open_connection(city_db) as conn:
+        revoke_key(conn, key_id)
+        conn.commit()
+    revoked = client.put(f"/stall-sites/{code}/occupancy", json={"occupied": 1}, headers=bearer(key))
+    assert revoked.status_code == 401 and "unknown or revoked" in revoked.json()["description"]

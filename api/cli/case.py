@@ -14,7 +14,7 @@ from rich.table import Table
 
 from api.cli.common import console, run_guarded
 from gis.db import conninfo
-from gis.keys import AUTHENTICATE_SQL, Principal, parse_bearer, principal_from_row
+from gis.keys import Principal, authenticate, parse_bearer
 from gis.settings import get_settings
 from ops import alarms, cases
 
@@ -27,7 +27,7 @@ def _run(key: str | None, work: Callable[[psycopg.AsyncConnection, Principal | N
         async with await psycopg.AsyncConnection.connect(conninfo(get_settings()), row_factory=dict_row, autocommit=True) as conn:
             principal = None
             if key is not None:
-                principal = principal_from_row(await (await conn.execute(AUTHENTICATE_SQL, [parse_bearer(f"Bearer {key}")])).fetchone())
+                principal = await authenticate(conn, parse_bearer(f"Bearer {key}"))
             return await work(conn, principal)
     return asyncio.run(main())
 
