@@ -27,10 +27,10 @@ import numpy as np
 import psycopg
 import rasterio
 from pyproj import Geod
-from rasterio._err import CPLE_BaseError  # what GDAL raises on a broken directory (rasterio exports no public name)
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_geom
+from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_translate
 from rio_cogeo.profiles import cog_profiles
 from rio_cogeo.utils import get_zooms, has_alpha_band, has_mask_band, non_alpha_indexes
@@ -57,7 +57,7 @@ CATALOGUE_CRS = f"EPSG:{STORAGE_SRID}"
 DISPLAY_TMS = morecantile.tms.get("WebMercatorQuad")
 DISPLAY_TILE_PX = 256
 TRANSLATE_CACHE_BYTES = 256 * 2**20  # rasterio reads an int GDAL_CACHEMAX as bytes
-UNREADABLE = (RasterioError, CPLE_BaseError, OSError)  # a raster cut short or corrupt, whichever GDAL noticed
+UNREADABLE = (RasterioError, OSError)  # a raster cut short or corrupt (rasterio's RasterioIOError is both)
 
 
 @dataclass(frozen=True)
@@ -230,12 +230,25 @@ def _remove_files(row: dict) -> None:
             Path(row[key]).unlink(missing_ok=True)
 
 
+def _refuse_cut_directories(src: rasterio.io.DatasetReader) -> None:
+    """RasterioIOError if the file is cut inside its chain of directories (overviews, masks).
+
+    Such a file opens; GDAL meets the cut when it first scans the chain and leaves the error for
+    the next call that checks for one. rasterio 1.4 raises it from its metadata properties
+    (`colorinterp`, which rio-tiler's and rio-cogeo's alpha checks read) as a class of its private
+    `rasterio._err`, but from its reads, `checksum` included, as the public RasterioIOError. So the
+    chain is scanned here (`overviews`) and the one-pixel checksum that follows raises the cut."""
+    src.overviews(1)
+    src.checksum(1, window=Window(0, 0, 1, 1))
+
+
 def _write_cog(source, target: Path, kind: str) -> None:
     profile = cog_profiles.get("deflate") | {"blockxsize": 512, "blockysize": 512}
     if kind != "rgb":
         profile["predictor"] = 3  # floating-point predictor: heights and scores compress 2-3x better
     try:
         with rasterio.open(source) as src:
+            _refuse_cut_directories(src)
             # A source that does not say which pixels are valid gets an internal mask saying "all of them"
             # (it compresses to nothing): the display COG's reprojection then masks what lies outside.
             add_mask = src.nodata is None and not has_alpha_band(src) and not has_mask_band(src)
