@@ -58,7 +58,7 @@ class Services:
         self.live_hub = LiveHub(self.pool)
         jobs = settings_of(JobSettings)
         self.workers = WorkerPool(conninfo, settings, JOB_KINDS, workers=jobs.job_workers,
-                                  stale_after_s=jobs.job_stale_s)
+                                  stale_after_s=jobs.job_stale_s, sweep_every_s=jobs.job_sweep_s)
 
     def expose(self, app: FastAPI) -> None:
         state = app.state

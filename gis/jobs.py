@@ -10,7 +10,8 @@ archive, a tile seeding) is a row of `city.job`, the only module that writes it.
 - recovery: a running job whose worker died (no heartbeat for `stale_after_s`, or its process on
   this machine is gone) is queued again for the next worker — or failed with the reason after
   `MAX_ATTEMPTS` — and the partial files of the dead run are removed; every worker pool sweeps
-  for them when it starts and while it polls;
+  for them when it starts and while it polls, and every `sweep_every_s` (and when it starts) removes
+  the files no open job accounts for (`sweep_orphans`: expired API exports, dead uploads);
 - cancel, progress and the end state go into the row, so the CLI and the API see the same job.
 
 A kind's runner does the work and returns its result (a dict kept in `result`); it may instead end
@@ -267,7 +268,8 @@ def recover(conn: psycopg.Connection, kinds: dict[str, JobKind], settings: Any, 
 
 
 def sweep_orphans(conn: psycopg.Connection, kinds: dict[str, JobKind], settings: Any) -> None:
-    """Remove the files no open job accounts for (run when a worker pool starts)."""
+    """Remove the files no open job accounts for (run by every worker pool when it starts and every
+    `sweep_every_s`: several pools sweeping at once remove nothing an open job needs)."""
     for kind in kinds.values():
         open_rows = conn.execute(f"SELECT {COLUMNS} FROM city.job WHERE kind = %s AND state IN ('queued', 'running')",
                                  [kind.name]).fetchall()
@@ -422,10 +424,12 @@ class WorkerPool:
 
     POLL_S = 1.0
 
-    def __init__(self, conninfo: str, settings: Any, kinds: Iterable[JobKind], *, workers: int, stale_after_s: float):
+    def __init__(self, conninfo: str, settings: Any, kinds: Iterable[JobKind], *, workers: int, stale_after_s: float,
+                 sweep_every_s: float):
         self.conninfo, self.settings = conninfo, settings
         self.kinds = {kind.name: kind for kind in kinds}
-        self.workers, self.stale_after_s = workers, stale_after_s
+        self.workers, self.stale_after_s, self.sweep_every_s = workers, stale_after_s, sweep_every_s
+        self.swept_at = time.monotonic()
         self.stopping, self.woken = threading.Event(), threading.Event()
         self.heartbeat = Heartbeat(conninfo)
         self.threads: list[threading.Thread] = []
@@ -436,6 +440,7 @@ class WorkerPool:
         with open_connection(self.conninfo, autocommit=True) as conn:
             recover(conn, self.kinds, self.settings, self.stale_after_s)
             sweep_orphans(conn, self.kinds, self.settings)
+        self.swept_at = time.monotonic()
         self.heartbeat.start()
         for i in range(self.workers):
             thread = threading.Thread(target=self._work, name=f"cityops-job-worker-{i}", daemon=True)
@@ -460,12 +465,24 @@ class WorkerPool:
                 self.running[row["kind"]] += 1
             return row
 
+    def _sweep_when_due(self, conn: psycopg.Connection) -> None:
+        """Sweep orphaned files when `sweep_every_s` has passed: one worker of the pool does it."""
+        with self.lock:
+            if time.monotonic() - self.swept_at < self.sweep_every_s:
+                return
+            self.swept_at = time.monotonic()
+        try:
+            sweep_orphans(conn, self.kinds, self.settings)
+        except OSError:  # e.g. another process's sweep removed a folder this one was looking at
+            log.exception("the sweep of orphaned job files failed; it runs again in %s s", self.sweep_every_s)
+
     def _work(self) -> None:
         while not self.stopping.is_set():
             try:
                 with open_connection(self.conninfo, autocommit=True) as conn:
                     while not self.stopping.is_set():
                         recover(conn, self.kinds, self.settings, self.stale_after_s)
+                        self._sweep_when_due(conn)
                         row = self._claim(conn)
                         if row is None:
                             self.woken.wait(self.POLL_S)

@@ -73,12 +73,15 @@ class Settings(CityopsSettings):
 
 
 class JobSettings(CityopsSettings):
-    """The background job system (`gis.jobs`): imports and change detections."""
+    """The background job system (`gis.jobs`): imports, exports, change detections, tile jobs."""
 
     job_workers: int = Field(default=3, ge=1, description="threads running background jobs per server process "
                                                          "(at most two imports and one detection at a time)")
     job_stale_s: float = Field(default=30, gt=0, description="a running job whose worker has not beaten for this long "
                                                              "is queued again (its worker died)")
+    job_sweep_s: float = Field(default=300, gt=0, description="how often each worker pool removes the files no open job "
+                                                             "accounts for: API exports past their keep time, uploads "
+                                                             "and partial files of dead runs")
 
 
 def get_settings() -> Settings:

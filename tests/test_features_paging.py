@@ -16,6 +16,7 @@ from psycopg import pq
 
 from api.app import create_app
 from gis.db import open_connection
+from gis.settings import settings_of
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +152,7 @@ def one_connection_client(settings, city_db, monkeypatch_module):
     """A second app on the same database (as a second worker or machine is), with a pool of one
     connection, so every statement a request sends goes through the connection the test traces."""
     monkeypatch_module.setenv("CITYOPS_SWEEP_INTERVAL_S", "3600")  # the operations sweep runs once, at start
+    settings_of.cache_clear()  # settings are read once per process
     app = create_app(settings.model_copy(update={"pool_min_size": 1, "pool_max_size": 1}), conninfo=city_db)
     with TestClient(app) as test_client:
         yield test_client
@@ -160,6 +162,8 @@ def one_connection_client(settings, city_db, monkeypatch_module):
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+        patch.undo()
+        settings_of.cache_clear()
 
 
 def statements_sent(test_client: TestClient, url: str) -> tuple[httpx.Response, list[str]]:

@@ -330,3 +330,50 @@ def test_a_worker_taken_for_dead_commits_nothing(databases):
         assert conn.execute("SELECT count(*) AS n FROM city.work_done").fetchone()["n"] == 0
         assert conn.execute("SELECT state, worker FROM city.job WHERE id = %s", [job.id]).fetchone() == \
             {"state": "running", "worker": "next:2"}
+
+
+@pytest.fixture
+def short_export_keep(monkeypatch):
+    """Export files kept 4 s, and the workers sweeping every 0.5 s: the keep time in seconds."""
+    from gis.settings import settings_of
+
+    keep_s = 4.0
+    monkeypatch.setenv("CITYOPS_EXPORT_KEEP_HOURS", str(keep_s / 3600))
+    monkeypatch.setenv("CITYOPS_JOB_SWEEP_S", "0.5")
+    settings_of.cache_clear()  # settings are read once per process
+    yield keep_s
+    monkeypatch.undo()
+    settings_of.cache_clear()
+
+
+def test_an_expired_api_export_is_swept_while_the_workers_run(settings, databases, tmp_path, short_export_keep):
+    """The workers sweep every CITYOPS_JOB_SWEEP_S, not only when they start: an API export is
+    downloadable for CITYOPS_EXPORT_KEEP_HOURS, then its file is removed by the running server."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from gis.keys import create_key
+    from layers.export_jobs import exports_dir
+
+    keep_s = short_export_keep
+    info = databases.create("export_sweep")  # its own queue: only this app's workers take the job
+    with open_connection(info) as conn:
+        key, _ = create_key(conn, "viewer", [], "export sweep")
+        conn.commit()
+    state = settings.model_copy(update={"state_dir": tmp_path})
+    with TestClient(create_app(state, conninfo=info)) as client:
+        submitted = client.post("/exports/stall_sites.geojson", headers=bearer(key))
+        assert submitted.status_code == 202, submitted.text
+        job_id = submitted.json()["id"]
+        ended = _wait_until_ended(info, job_id, timeout=60)
+        assert ended["state"] == "succeeded", ended
+        written = time.monotonic()
+        folder = exports_dir(state) / str(job_id)
+        download = client.get(f"/exports/jobs/{job_id}/file", headers=bearer(key))
+        assert download.status_code == 200 and download.json()["type"] == "FeatureCollection"
+        while folder.exists() and time.monotonic() - written < keep_s + 10:
+            time.sleep(0.2)
+        assert not folder.exists(), "the expired export is still there"
+        assert time.monotonic() - written > keep_s - 1  # kept its keep time, give or take the folder's mtime
+        gone = client.get(f"/exports/jobs/{job_id}/file", headers=bearer(key))
+        assert gone.status_code == 404 and "is gone" in gone.json()["description"]

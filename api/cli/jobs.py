@@ -50,7 +50,7 @@ def work(workers: int = typer.Option(None, help="worker threads (default CITYOPS
     def action() -> None:
         settings, tuning = get_settings(), settings_of(JobSettings)
         pool = jobs.WorkerPool(conninfo(settings), settings, JOB_KINDS, workers=workers or tuning.job_workers,
-                               stale_after_s=tuning.job_stale_s)
+                               stale_after_s=tuning.job_stale_s, sweep_every_s=tuning.job_sweep_s)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         pool.start()
