@@ -31,6 +31,7 @@ from api.routers.queries import queries_extension
 from api.routers.schemas import schemas_extension
 from api.routers.search import search_extension
 from api.routers.sensors import sensors_extension
+from api.routers.tile_jobs import tile_jobs_extension
 from api.routers.tiles import tiles_extension
 from api.routers.transfer import transfer_extension
 from api.routers.web_map import web_map_extension
@@ -43,7 +44,7 @@ def extensions() -> list[Extension]:
     return [landing_extension(), features_extension(), orthophotos_extension(), schemas_extension(), tiles_extension(),
             queries_extension(), transfer_extension(), drone_extension(), catalogue_extension(), search_extension(),
             live_extension(), operations_extension(), cases_extension(), sensors_extension(), web_map_extension(),
-            open311_extension(), pages_extension(), qgis_extension(), jobs_extension()]
+            open311_extension(), pages_extension(), qgis_extension(), jobs_extension(), tile_jobs_extension()]
 
 
 def create_app(settings: Settings | None = None, conninfo: str | None = None,

@@ -7,24 +7,33 @@
   removes before the next worker builds the archive again.
 - `tile_seed`: every tile of an area requested from a running server, so its cache (and a CDN in
   front) is warm. Seeding again is harmless, so a job whose worker died simply runs again.
+
+Both start from the CLI (a job run in its process) or over HTTP (`api.routers.tile_jobs`, queued
+for the workers). Over HTTP an area is checked first (`planned_area`: inside the city, at most
+`CITYOPS_TILE_JOB_MAX_TILES` tiles) and an archive lands in the state folder
+(`tile_archives/<folder>/`), downloadable until `CITYOPS_TILE_ARCHIVE_KEEP_HOURS` have passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 
 import httpx
 import psycopg
 from morecantile import Tile
+from morecantile.models import LL_EPSILON
 from psycopg.rows import dict_row
 
 from gis import jobs, orthophotos
 from gis.db import create_pool
-from gis.errors import InvalidInput, NotFound
+from gis.errors import Conflict, InvalidInput, NotFound
+from gis.settings import settings_of
 from layers.live import LiveCatalogue
 from tiles.aggregates import register_grid_counts
 from tiles.archive import ArchiveFormat, write_archive
@@ -33,6 +42,7 @@ from tiles.matrix_sets import WEB_MERCATOR_QUAD
 from tiles.metadata import city_bounds, tilejson
 from tiles.raster import RasterTiles, tile_format
 from tiles.raster_metadata import raster_tilejson
+from tiles.settings import TileSettings
 from tiles.vector import build_tile
 
 ARCHIVE_KIND, SEED_KIND = "tile_archive", "tile_seed"
@@ -71,6 +81,47 @@ async def _city(conn: psycopg.AsyncConnection) -> Bounds:
     if bounds is None:
         raise NotFound("the database holds no city (no districts): load one with `cityops demo`")
     return bounds
+
+
+def tile_count(area: Bounds, zooms: Iterable[int]) -> int:
+    """How many WebMercatorQuad tiles cover `area` at `zooms`, counted without listing them (as
+    morecantile's `tiles` lists them: its epsilon keeps an edge from adding a row or column)."""
+    west, south, east, north = area
+    total = 0
+    for z in zooms:
+        first = WEB_MERCATOR_QUAD.tile(west + LL_EPSILON, north - LL_EPSILON, z)
+        last = WEB_MERCATOR_QUAD.tile(east - LL_EPSILON, south + LL_EPSILON, z)
+        total += (abs(last.x - first.x) + 1) * (abs(last.y - first.y) + 1)
+    return total
+
+
+async def planned_area(conn: psycopg.AsyncConnection, bbox: Bounds | None, zooms: tuple[int, ...], *,
+                       imagery: bool = False, day: date | None = None, tilesets: int = 1) -> Bounds:
+    """The area a tile job started over HTTP covers (`bbox`, else the city or the imagery's extent),
+    refused unless `bbox` lies inside the city and the job builds at most CITYOPS_TILE_JOB_MAX_TILES
+    tiles (of each of `tilesets`: a seeding of three collections requests each tile three times)."""
+    city = await _city(conn)
+    if bbox is not None:
+        west, south, east, north = bbox
+        if not (city[0] <= west and city[1] <= south and east <= city[2] and north <= city[3]):
+            raise InvalidInput(f"bbox {','.join(f'{v:g}' for v in bbox)} is not inside the city, "
+                               f"{','.join(f'{v:.5f}' for v in city)} (west,south,east,north in degrees)")
+        area = bbox
+    elif imagery:
+        if day is not None:
+            await RasterTiles.require_flights_by(conn, day)
+        summary = await orthophotos.mosaic_summary(conn, day)
+        if not summary["flights"]:
+            raise NotFound("no RGB orthophoto has been flown yet: ingest one with `cityops drone ingest`")
+        area = tuple(summary["bbox"])
+    else:
+        area = city
+    tiles, most = tile_count(area, zooms) * tilesets, settings_of(TileSettings).tile_job_max_tiles
+    if tiles > most:
+        raise InvalidInput(f"zoom {zooms[0]}-{zooms[-1]} over {','.join(f'{v:.5f}' for v in area)} is {tiles:,} tiles, "
+                           f"over the {most:,} one job may build (CITYOPS_TILE_JOB_MAX_TILES): "
+                           "ask for fewer zoom levels or a smaller bbox")
+    return area
 
 
 class _Progress:
@@ -147,7 +198,41 @@ def _scratch(row: dict, settings) -> list[Path]:
     return jobs.partial_files(row["id"], Path(row["payload"]["output"]))
 
 
-TILE_ARCHIVE = jobs.JobKind(ARCHIVE_KIND, run_archive, max_running=1, scratch=_scratch)
+def archives_dir(settings) -> Path:
+    """Where archives built over HTTP land, one folder each (the CLI's land where the user asked)."""
+    return settings.state_dir / "tile_archives"
+
+
+def served_output(settings, fmt: ArchiveFormat, imagery: bool) -> Path:
+    """A new place in the state folder for an archive built over HTTP."""
+    return archives_dir(settings) / uuid.uuid4().hex / f"cityops-{'imagery' if imagery else 'tiles'}.{fmt}"
+
+
+def _orphans(open_rows: list[dict], settings) -> list[Path]:
+    """Archive folders of the state folder that no open job writes and that are older than the keep time."""
+    folder = archives_dir(settings)
+    writing = {Path(row["payload"]["output"]).parent for row in open_rows}
+    cutoff = time.time() - settings_of(TileSettings).tile_archive_keep_hours * 3600
+    return [path for path in folder.iterdir() if path not in writing and path.stat().st_mtime < cutoff] \
+        if folder.is_dir() else []
+
+
+def finished_archive(row: dict, settings) -> Path:
+    """The file a succeeded archive job built over HTTP wrote (a 409 while it runs, a 404 once swept);
+    an archive the CLI wrote is the user's, never served."""
+    output = Path(row["payload"]["output"])
+    if output.parent.parent != archives_dir(settings):
+        raise NotFound(f"tile archive job {row['id']} wrote a file for the command line; only archives built over "
+                       "HTTP are served")
+    if row["state"] != "succeeded":
+        raise Conflict(f"tile archive job {row['id']} is {row['state']}; its file is ready once it has succeeded")
+    if not output.is_file():
+        kept = settings_of(TileSettings).tile_archive_keep_hours
+        raise NotFound(f"the file of tile archive job {row['id']} is gone (files are kept {kept:g} hours)")
+    return output
+
+
+TILE_ARCHIVE = jobs.JobKind(ARCHIVE_KIND, run_archive, max_running=1, scratch=_scratch, orphans=_orphans)
 
 
 def archive_here(conninfo: str, settings, request: ArchiveRequest, created_by: str, tell: Tell | None = None) -> dict:
