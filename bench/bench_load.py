@@ -2,7 +2,7 @@
 (issue 13: items ran at 2.8 req/s with 96 % errors under this load while two pool connections per
 request deadlocked the pool; 200 /live clients waited a median 14 s for their first event).
 
-    .venv/bin/python -m bench.bench_load [--seconds 15] [--connections 100] [--workers 2] [--targets tiles,items,keyed,live]
+    .venv/bin/python -m bench.bench_load [--seconds 15] [--connections 100] [--workers 2] [--targets tiles,items,first,cursor,keyed,live]
     .venv/bin/python -m bench.bench_load --seconds 300 --targets mixed      # the 5-minute run
 
 Starts `cityops serve` (supervised workers) on the configured database, which must hold the demo
@@ -10,7 +10,8 @@ city (`cityops demo`), and drives it with wrk. Rate limits are switched off for 
 client IP sends everything). For each target it prints requests/s, p50/p99 latency and errors at
 1 connection and at `--connections`, side by side, and the ratio between them: how far the server
 scales under load, and whether anything fails; and the 1-minute load average before and after.
-`keyed` reads cases with a viewer key made for the run (revoked after it); `live` opens
+`first` requests first pages of components in random bboxes and `cursor` the pages after them by
+their next links' keyset cursors (read before the run), 100 features each; `keyed` reads cases with a viewer key made for the run (revoked after it); `live` opens
 `--connections` /live streams at once and times each one's first event. `mixed` alternates tiles
 and items pages. Figures go to bench/RESULTS.md.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -72,7 +74,44 @@ request = function()
 end
 """
 TARGETS = {"tiles": ("vector tiles z16", TILES_SCRIPT), "items": ("items pages (limit=100, bbox)", ITEMS_SCRIPT),
+           "first": ("components first pages (limit=100, bbox)", None),
+           "cursor": ("the same continued by cursor", None),
            "keyed": ("keyed reads (/cases, viewer key)", KEYED_SCRIPT), "mixed": ("tiles + items pages, alternating", MIXED_SCRIPT)}
+CURSOR_PAGES = 200
+
+
+def paging_scripts(base: str) -> dict[str, str]:
+    """`first`: CURSOR_PAGES random first pages of components (100 features in a bbox around the
+    centre, numberMatched counted); `cursor`: the page after each, by its next link's signed keyset
+    cursor (no count), at the same 100 features; each requested at random. Read from the server now."""
+    rng = random.Random(13)
+    firsts: list[str] = []
+    continued: list[str] = []
+    with httpx.Client(base_url=base, timeout=60) as http:
+        for _ in range(CURSOR_PAGES * 5):
+            x, y = 118.22 + rng.random() * 0.10, 33.92 + rng.random() * 0.08
+            first = f"/collections/components/items?limit=100&bbox={x:.4f},{y:.4f},{x + 0.02:.4f},{y + 0.02:.4f}"
+            following = next((link["href"] for link in http.get(first).json()["links"] if link["rel"] == "next"), None)
+            if following:  # the next link asks for 1,000 (as GDAL and QGIS read); here 100, like the first
+                firsts.append(first)
+                continued.append(str(httpx.URL(following).copy_set_param("limit", 100).raw_path, "ascii"))
+            if len(firsts) == CURSOR_PAGES:
+                break
+    if not firsts:
+        sys.exit("no first page around the centre has a next page: is the demo city loaded?")
+
+    def script(paths: list[str]) -> str:
+        listed = ",\n".join(f'  "{path}"' for path in paths)
+        return f"""
+math.randomseed(13)
+local paths = {{
+{listed}
+}}
+request = function()
+  return wrk.format("GET", paths[math.random(1, #paths)])
+end
+"""
+    return {"first": script(firsts), "cursor": script(continued)}
 
 
 def _seconds(value: str, unit: str) -> float:
@@ -136,6 +175,7 @@ def main() -> None:
     command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(args.workers)]
     try:
         with running("bench_load_server", command, env, port, log_dir=OUT, timeout_s=120) as base:
+            paging: dict[str, str] | None = None
             print(f"{'target':36} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  load avg")
             for target in args.targets.split(","):
                 load_before = os.getloadavg()[0]
@@ -145,6 +185,9 @@ def main() -> None:
                           f"{_quantile(waits, 0.99) * 1e3:>8.1f} {failed:>7}  {load_before:.1f} → {os.getloadavg()[0]:.1f}")
                     continue
                 name, body = TARGETS[target]
+                if body is None:
+                    paging = paging or paging_scripts(base)
+                    body = paging[target]
                 script = OUT / f"load_{target}.lua"
                 script.write_text(body.replace("KEY", key))
                 single = wrk(base, script, 1, max(3, min(20, args.seconds // 3)))
