@@ -22,8 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 from gis.changes import Change
 from gis.cql import Queryable
 from gis.errors import NotFound
-from layers.catalogue import CATALOGUE, Layer
 from layers import paging
+from layers.catalogue import CATALOGUE, Layer
 from layers.published import PUBLISHED_SQL, PUBLISHED_ONE_SQL, layer_from_row, load_published
 from layers.queryables import COLUMNS_SQL, queryables_of
 
