@@ -7,16 +7,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import tempfile
+import time
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import pq
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
+from gis.changes import ChangeFeed
 from gis.db import open_connection
 from gis.settings import settings_of
+from layers.live import LiveCatalogue
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +229,35 @@ def test_cursors_hold_across_instances_of_one_database_and_not_another(client, o
         for url in (f"{base}&cursor={issued_here}", f"{base}&cursor={issued_here}&f=csv"):
             answer = other_client.get(url)
             assert answer.status_code == 400 and "cursor" in answer.json()["description"], answer.text
+
+
+def test_the_key_of_a_re_made_database_is_read_when_the_change_feed_reconnects(databases):
+    """The catalogue keeps the key while the database lives; a restored or re-made database (a new
+    key) cuts the change feed's connection, and its reconnect reloads the catalogue with the new key."""
+    info = databases.create("paging_rekey")
+    new_key = os.urandom(32)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        catalogue, feed = LiveCatalogue(), ChangeFeed(info)
+        options = {"row_factory": dict_row, "autocommit": True}
+        async with AsyncConnectionPool(info, min_size=1, max_size=2, kwargs=options) as pool:
+            await feed.start()
+            try:
+                async with pool.connection() as conn:
+                    await catalogue.reload(conn)
+                feed.subscribe(catalogue.change_subscriber(pool))
+                before = catalogue.paging_key
+                async with await psycopg.AsyncConnection.connect(info, **options) as conn:
+                    await conn.execute("UPDATE city.paging_key SET secret = %s", [new_key])
+                    assert catalogue.paging_key == before  # no statement per page: the key is held
+                    await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = current_database() AND query = 'LISTEN cityops_changes'")
+                deadline = time.monotonic() + 20
+                while catalogue.paging_key == before and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                return before, catalogue.paging_key
+            finally:
+                await feed.stop()
+
+    before, after = asyncio.run(scenario())
+    assert before != new_key and after == new_key
