@@ -260,10 +260,12 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
     settings = Settings(state_dir=tmp_path)
     uploads, staging = uploads_dir(settings), managed_dir(settings) / ".staging"
     orphan, kept, fresh = uploads / "dead-upload", uploads / "queued-upload", uploads / "arriving-upload"
-    for folder in (orphan, kept, fresh, staging):
+    slow = uploads / "slowly-arriving-upload"  # begun an hour ago, its file still growing
+    for folder in (orphan, kept, fresh, slow, staging):
         folder.mkdir(parents=True)
     (orphan / "a.gpkg").write_bytes(b"x")
     (kept / "b.gpkg").write_bytes(b"x")
+    (slow / "c.gpkg").write_bytes(b"x")
     partial = staging / "detection-424242-ab.tif"
     partial.write_bytes(b"x")
     expired, downloadable = exports_dir(settings) / "31", exports_dir(settings) / "32"
@@ -271,14 +273,14 @@ def test_files_no_open_job_accounts_for_are_swept(databases, tmp_path):
         folder.mkdir(parents=True)
         (folder / "roads.gpkg").write_bytes(b"x")
     hour_ago, two_days_ago = time.time() - 3600, time.time() - 2 * 86400
-    for path in (orphan, kept, partial):
+    for path in (orphan, orphan / "a.gpkg", kept, partial, slow):
         os.utime(path, (hour_ago, hour_ago))
     os.utime(expired, (two_days_ago, two_days_ago))  # older than CITYOPS_EXPORT_KEEP_HOURS (24)
     with open_connection(info, autocommit=True) as conn:
         jobs.submit(conn, "import", {"path": str(kept / "b.gpkg"), "owned": True}, "test")
         jobs.sweep_orphans(conn, {"import": IMPORT, "detection": DETECTION, "export": EXPORT}, settings)
     assert not orphan.exists() and not partial.exists() and not expired.exists()
-    assert kept.exists() and fresh.exists()  # an open job's upload, and one still being received
+    assert kept.exists() and fresh.exists() and slow.exists()  # an open job's upload, and uploads still being received
     assert downloadable.exists()  # an export file within its keep time
 
 

@@ -130,12 +130,19 @@ def _owned(row: dict, settings: object) -> list[Path]:
     return [Path(spec["path"]).parent] if spec.get("owned") else []
 
 
+def _last_written(upload: Path) -> float:
+    """When an upload folder or a file in it was last written: a file's time moves with every chunk
+    received, the folder's only when a file is added."""
+    return max(p.stat().st_mtime for p in (upload, *(upload.iterdir() if upload.is_dir() else ())))
+
+
 def _orphans(open_rows: list[dict], settings) -> list[Path]:
-    """Upload folders no open job reads (one a minute old at least: an upload being received has no job yet)."""
+    """Upload folders no open job reads and nothing was written to for a minute (an upload being
+    received has no job yet, however long it takes: the workers sweep every CITYOPS_JOB_SWEEP_S)."""
     kept = {Path(row["payload"]["path"]).parent for row in open_rows if row["payload"].get("owned")}
     folder = uploads_dir(settings)
     cutoff = time.time() - ORPHAN_AFTER_S
-    return [p for p in folder.iterdir() if p not in kept and p.stat().st_mtime < cutoff] if folder.is_dir() else []
+    return [p for p in folder.iterdir() if p not in kept and _last_written(p) < cutoff] if folder.is_dir() else []
 
 
 # two at a time: one long import leaves a worker for the next upload
