@@ -36,7 +36,8 @@ KIND = "import"
 JOB_SQL = ("SELECT id, file_name, options, rows_done, rows_total, phase, report, created_at, finished_at, state, error "
            "FROM city.import_job WHERE id = %s")
 Tell = Callable[[str, int, int], None]
-ORPHAN_AFTER_S = 60
+# An upload has no job until it is whole and its file has been opened once (a large archive takes a while).
+ORPHAN_AFTER_S = 600
 
 
 class ImportFailed(CityOpsError):
@@ -137,8 +138,8 @@ def _last_written(upload: Path) -> float:
 
 
 def _orphans(open_rows: list[dict], settings) -> list[Path]:
-    """Upload folders no open job reads and nothing was written to for a minute (an upload being
-    received has no job yet, however long it takes: the workers sweep every CITYOPS_JOB_SWEEP_S)."""
+    """Upload folders no open job reads and nothing was written to for ORPHAN_AFTER_S (an upload being
+    received or checked has no job yet, however long it takes: the workers sweep every CITYOPS_JOB_SWEEP_S)."""
     kept = {Path(row["payload"]["path"]).parent for row in open_rows if row["payload"].get("owned")}
     folder = uploads_dir(settings)
     cutoff = time.time() - ORPHAN_AFTER_S
