@@ -5,9 +5,11 @@ a grid window is read as plain windowed reads of the source (aligned to its own 
 box-averaged by k in numpy (an RGB raster with internal overviews is read decimated by GDAL
 instead, which decodes an overview rather than every full-resolution block), and only the small
 remaining affine (the registration correction: sub-pixel shift, a fraction of a degree, scale
-~1e-4) is applied at the grid's resolution with a spline. When the mapping is an exact
-whole-pixel offset (the before epoch on its own grid) no interpolation happens at all. Anything
-else (another CRS, a GSD that is not a whole multiple) falls back to GDAL's WarpedVRT.
+~1e-4) is applied at the grid's resolution by OpenCV's affine warp (cubic for RGB, bilinear for a
+DSM). When the mapping is an exact whole-pixel offset (the before epoch on its own grid) no
+interpolation happens at all. A DSM on a grid coarser by a fraction (0.2 m heights on a 0.5 m
+registration level) is box-averaged by the whole part of the factor and warped for the rest.
+Anything else (another CRS, an RGB GSD that is not a whole multiple) falls back to GDAL's WarpedVRT.
 
 Both views return what the old WarpedVRT readers returned: RGB as (3, h, w) float32 plus a
 validity mask, a DSM as (h, w) float32 with NaN where there is no height.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import threading
 
+import cv2
 import numpy as np
 import rasterio
 from affine import Affine
@@ -26,7 +29,22 @@ from scipy import ndimage
 
 from drone.grid import Grid, warped
 
-MARGIN = 3  # lattice pixels read around the footprint, for the spline support
+MARGIN = 3  # lattice pixels read around the footprint, for the interpolation support
+INTERPOLATION = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
+
+# detection parallelises over blocks itself; OpenCV's own threads would wait for a core on a busy machine
+cv2.setNumThreads(1)
+
+
+def _warp(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int], order: int,
+          border=cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Resample a 2-D array where output index (y, x) reads input index matrix @ (y, x) + offset (scipy's
+    affine_transform convention) with OpenCV's warp: ~30x faster than scipy's spline on a near-identity map,
+    and it releases the GIL, so both detection threads interpolate at once."""
+    (ryy, ryx), (rxy, rxx) = matrix
+    to_source = np.array([[rxx, rxy, offset[1]], [ryx, ryy, offset[0]]], np.float64)
+    return cv2.warpAffine(image, to_source, (shape[1], shape[0]), flags=INTERPOLATION[order] | cv2.WARP_INVERSE_MAP,
+                          borderMode=border, borderValue=0)
 
 
 def _box_sum(data: np.ndarray, k: int, dtype) -> np.ndarray:
@@ -66,7 +84,7 @@ class _FastView:
     def __init__(self, src, grid: Grid, correction: Affine, k: int, order: int):
         self.src, self.k, self.dsm = src, k, src.count == 1
         self.lock = threading.Lock()  # a GDAL handle must not be read from two threads at once
-        self.order = 1 if self.dsm else order  # a spline would smear NaN holes of a DSM
+        self.order = 1 if self.dsm else order  # cubic weights would smear NaN holes of a DSM wider
         self.alpha = src.count == 4
         # an ingested analysis COG is RGB with an internal mask (all valid, or transparent outside the flight)
         self.masked = src.count == 3 and all(MaskFlags.per_dataset in f for f in src.mask_flag_enums)
@@ -146,10 +164,7 @@ class _FastView:
             matrix = np.array([[t.e, t.d], [t.b, t.a]])
             offset = np.array([t.d * (col + 0.5) + t.e * (row + 0.5) + t.f - 0.5 - r0,
                                t.a * (col + 0.5) + t.b * (row + 0.5) + t.c - 0.5 - c0])
-            out = np.empty((lat.shape[0], h, w), np.float32)
-            for i in range(lat.shape[0]):
-                ndimage.affine_transform(lat[i], matrix, offset, output_shape=(h, w), output=out[i],
-                                         order=self.order, mode="nearest", prefilter=self.order > 1)
+            out = np.stack([_warp(band, matrix, offset, (h, w), self.order) for band in lat])
             # valid where the whole interpolation support is valid lattice data
             rows = [matrix[0] @ (y, x) + offset[0] for y in (0, h - 1) for x in (0, w - 1)]
             cols = [matrix[1] @ (y, x) + offset[1] for y in (0, h - 1) for x in (0, w - 1)]
@@ -158,8 +173,7 @@ class _FastView:
                 valid = np.ones((h, w), bool)  # the usual case: every pixel's spline support is real data
             else:
                 support = ndimage.binary_erosion(lat_valid, iterations=2, border_value=0)
-                valid = ndimage.affine_transform(support.view(np.uint8), matrix, offset, output_shape=(h, w),
-                                                 order=0, mode="constant", cval=0).astype(bool)
+                valid = _warp(support.view(np.uint8), matrix, offset, (h, w), 0, cv2.BORDER_CONSTANT).astype(bool)
         if self.dsm:
             d = out[0]
             d[~valid] = np.nan
@@ -175,6 +189,8 @@ def open_on_grid(src: rasterio.DatasetReader, grid: Grid, correction: Affine = A
     """A reader of `src` (corrected by the world affine `correction`) on `grid`; see the module docstring."""
     k = grid.pixel_size / abs(src.transform.a)
     whole = round(k)
+    if src.count == 1 and k >= 1:  # a DSM: the fraction of the factor goes into the warp
+        whole = k = int(k + 1e-6)
     flags = src.mask_flag_enums
     masks_ok = (src.count == 1
                 or (src.count == 3 and (all(f == [MaskFlags.all_valid] for f in flags)
