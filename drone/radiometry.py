@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAD_TO_SIGMA = 1.4826
-MAX_SAMPLES = 200_000
+MAX_SAMPLES = 50_000  # pixels the lines are refitted on: six numbers need no more, and medians cost per pixel
 
 
 @dataclass(frozen=True)
