@@ -91,7 +91,7 @@ class _FastView:
         # a coarse RGB level comes from the raster's own overviews (GDAL picks the nearest finer one and
         # averages it onto the lattice) instead of decoding full resolution to box-average it; kept out:
         # DSMs (a cell with a hole must stay NaN) and alpha (GDAL would weigh the colours by it). Under a
-        # mask, a cell is valid only where the full-resolution mask is (read below), as with alpha.
+        # mask, a cell is valid where the mask's own overview averages to fully valid (read below).
         self.from_overviews = k > 1 and not self.dsm and not self.alpha and bool(src.overviews(1))
         m = ~(correction @ src.transform) @ grid.transform  # grid px -> source px (continuous)
         self.lattice = Affine.scale(1 / k) @ m  # grid px -> source k-lattice px
@@ -117,7 +117,10 @@ class _FastView:
                                      resampling=Resampling.average)
             else:
                 data = self.src.read(window=window)
-            mask = self.src.dataset_mask(window=window) if self.masked else None
+            mask = None
+            if self.masked:  # decimated like the colours: decoding the whole full-resolution mask cost 3x the read
+                mask = (self.src.dataset_mask(window=window, out_shape=(h, w), resampling=Resampling.average)
+                        if self.from_overviews else self.src.dataset_mask(window=window))
         sub = (slice(None), slice(rr0 - r0, rr0 - r0 + h), slice(cc0 - c0, cc0 - c0 + w))
         if self.dsm:
             d = data.astype(np.float32)
@@ -133,7 +136,9 @@ class _FastView:
             out[sub] = _box_sum(rgb, k, np.uint16 if k <= 16 else np.uint32) * np.float32(1 / (k * k))
         else:
             out[sub] = rgb
-        if self.alpha or self.masked:
+        if self.from_overviews and self.masked:
+            valid[sub[1:]] = mask == 255  # the average of a cell astride the flight's edge is partial
+        elif self.alpha or self.masked:
             a = (data[3] if self.alpha else mask) > 0
             valid[sub[1:]] = _box_sum(a[None], k, np.uint16 if k <= 16 else np.uint32)[0] == k * k if k > 1 else a
         else:
