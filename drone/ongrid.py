@@ -25,15 +25,12 @@ import rasterio
 from affine import Affine
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.windows import Window
-from scipy import ndimage
 
 from drone.grid import Grid, warped
+from drone.imageops import erode
 
 MARGIN = 3  # lattice pixels read around the footprint, for the interpolation support
 INTERPOLATION = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
-
-# detection parallelises over blocks itself; OpenCV's own threads would wait for a core on a busy machine
-cv2.setNumThreads(1)
 
 
 def _warp(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape: tuple[int, int], order: int,
@@ -177,7 +174,7 @@ class _FastView:
                     and max(cols) <= lat.shape[2] - 3:
                 valid = np.ones((h, w), bool)  # the usual case: every pixel's spline support is real data
             else:
-                support = ndimage.binary_erosion(lat_valid, iterations=2, border_value=0)
+                support = erode(lat_valid, iterations=2)
                 valid = _warp(support.view(np.uint8), matrix, offset, (h, w), 0, cv2.BORDER_CONSTANT).astype(bool)
         if self.dsm:
             d = out[0]
