@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from drone.grid import Grid, warped
 from drone.imageops import erode
+from drone.radiometry import dn_scale
 
 MARGIN = 3  # lattice pixels read around the footprint, for the interpolation support
 INTERPOLATION = {0: cv2.INTER_NEAREST, 1: cv2.INTER_LINEAR, 3: cv2.INTER_CUBIC}
@@ -61,6 +62,7 @@ class _VrtView:
     def __init__(self, src, grid: Grid, correction: Affine, resampling: Resampling):
         self.vrt = warped(src, grid, correction, resampling)
         self.dsm = src.count == 1
+        self.scale = 1.0 if self.dsm else dn_scale(src)
         self.lock = threading.Lock()  # a GDAL handle must not be read from two threads at once
 
     def read(self, window: Window, grey: bool = False):
@@ -68,7 +70,7 @@ class _VrtView:
             data = self.vrt.read(window=window)
         if self.dsm:
             return data[0], None
-        rgb = data[:3].astype(np.float32)
+        rgb = data[:3].astype(np.float32) * np.float32(self.scale)
         return (rgb.mean(axis=0, keepdims=True) if grey else rgb), data[-1] > 0
 
     def close(self):
@@ -83,6 +85,10 @@ class _FastView:
         self.lock = threading.Lock()  # a GDAL handle must not be read from two threads at once
         self.order = 1 if self.dsm else order  # cubic weights would smear NaN holes of a DSM wider
         self.alpha = src.count == 4
+        self.scale = 1.0 if self.dsm else dn_scale(src)
+        # box sums of k x k pixels: 8-bit ones fit 16 bits up to k = 16
+        self.accumulator = np.uint16 if src.dtypes[0] == "uint8" and k <= 16 else (
+            np.uint32 if np.issubdtype(src.dtypes[0], np.integer) else np.float32)
         # an ingested analysis COG is RGB with an internal mask (all valid, or transparent outside the flight)
         self.masked = src.count == 3 and all(MaskFlags.per_dataset in f for f in src.mask_flag_enums)
         # a coarse RGB level comes from the raster's own overviews (GDAL picks the nearest finer one and
@@ -127,12 +133,12 @@ class _FastView:
             valid[sub[1:]] = True
             return out, valid
         rgb = data[:3]
-        if self.from_overviews:
+        if self.from_overviews or k == 1:
             out[sub] = rgb
-        elif k > 1:
-            out[sub] = _box_sum(rgb, k, np.uint16 if k <= 16 else np.uint32) * np.float32(1 / (k * k))
         else:
-            out[sub] = rgb
+            out[sub] = _box_sum(rgb, k, self.accumulator) * np.float32(1 / (k * k))
+        if self.scale != 1:
+            out *= np.float32(self.scale)
         if self.from_overviews and self.masked:
             valid[sub[1:]] = mask == 255  # the average of a cell astride the flight's edge is partial
         elif self.alpha or self.masked:
