@@ -89,8 +89,9 @@ class _FastView:
         # box sums of k x k pixels: 8-bit ones fit 16 bits up to k = 16
         self.accumulator = np.uint16 if src.dtypes[0] == "uint8" and k <= 16 else (
             np.uint32 if np.issubdtype(src.dtypes[0], np.integer) else np.float32)
-        # an ingested analysis COG is RGB with an internal mask (all valid, or transparent outside the flight)
-        self.masked = src.count == 3 and all(MaskFlags.per_dataset in f for f in src.mask_flag_enums)
+        # an ingested analysis COG is RGB with an internal mask (all valid, or transparent outside the flight),
+        # or with the nodata value its source declared
+        self.masked = src.count == 3 and _masked(src)
         # a coarse RGB level comes from the raster's own overviews (GDAL picks the nearest finer one and
         # averages it onto the lattice) instead of decoding full resolution to box-average it; kept out:
         # DSMs (a cell with a hole must stay NaN) and alpha (GDAL would weigh the colours by it). Under a
@@ -192,6 +193,11 @@ class _FastView:
         pass
 
 
+def _masked(src) -> bool:
+    """RGB whose valid pixels GDAL's dataset mask tells: an internal mask (what ingest writes) or a nodata value."""
+    return all(MaskFlags.per_dataset in f or MaskFlags.nodata in f for f in src.mask_flag_enums)
+
+
 def open_on_grid(src: rasterio.DatasetReader, grid: Grid, correction: Affine = Affine.identity(), *,
                  order: int = 3, fallback: Resampling = Resampling.average):
     """A reader of `src` (corrected by the world affine `correction`) on `grid`; see the module docstring."""
@@ -201,8 +207,7 @@ def open_on_grid(src: rasterio.DatasetReader, grid: Grid, correction: Affine = A
         whole = k = int(k + 1e-6)
     flags = src.mask_flag_enums
     masks_ok = (src.count == 1
-                or (src.count == 3 and (all(f == [MaskFlags.all_valid] for f in flags)
-                                        or all(MaskFlags.per_dataset in f for f in flags)))
+                or (src.count == 3 and (all(f == [MaskFlags.all_valid] for f in flags) or _masked(src)))
                 or (src.count == 4 and all(MaskFlags.alpha in f or MaskFlags.per_dataset in f for f in flags[:3])))
     if (src.crs == grid.crs and whole >= 1 and abs(k - whole) < 1e-6 and abs(src.transform.e + src.transform.a) < 1e-9
             and not src.transform.b and not src.transform.d and masks_ok):

@@ -22,8 +22,10 @@ ORIGIN = (500_000.0, 3_760_000.0)
 UNFLOWN_COLUMNS = 300  # the source's mask leaves its west strip out
 
 
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory) -> str:
+@pytest.fixture(scope="module", params=["internal mask", "nodata value"])
+def ingested(request, tmp_path_factory) -> str:
+    """What ingest writes of a flight with an unflown strip: told by an internal mask, or by a nodata value."""
+    by_nodata = request.param == "nodata value"
     folder = tmp_path_factory.mktemp("ongrid")
     rng = np.random.default_rng(11)
     texture = ndimage.gaussian_filter(rng.random((SIZE, SIZE)), 6)  # detail at the grid's scale, not below it
@@ -35,9 +37,13 @@ def ingested(tmp_path_factory) -> str:
     profile = dict(driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8", crs="EPSG:4548",
                    transform=Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1]), tiled=True, blockxsize=256,
                    blockysize=256, photometric="RGB")
+    if by_nodata:
+        rgb[:, mask == 0] = 0  # the texture never reaches 0
+        profile["nodata"] = 0
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(source, "w", **profile) as dst:
         dst.write(rgb)
-        dst.write_mask(mask)
+        if not by_nodata:
+            dst.write_mask(mask)
     target = folder / "analysis.tif"
     _write_cog(str(source), target, "rgb")
     return str(target)
