@@ -16,8 +16,8 @@ roof is still a roof), and the RGB evidence fills DSM voids. Vehicles are remove
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from drone.imageops import fill_holes, open_then_close
 from drone.params import ChangeParams
 
 
@@ -104,10 +104,9 @@ def _disk(radius_px: float) -> np.ndarray:
 
 def candidate_mask(score: np.ndarray, params: ChangeParams) -> np.ndarray:
     """Decision plus shape clean-up: opening drops speckle and thin edge slivers, closing mends roofs."""
-    mask = score >= 0.5
-    mask = ndimage.binary_opening(mask, _disk(params.open_radius_m / params.analysis_gsd_m))
-    mask = ndimage.binary_closing(mask, _disk(params.close_radius_m / params.analysis_gsd_m))
-    return ndimage.binary_fill_holes(mask)
+    mask = open_then_close(score >= 0.5, _disk(params.open_radius_m / params.analysis_gsd_m),
+                           _disk(params.close_radius_m / params.analysis_gsd_m))
+    return fill_holes(mask)
 
 
 def halo_px(params: ChangeParams) -> int:

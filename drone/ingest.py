@@ -39,6 +39,7 @@ from shapely.geometry import box, mapping
 
 from drone.errors import InvalidRasterError, NotGeoreferencedError
 from drone.grid import require_georeferenced
+from drone.radiometry import dn_scale
 from drone.settings import DroneSettings
 from gis import orthophotos
 from gis.orthophotos import KINDS, managed_dir
@@ -265,6 +266,15 @@ def write_display_cog(source, target: Path, kind: str) -> dict:
     Returns its zoom range as catalogue columns."""
     settings = settings_of(DroneSettings)
     with rasterio.open(source) as src:
+        deeper = kind == "rgb" and src.dtypes[0] != "uint8"
+    if deeper:  # JPEG takes 8 bits: a 16-bit or float orthophoto is shown from an 8-bit copy
+        eight_bit = target.with_name(f"{target.stem}-8bit.tif")
+        try:
+            _eight_bit_copy(source, eight_bit)
+            return write_display_cog(eight_bit, target, kind)
+        finally:
+            eight_bit.unlink(missing_ok=True)
+    with rasterio.open(source) as src:
         minzoom, maxzoom = get_zooms(src, tilesize=DISPLAY_TILE_PX, tms=DISPLAY_TMS)
         rgb = kind == "rgb"
         if rgb:
@@ -289,6 +299,26 @@ def write_display_cog(source, target: Path, kind: str) -> dict:
                        overview_resampling="nearest" if kind == "change" else "average",
                        config={"GDAL_NUM_THREADS": "2", "GDAL_TIFF_OVR_BLOCKSIZE": str(DISPLAY_TILE_PX)})
     return {"display_minzoom": lowest, "display_maxzoom": maxzoom}
+
+
+def _eight_bit_copy(source, target: Path) -> None:
+    """The orthophoto on the 8-bit scale detection compares it on (drone.radiometry.dn_scale), clipped
+    to 0-255, with its mask or alpha; block by block, so any size fits in memory."""
+    with rasterio.open(source) as src:
+        scale = np.float32(dn_scale(src))
+        alpha = has_alpha_band(src)
+        profile = src.profile | dict(driver="GTiff", dtype="uint8", nodata=None, tiled=True, blockxsize=512,
+                                     blockysize=512, compress="deflate", zlevel=1, predictor=1, photometric="RGB")
+        profile.pop("alpha", None)
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(target, "w", **profile) as dst:
+            for _, window in dst.block_windows(1):
+                data = src.read(window=window).astype(np.float32)
+                data[:3] = np.clip(np.rint(data[:3] * scale), 0, 255)
+                if alpha:
+                    data[3] = np.where(data[3] > 0, 255, 0)
+                dst.write(data.astype(np.uint8), window=window)
+                if not alpha:
+                    dst.write_mask(src.dataset_mask(window=window), window=window)
 
 
 def _translate(source, target: Path, profile: dict, *, config: dict, **options) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import rasterio
+from rasterio.enums import Resampling
 
 MAD_TO_SIGMA = 1.4826
-MAX_SAMPLES = 200_000
+MAX_SAMPLES = 50_000  # pixels the lines are refitted on: six numbers need no more, and medians cost per pixel
 
 
 @dataclass(frozen=True)
@@ -119,3 +123,28 @@ def _plausible(gains: np.ndarray) -> np.ndarray:
     """Rows of per-band gains an exposure and white-balance change can produce."""
     return (((gains >= GAIN_RANGE[0]) & (gains <= GAIN_RANGE[1])).all(axis=1)
             & (gains.max(axis=1) <= WHITE_BALANCE_RANGE * gains.min(axis=1)))
+
+
+DN_SCALE_SAMPLE_PX = 512
+EIGHT_BIT_WHITE = 255.0
+
+
+def dn_scale(src: rasterio.DatasetReader) -> float:
+    """Factor that puts an RGB raster's values on the 8-bit scale every DN threshold of detection assumes:
+    1 for 8-bit; for 16-bit (full range or a 12-bit sensor's) or float orthophotos, its 99.9th percentile
+    becomes 255 (white balance kept: one factor for all bands; the radiometric fit absorbs the rest)."""
+    if src.dtypes[0] == "uint8":
+        return 1.0
+    return _dn_scale(src.name, os.stat(src.name).st_mtime_ns, src.width, src.height)
+
+
+@lru_cache(maxsize=16)
+def _dn_scale(path: str, modified_ns: int, width: int, height: int) -> float:
+    shrink = max(1, max(width, height) // DN_SCALE_SAMPLE_PX)
+    with rasterio.open(path) as src:
+        data = src.read([1, 2, 3], out_shape=(3, height // shrink, width // shrink), masked=True,
+                        resampling=Resampling.nearest)
+    values = data.compressed() if np.ma.isMaskedArray(data) else data.ravel()
+    values = values[np.isfinite(values)]
+    top = float(np.percentile(values, 99.9)) if values.size else 0.0
+    return EIGHT_BIT_WHITE / top if top > 0 else 1.0

@@ -36,6 +36,7 @@ from skimage.transform import SimilarityTransform
 
 from drone.errors import NoOverlapError, RegistrationError
 from drone.grid import Grid, grid_to_source_affine
+from drone.imageops import dilate, gaussian_gradient_magnitude
 from drone.ongrid import open_on_grid
 
 MIN_OVERLAP = 0.3  # shared share of the smaller footprint below which a pair is refused
@@ -209,7 +210,7 @@ def _read(view, window: Window) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def _edges(image: np.ndarray, ok: np.ndarray, dsm: bool, without_shadows: bool = False) -> np.ndarray:
     """Gradient magnitude in units of a clear edge, zero where it cannot be trusted."""
-    magnitude = ndimage.gaussian_gradient_magnitude(image.astype(np.float32), 1.0)
+    magnitude = gaussian_gradient_magnitude(image.astype(np.float32), 1.0)
     # walls of tall buildings would drown everything else: an edge counts once, however high
     magnitude = np.minimum(magnitude / (DSM_EDGE_M if dsm else RGB_EDGE_DN), 2.0)
     unusable = ~ok
@@ -218,7 +219,7 @@ def _edges(image: np.ndarray, ok: np.ndarray, dsm: bool, without_shadows: bool =
         # ground, so edges next to clearly dark pixels do not count
         unusable = unusable | (image < SHADOW_SHARE * np.median(image[ok]))
     if unusable.any():
-        magnitude[ndimage.binary_dilation(unusable, iterations=3)] = 0
+        magnitude[dilate(unusable, iterations=3)] = 0
     return magnitude
 
 

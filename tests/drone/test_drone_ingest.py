@@ -112,3 +112,30 @@ def test_cli_ingest_prints_the_id_and_refuses_bad_files_in_one_line(city_db, unc
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     assert "truncated" in bad.stderr
     assert listing(orthophoto_files) == before_files
+
+
+def test_a_16_bit_orthophoto_is_ingested_and_shown_on_the_8_bit_scale(client, keys, unchanged_pair, tmp_path):
+    """Some photogrammetry writes 16-bit RGB; the display COG is JPEG, which takes 8 bits (it was written broken)."""
+    import io
+
+    import morecantile
+    from PIL import Image
+
+    _, pair = unchanged_pair
+    with rasterio.open(pair.before_rgb) as src:
+        profile, data = src.profile | dict(dtype="uint16", compress="deflate", photometric="RGB"), src.read()
+    deep = tmp_path / "sixteen_bit.tif"
+    with rasterio.open(deep, "w", **profile) as dst:
+        dst.write(data.astype(np.uint16) * 257)
+    answer = upload(client, keys["enforcement"], deep, kind="rgb", name="16-bit flight")
+    assert answer.status_code == 201, answer.text
+    orthophoto = answer.json()
+    lon, lat = np.array(orthophoto["geometry"]["coordinates"][0]).mean(axis=0)
+    tile = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 20)
+    png = client.get(f"/orthophotos/{orthophoto['id']}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png")
+    assert png.status_code == 200, png.text
+    rgba = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGBA"))
+    opaque = rgba[..., 3] > 0
+    assert opaque.mean() > 0.5
+    shown = rgba[opaque][:, :3].astype(float)
+    assert len(np.unique(shown, axis=0)) > 50 and 40 < shown.mean() < 220  # the photo, not black, white or flat

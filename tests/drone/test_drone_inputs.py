@@ -78,3 +78,26 @@ def test_after_in_another_crs_and_gsd_is_reprojected(changed_pair, tmp_path):
     assert result.registration.pixel_size_m == pytest.approx(0.11, rel=0.01)
     assert result.registration.residual_px <= 0.5
     assert object_scores([c.geometry for c in result.candidates], pair.truth).f1 >= 0.8
+
+
+def _deeper(src_path, dst_path, dtype: str, factor: float):
+    """The same orthophoto as another pipeline writes it: 16-bit (full range or a 12-bit sensor's) or float."""
+    with rasterio.open(src_path) as src:
+        profile = src.profile | dict(dtype=dtype)
+        data = src.read().astype(np.float64) * factor
+    with rasterio.open(dst_path, "w", **profile) as dst:
+        dst.write(data.astype(dtype))
+    return dst_path
+
+
+@pytest.mark.parametrize(("dtype", "factor", "both"), [("uint16", 257, True), ("uint16", 4095 / 255, False),
+                                                       ("float32", 1 / 255, True)],
+                         ids=["16-bit both epochs", "12-bit in 16 after an 8-bit before", "float reflectance"])
+def test_deeper_than_8_bit_orthophotos_are_compared_on_the_8_bit_scale(changed_pair, tmp_path, dtype, factor, both):
+    """Thresholds are in 8-bit DN; a 16-bit pair was refused as 'tie points disagree' before."""
+    _, pair = changed_pair
+    after = _deeper(pair.after_rgb, tmp_path / "after.tif", dtype, factor)
+    before = _deeper(pair.before_rgb, tmp_path / "before.tif", dtype, factor) if both else pair.before_rgb
+    result = detect_changes(before, after, change_map_path=tmp_path / "cm.tif")
+    assert result.registration.residual_px <= 0.5
+    assert object_scores([c.geometry for c in result.candidates], pair.truth).f1 >= 0.8

@@ -22,8 +22,10 @@ ORIGIN = (500_000.0, 3_760_000.0)
 UNFLOWN_COLUMNS = 300  # the source's mask leaves its west strip out
 
 
-@pytest.fixture(scope="module")
-def ingested(tmp_path_factory) -> str:
+@pytest.fixture(scope="module", params=["internal mask", "nodata value"])
+def ingested(request, tmp_path_factory) -> str:
+    """What ingest writes of a flight with an unflown strip: told by an internal mask, or by a nodata value."""
+    by_nodata = request.param == "nodata value"
     folder = tmp_path_factory.mktemp("ongrid")
     rng = np.random.default_rng(11)
     texture = ndimage.gaussian_filter(rng.random((SIZE, SIZE)), 6)  # detail at the grid's scale, not below it
@@ -35,9 +37,13 @@ def ingested(tmp_path_factory) -> str:
     profile = dict(driver="GTiff", width=SIZE, height=SIZE, count=3, dtype="uint8", crs="EPSG:4548",
                    transform=Affine(GSD, 0, ORIGIN[0], 0, -GSD, ORIGIN[1]), tiled=True, blockxsize=256,
                    blockysize=256, photometric="RGB")
+    if by_nodata:
+        rgb[:, mask == 0] = 0  # the texture never reaches 0
+        profile["nodata"] = 0
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(source, "w", **profile) as dst:
         dst.write(rgb)
-        dst.write_mask(mask)
+        if not by_nodata:
+            dst.write_mask(mask)
     target = folder / "analysis.tif"
     _write_cog(str(source), target, "rgb")
     return str(target)
@@ -66,3 +72,38 @@ def test_an_ingested_rgb_cog_reads_on_the_grid_as_gdal_warps_it(ingested, correc
     both = valid & warped_valid
     difference = np.abs(rgb - warped_rgb)[:, both]
     assert difference.mean() < 1.5 and np.percentile(difference, 99) < 8
+
+
+@pytest.fixture(scope="module")
+def dsm_with_void(tmp_path_factory) -> str:
+    """A 0.2 m DSM (sloping ground, a 6 m block, a void where the photogrammetry found no height)."""
+    size, gsd = 500, 0.2
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
+    heights = 20 + 0.01 * cols + 0.02 * rows
+    heights[200:300, 150:260] += 6
+    heights[60:110, 300:380] = -9999
+    path = tmp_path_factory.mktemp("ongrid_dsm") / "dsm.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1, dtype="float32", crs="EPSG:4548",
+                       transform=Affine(gsd, 0, ORIGIN[0], 0, -gsd, ORIGIN[1]), nodata=-9999) as dst:
+        dst.write(heights, 1)
+    return str(path)
+
+
+@pytest.mark.parametrize("correction", [Affine.identity(), Affine.translation(0.9, -0.4)], ids=["aligned", "shifted"])
+def test_a_dsm_on_a_grid_coarser_by_a_fraction_reads_as_gdal_warps_it(dsm_with_void, correction):
+    grid = Grid(CRS.from_epsg(4548), Affine(0.5, 0, ORIGIN[0], 0, -0.5, ORIGIN[1]), 200, 200)  # 2.5 DSM pixels
+    window = Window(0, 0, grid.width, grid.height)
+    with rasterio.open(dsm_with_void) as src:
+        fast = open_on_grid(src, grid, correction)
+        assert not isinstance(fast, _VrtView)
+        heights, _ = fast.read(window)
+        warped, _ = _VrtView(src, grid, correction, Resampling.average).read(window)
+    warped = np.where(warped == -9999, np.nan, warped)
+    void = np.zeros((grid.height, grid.width), bool)
+    void[27:42, 125:150] = True  # the void's cells (rows 24-44, columns 120-152 on the grid), well inside either way
+    assert np.isnan(heights[void]).all()  # a void stays a void, never a height made up from its edge
+    both = np.isfinite(heights) & np.isfinite(warped)
+    assert both.mean() > 0.9
+    difference = np.abs(heights - warped)[both]
+    # ground and roof agree; only cells astride the block's walls differ (bilinear vs a 2.5 px average)
+    assert np.median(difference) < 0.02 and np.mean(difference > 1.0) < 0.03
