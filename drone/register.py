@@ -262,24 +262,32 @@ def _overview_shifts(sources: list, overview: Grid, to_after_world: Affine, evid
             raise RegistrationError(f"the {name} epoch is featureless: too little texture or relief to register "
                                     f"(mean edge strength {g[ok].mean():.3f}, need {MIN_EDGES}; {evidence})")
     # all edges first; then lit edges only (when the sun moved, shadow edges agree on the sun's shift); then
-    # the next peaks. The full-resolution consensus decides between them.
-    tried = [_correlate(b, a, upsample=4), _correlate(b_lit, a_lit, upsample=4), *_peaks(b, a, OVERVIEW_PEAKS)]
+    # the next peaks. The full-resolution consensus decides between them. Only shifts a GNSS error can make
+    # are tried: rows of alike roofs correlate further away too, and often more strongly than the truth.
+    reach = MAX_SHIFT_M / overview.pixel_size + 2
+    tried = [_correlate(b, a, upsample=4), _correlate(b_lit, a_lit, upsample=4),
+             *_peaks(b, a, OVERVIEW_PEAKS, reach), *_peaks(b_lit, a_lit, OVERVIEW_PEAKS, reach)]
+    tried = [d for d in tried if math.hypot(*d) <= reach]
     distinct = [d for i, d in enumerate(tried) if all(math.dist(d, e) > 2 for e in tried[:i])]
+    if not distinct:
+        raise RegistrationError(f"no match within {MAX_SHIFT_M:.0f} m of GNSS error: different places or too much "
+                                f"change ({evidence})")
     return [_apply(Affine.identity(), Affine.translation(*d), to_after_world) for d in distinct]
 
 
-def _peaks(b: np.ndarray, a: np.ndarray, n: int) -> list[tuple[float, float]]:
-    """The n strongest local maxima of the phase correlation, as whole-pixel (dx, dy) with b(p) ~ a(p + d)."""
+def _peaks(b: np.ndarray, a: np.ndarray, n: int, reach: float) -> list[tuple[float, float]]:
+    """The n strongest local maxima of the phase correlation within `reach` pixels, as whole-pixel (dx, dy)
+    with b(p) ~ a(p + d)."""
     hann = _hann(b.shape)
     spectrum = fft.fft2((b - b.mean()) * hann) * fft.fft2((a - a.mean()) * hann).conj()
     spectrum /= np.maximum(np.abs(spectrum), 1e-6)
     surface = np.abs(fft.ifft2(spectrum))
-    local = surface == ndimage.maximum_filter(surface, size=5, mode="wrap")
-    order = np.argsort(surface[local])[::-1][:n]
-    rows, cols = np.nonzero(local)
+    rows, cols = np.nonzero(surface == ndimage.maximum_filter(surface, size=5, mode="wrap"))
     h, w = surface.shape
-    return [(-float(c - w if c > w // 2 else c), -float(r - h if r > h // 2 else r))
-            for r, c in zip(rows[order], cols[order])]
+    dx, dy = -np.where(cols > w // 2, cols - w, cols), -np.where(rows > h // 2, rows - h, rows)
+    near = np.hypot(dx, dy) <= reach
+    order = np.argsort(surface[rows, cols][near])[::-1][:n]
+    return [(float(x), float(y)) for x, y in zip(dx[near][order], dy[near][order])]
 
 
 def _correlate(b: np.ndarray, a: np.ndarray, upsample: int) -> tuple[float, float]:
