@@ -36,11 +36,11 @@ class ChangeParams:
     outline_min_step_dn: float = 35.0  # ... and at least this (DN; textured grass gives 15-25) existed before ...
     repaint_min_correlation: float = 0.75  # ... around an inside whose brightness pattern persists (correlation of
     # before and after): a repaint of an existing roof, not a new building
-    hidden_min_rectangularity: float = 0.85  # an earth-coloured or dark object masked per pixel counts when this
+    hidden_min_rectangularity: float = 0.82  # an earth-coloured or dark object masked per pixel counts when this
     # rectangular ...
     hidden_max_area_m2: float = 400.0  # ... no larger ...
     hidden_max_elongation: float = 4.0  # ... no longer than this many widths ...
-    hidden_max_correlation: float = 0.5  # ... its inside not repeating the before pattern (a shadow or browned grass does)
+    hidden_max_correlation: float = 0.6  # ... its inside not repeating the before pattern (a shadow or browned grass does)
     hidden_min_step_dn: float = 20.0  # ... and its outline a sharp new step of at least this (DN)
     open_radius_m: float = 0.4
     close_radius_m: float = 0.6
