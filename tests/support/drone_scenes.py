@@ -417,7 +417,9 @@ def _paint_hard_cases(rng: np.random.Generator, scene: _Scene, bounds, angle: fl
 
     def free(geom, margin: float, trees_give_way: bool = False) -> bool:
         grown = geom.buffer(margin)
-        return inside.contains(geom) and not any(grown.intersects(t) for t in taken + ([] if trees_give_way else trees))
+        if trees_give_way:  # a tower: it may stand at the kerb or beyond the frame, trees are felled for it
+            return not any(grown.intersects(t) for t in [roads, *taken[1:]])
+        return inside.contains(geom) and not any(grown.intersects(t) for t in taken + trees)
 
     def add_roofs(roofs, heights, existing: bool):
         at = scene.new_start if existing else len(scene.roofs)
@@ -448,7 +450,7 @@ def _paint_hard_cases(rng: np.random.Generator, scene: _Scene, bounds, angle: fl
             corners = np.asarray(roof.exterior.coords) - c
             half, half_across = float(np.abs(corners @ toward_sun).max()), float(np.abs(corners @ across).max())
             # a tall slab on the roof's sunny side, wide enough that its shadow covers the whole roof
-            depth, gap = rng.uniform(4, 7), rng.uniform(1.0, 2.5)
+            depth, gap = rng.uniform(3, 6), rng.uniform(0.8, 2.0)
             at = c + toward_sun * (half + gap + depth / 2)
             corners = [at + u * toward_sun * depth / 2 + v * across * (half_across + 1.5) for u, v in
                        ((-1, -1), (1, -1), (1, 1), (-1, 1))]
