@@ -113,7 +113,15 @@ def candidate_mask(score: np.ndarray, params: ChangeParams) -> np.ndarray:
     mask = ndimage.binary_opening(mask, _disk(params.open_radius_m / params.analysis_gsd_m))
     mask = drop_vehicle_pieces(mask, params)  # before closing joins two parked vehicles into one shed-sized object
     mask = ndimage.binary_closing(mask, _disk(params.close_radius_m / params.analysis_gsd_m))
-    return ndimage.binary_fill_holes(mask)
+    return fill_holes(mask)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """ndimage.binary_fill_holes by one labelling of the background (4-connected, as its flood fill) instead
+    of a dilation repeated until nothing changes, which costs a pass per pixel of the widest background."""
+    background, _ = ndimage.label(~mask)
+    outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    return mask | ~np.isin(background, outside)
 
 
 def halo_px(params: ChangeParams) -> int:

@@ -69,15 +69,24 @@ def _edge_strength(rgb: np.ndarray) -> np.ndarray:
 
 
 def object_stats(labels: np.ndarray, n: int, before: np.ndarray, after: np.ndarray, origin: tuple[int, int],
-                 min_pixels: int) -> np.ndarray:
+                 params: ChangeParams, hidden: bool) -> np.ndarray:
     """(n, N_STATS) sums per label of `labels` (a block core); `before`/`after` are the padded block,
-    `origin` the core's (row, col) in it. Outline edges are read only for objects of `min_pixels` or more."""
+    `origin` the core's (row, col) in it.
+
+    Outline edges cost filtering, so they are read only where a test needs them: on objects of the
+    minimum area whose brightness correlation could make them a repaint (plain objects) or a hidden
+    roof (hidden objects, no larger than one may be).
+    """
     stats = np.zeros((n, N_STATS))
     if n == 0:
         return stats
     r0, c0 = origin
+    pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     rows, cols = np.nonzero(labels)
     lab = labels[rows, cols] - 1
+    if hidden:  # masked ground larger than any roof (browned fields, long shadows) needs no sums
+        small = (pixels * params.analysis_gsd_m ** 2 <= params.hidden_max_area_m2)[lab]
+        rows, cols, lab = rows[small], cols[small], lab[small]
     b, a = before[:, rows + r0, cols + c0], after[:, rows + r0, cols + c0]
     lb, la = b.mean(axis=0), a.mean(axis=0)
     for column, weights in ((SB, lb), (SA, la), (SBB, lb * lb), (SAA, la * la), (SAB, lb * la)):
@@ -85,7 +94,11 @@ def object_stats(labels: np.ndarray, n: int, before: np.ndarray, after: np.ndarr
     for band in range(3):
         stats[:, COLOUR.start + band] = np.bincount(lab, a[band], n)
         stats[:, COLOUR_SQ.start + band] = np.bincount(lab, a[band] * a[band], n)
-    big = np.bincount(lab, minlength=n) >= min_pixels
+    pixel_m2 = params.analysis_gsd_m ** 2
+    kept = correlation(stats.T, pixels)
+    big = (pixels * pixel_m2 >= params.min_area_m2) & (kept >= params.repaint_min_correlation)
+    if hidden:
+        big = hidden_plausible(pixels, kept, params)
     height, width = labels.shape
     for i, found in enumerate(ndimage.find_objects(labels)):
         if found is None or not big[i]:
@@ -102,13 +115,19 @@ def object_stats(labels: np.ndarray, n: int, before: np.ndarray, after: np.ndarr
     return stats
 
 
-def correlation(stats: np.ndarray, pixels: float) -> float:
-    """Pearson correlation of before and after brightness inside the object."""
-    n = max(pixels, 1.0)
+def hidden_plausible(pixels: np.ndarray, kept: np.ndarray, params: ChangeParams) -> np.ndarray:
+    """Hidden objects that may still be a roof by area and brightness correlation (before their outline is known)."""
+    area = pixels * params.analysis_gsd_m ** 2
+    return (area >= params.min_area_m2) & (area <= params.hidden_max_area_m2) & (kept <= params.hidden_max_correlation)
+
+
+def correlation(stats: np.ndarray, pixels):
+    """Pearson correlation of before and after brightness inside an object (stats along the first axis)."""
+    n = np.maximum(pixels, 1.0)
     cov = stats[SAB] / n - stats[SB] * stats[SA] / n ** 2
     var_b = stats[SBB] / n - (stats[SB] / n) ** 2
     var_a = stats[SAA] / n - (stats[SA] / n) ** 2
-    return float(cov / np.sqrt(max(var_b * var_a, 1e-9)))
+    return cov / np.sqrt(np.maximum(var_b * var_a, 1e-9))
 
 
 def colour_spread(stats: np.ndarray, pixels: float) -> float:

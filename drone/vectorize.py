@@ -13,7 +13,7 @@ from scipy import ndimage
 from shapely.geometry import Polygon, shape
 
 from drone.change import candidate_mask
-from drone.objects import N_STATS, colour_spread, correlation, object_stats, outline_edges
+from drone.objects import N_STATS, colour_spread, correlation, hidden_plausible, object_stats, outline_edges
 from drone.params import ChangeParams
 
 
@@ -52,16 +52,15 @@ def block_objects(score: np.ndarray, green: np.ndarray, hidden: np.ndarray, heig
     """The candidate parts of one padded block's core: change objects, and (RGB-only) objects the
     nuisance masks hid, each with its per-object evidence."""
     origin = (inner[0].start, inner[1].start)
-    min_pixels = int(params.min_area_m2 / params.analysis_gsd_m ** 2)
     gain_core = np.nan_to_num(height_gain[inner]) if height_gain is not None else None
     score_core = np.nan_to_num(score[inner])
     mask = candidate_mask(score, params)[inner]
-    parts = block_parts(mask, score_core, gain_core, green[inner], col_off, row_off, seams,
-                        (before, after, origin, min_pixels))
+    evidence = (before, after, origin, params) if height_gain is None else None  # heights need none of it
+    parts = block_parts(mask, score_core, gain_core, green[inner], col_off, row_off, seams, evidence)
     if height_gain is None:
         masked = candidate_mask(hidden, params)[inner] & ~mask
         parts += block_parts(masked, score_core, None, green[inner], col_off, row_off, seams,
-                             (before, after, origin, min_pixels), hidden=True)
+                             (before, after, origin, params), hidden=True)
     return parts
 
 
@@ -82,12 +81,15 @@ def block_parts(mask: np.ndarray, score: np.ndarray, height_gain: np.ndarray | N
     score_sum = ndimage.sum_labels(score, labels, index)
     height_sum = ndimage.sum_labels(height_gain, labels, index) if height_gain is not None else np.zeros(n)
     green_sum = ndimage.sum_labels(green, labels, index)
-    stats = object_stats(labels, n, *evidence) if evidence is not None else np.zeros((n, N_STATS))
+    stats = object_stats(labels, n, *evidence, hidden) if evidence is not None else np.zeros((n, N_STATS))
     edge_labels = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
     touching = np.zeros(n + 1, bool)
     for edge, shared in zip(edge_labels, seams):
         if shared:
             touching[edge] = True
+    if hidden:  # most masked objects are shadows or browned ground: not worth a polygon unless a seam cuts them
+        keep = np.concatenate([[False], touching[1:] | hidden_plausible(pixels, correlation(stats.T, pixels), evidence[3])])
+        mask = mask & keep[labels]
     parts = []
     for geom, value in shapes(labels, mask=mask, transform=_pixel_frame(col_off, row_off), connectivity=4):
         i = int(value)
@@ -165,10 +167,11 @@ def _building_evidence(p: Part, rectangle: Polygon, rectangularity: float, area:
                        params: ChangeParams) -> bool:
     """RGB-only: not vehicles of two colours, not a repainted existing roof, and a masked (hidden) object
     only when it is shaped and outlined like a new building."""
-    if area <= params.vehicle_group_max_area_m2 and colour_spread(p.stats, p.pixels) >= params.vehicle_group_colour_spread_dn:
+    if (area <= params.vehicle_group_max_area_m2
+            and colour_spread(p.stats, p.pixels) >= params.vehicle_group_colour_spread_dn):
         return False
     before_edge, after_edge = outline_edges(p.stats)
-    inside_kept = correlation(p.stats, p.pixels)
+    inside_kept = float(correlation(p.stats, p.pixels))
     if (before_edge >= max(params.repaint_edge_ratio * after_edge, params.outline_min_step_dn)
             and inside_kept >= params.repaint_min_correlation):
         return False
