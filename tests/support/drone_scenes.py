@@ -632,7 +632,10 @@ def _render_rgb(scene: _Scene, tiles, transform: Affine, shape, epoch: str, spec
     on_roof = roof_id > 0
     for i in np.unique(roof_id[on_roof]):
         here = roof_id == i
-        texture = _roof_texture(*scene.roof_textures[i - 1], x[here], y[here], fine[here])
+        # hard-case scenes give roofs their own fine noise: a roof repeating the ground's pattern (as every
+        # roof of the older scenes, kept for their cache keys) is a generator artefact no flight shows
+        roof_fine = _sample(tiles, "fine", x[here], y[here], 211.37) if spec.hard_cases else fine[here]
+        texture = _roof_texture(*scene.roof_textures[i - 1], x[here], y[here], roof_fine)
         colour = scene.after_colours.get(i - 1, scene.roof_colours[i - 1]) if epoch == "after" else scene.roof_colours[i - 1]
         rgb[here] = colour * texture[:, None]
 
