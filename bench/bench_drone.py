@@ -29,8 +29,9 @@ import rasterio
 from drone.errors import DroneError
 from drone.ingest import _write_cog
 from drone.pipeline import GDAL_CACHE_MB, detect_changes
-from tests.support.drone_scenes import (CONDITIONS, CRS_EPSG, FRESH_HELD_OUT_SEEDS, HELD_OUT_SEEDS, LATE_HELD_OUT_SEEDS,
-                                       SceneSpec, scene_spec, write_scene_pair)
+from tests.support.drone_scenes import (BLIND_2026_11_30_SEEDS, CONDITIONS, CRS_EPSG, FRESH_HELD_OUT_SEEDS, HARD_CASES,
+                                       HELD_OUT_SEEDS, LATE_HELD_OUT_SEEDS, TUNING_SEEDS, SceneSpec, scene_spec,
+                                       write_scene_pair)
 from tests.support.drone_scoring import object_scores, registration_error_px
 
 OUT = Path(__file__).parent / "out"
@@ -117,6 +118,39 @@ def pool_all(seeds, size: int) -> None:
         print(f"pooled {mode}: TP {tp} FP {fp} FN {fn} F1 {2 * tp / max(1, 2 * tp + fp + fn):.3f}")
 
 
+HARD_CASE_SEEDS = {"tuning": TUNING_SEEDS, "declared": HELD_OUT_SEEDS, "blind": BLIND_2026_11_30_SEEDS}
+
+
+def hard_cases(seeds, size: int, condition: str) -> None:
+    """Each RGB-only hard case of drone_scenes.HARD_CASES on its own, RGB-only, pooled over `seeds`.
+
+    Per case: the case's own objects (new roofs of that kind found at IoU >= 0.5, or distractors that
+    became a candidate) and the pair's object scores overall.
+    """
+    print(f"| hard case ({condition}, {size} px, seeds {seeds[0]}-{seeds[-1]}) | case objects | found / reported "
+          "| all new structures TP/FP/FN | F1 |")
+    print("|---|---|---|---|---|")
+    for case in HARD_CASES:
+        counts = {}
+        tp = fp = fn = 0
+        for seed in seeds:
+            folder, pair = cached_pair(scene_spec(condition, size_px=size, seed=seed, hard_cases=(case,)))
+            result = detect_changes(pair.before_rgb, pair.after_rgb, change_map_path=folder / "cm_rgb.tif")
+            detected = [c.geometry for c in result.candidates]
+            s = object_scores(detected, pair.truth, ignore=pair.ignore)
+            tp, fp, fn = tp + s.true_positives, fp + s.false_positives, fn + s.false_negatives
+            for name, footprints in pair.hard.items():
+                total, hit = counts.get(name, (0, 0))
+                if name.endswith("_distractors"):
+                    hits = sum(any(d.intersects(f) for d in detected) for f in footprints)
+                else:
+                    hits = object_scores(detected, footprints).true_positives
+                counts[name] = (total + len(footprints), hit + hits)
+        for name, (total, hit) in counts.items():
+            print(f"| {case} | {name} | {hit} / {total} | {tp}/{fp}/{fn} | {2 * tp / max(1, 2 * tp + fp + fn):.3f} |",
+                  flush=True)
+
+
 def _cell(m: dict) -> str:
     if "refused" in m:
         return "REFUSED"
@@ -135,10 +169,18 @@ def main() -> None:
                         help="instead of the table: the all-conditions pair on seeds FROM..TO, F1 pooled")
     parser.add_argument("--ingested", action="store_true",
                         help="speed runs on the inputs as ingest writes them (analysis COGs with internal masks)")
+    parser.add_argument("--hard-cases", choices=tuple(HARD_CASE_SEEDS),
+                        help="instead of the table: the RGB-only hard cases on TUNING_SEEDS, HELD_OUT_SEEDS or "
+                             "BLIND_2026_11_30_SEEDS (run once, for the final figures); --seeds of them")
+    parser.add_argument("--hard-condition", default="baseline", choices=tuple(CONDITIONS),
+                        help="condition the hard cases are painted on")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure_speed(args.child, args.ingested)))
+        return
+    if args.hard_cases:
+        hard_cases(HARD_CASE_SEEDS[args.hard_cases][:args.seeds], args.condition_size, args.hard_condition)
         return
     if args.pool_all:
         pool_all(range(args.pool_all[0], args.pool_all[1] + 1), args.condition_size)

@@ -10,14 +10,16 @@ with a visible-band test on both epochs, so only changes that look like a new bu
 - shadow: pixels much darker than in the other epoch and dark in every band, in either direction.
 
 With DSMs the height gain decides (vegetation is then judged per object: trees grow, but a green
-roof is still a roof), and the RGB evidence fills DSM voids. Vehicles are removed later by shape (drone/vectorize.py).
+roof is still a roof), and the RGB evidence fills DSM voids. Vehicles, repaints and roofs hidden by the
+masks are judged per object (drone/objects.py, drone/vectorize.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from drone.imageops import fill_holes, open_then_close
+from drone.imageops import close, fill_holes, open_
+from drone.objects import drop_vehicle_pieces
 from drone.params import ChangeParams
 
 
@@ -76,8 +78,9 @@ def nuisance_mask(before: np.ndarray, after: np.ndarray, params: ChangeParams) -
 
 
 def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, height_gain: np.ndarray | None,
-                 rgb_threshold: float, params: ChangeParams) -> tuple[np.ndarray, np.ndarray]:
-    """Score 0-1 per pixel, and where the after epoch looks like vegetation.
+                 rgb_threshold: float, params: ChangeParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score 0-1 per pixel, where the after epoch looks like vegetation, and where an RGB change was masked as
+    soil, dry grass or shadow (an earth-coloured or dark roof hides there; drone/objects.py judges it per object).
 
     Height gain decides where DSMs have heights, the RGB change (nuisance masked) elsewhere. With
     heights, vegetation is judged per object (drone/vectorize.py): a green roof stands straight,
@@ -86,14 +89,16 @@ def change_score(before: np.ndarray, after: np.ndarray, valid: np.ndarray, heigh
     green = vegetation(after, params)
     magnitude = np.sqrt(((after - before) ** 2).sum(axis=0))
     rgb_evidence = np.maximum(magnitude / (2 * rgb_threshold), chroma_evidence(before, after, params))
-    rgb_evidence[nuisance_mask(before, after, params)] = 0
+    nuisance = nuisance_mask(before, after, params)
+    hidden = nuisance & (rgb_evidence >= 0.5) & ~green & valid
+    rgb_evidence[nuisance] = 0
     if height_gain is not None:
         evidence = np.where(np.isfinite(height_gain), height_gain / (2 * params.min_height_m), rgb_evidence)
     else:
         evidence = rgb_evidence
     score = np.clip(evidence, 0, 1).astype(np.float32)
     score[~valid | ~np.isfinite(score)] = 0
-    return score, green
+    return score, green, hidden
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -104,8 +109,9 @@ def _disk(radius_px: float) -> np.ndarray:
 
 def candidate_mask(score: np.ndarray, params: ChangeParams) -> np.ndarray:
     """Decision plus shape clean-up: opening drops speckle and thin edge slivers, closing mends roofs."""
-    mask = open_then_close(score >= 0.5, _disk(params.open_radius_m / params.analysis_gsd_m),
-                           _disk(params.close_radius_m / params.analysis_gsd_m))
+    mask = open_(score >= 0.5, _disk(params.open_radius_m / params.analysis_gsd_m))
+    mask = drop_vehicle_pieces(mask, params)  # before closing joins two parked vehicles into one shed-sized object
+    mask = close(mask, _disk(params.close_radius_m / params.analysis_gsd_m))
     return fill_holes(mask)
 
 

@@ -44,10 +44,14 @@ def erode(mask: np.ndarray, iterations: int) -> np.ndarray:
     return cv2.erode(mask.view(np.uint8), CROSS, iterations=iterations, **_OUTSIDE_EMPTY).view(bool)
 
 
-def open_then_close(mask: np.ndarray, opening: np.ndarray, closing: np.ndarray) -> np.ndarray:
-    """scipy.ndimage.binary_closing(binary_opening(mask, opening), closing) for symmetric structuring elements."""
-    opened = cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, opening.view(np.uint8), **_OUTSIDE_EMPTY)
-    return cv2.morphologyEx(opened, cv2.MORPH_CLOSE, closing.view(np.uint8), **_OUTSIDE_EMPTY).view(bool)
+def open_(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.binary_opening(mask, structure) for a symmetric structuring element."""
+    return cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, structure.view(np.uint8), **_OUTSIDE_EMPTY).view(bool)
+
+
+def close(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """scipy.ndimage.binary_closing(mask, structure) for a symmetric structuring element."""
+    return cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_CLOSE, structure.view(np.uint8), **_OUTSIDE_EMPTY).view(bool)
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:

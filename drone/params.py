@@ -27,6 +27,21 @@ class ChangeParams:
     vehicle_max_length_m: float = 9.5  # ... and no longer is a vehicle, not a structure;
     vehicles_max_area_m2: float = 30.0  # so is a small ragged blob (a car that moved beside where it stood) ...
     vehicles_max_rectangularity: float = 0.6  # ... this far from a rectangle: sheds are rectangles or Ls
+    vehicle_piece_max_width_m: float = 3.0  # a piece of change this narrow (and no longer than a truck) before the
+    # clean-up joins pieces is a vehicle: two parked end to end or side by side stay two pieces
+    vehicle_group_max_area_m2: float = 40.0  # an object this small ...
+    vehicle_group_colour_spread_dn: float = 35.0  # ... whose after colour spreads this much (std, DN) is vehicles of
+    # different colours side by side: a roof is one material
+    repaint_edge_ratio: float = 0.25  # RGB-only: an outline whose before colour step is this share of its after step
+    outline_min_step_dn: float = 35.0  # ... and at least this (DN; textured grass gives 15-25) existed before ...
+    repaint_min_correlation: float = 0.75  # ... around an inside whose brightness pattern persists (correlation of
+    # before and after): a repaint of an existing roof, not a new building
+    hidden_min_rectangularity: float = 0.82  # an earth-coloured or dark object masked per pixel counts when this
+    # rectangular ...
+    hidden_max_area_m2: float = 400.0  # ... no larger ...
+    hidden_max_elongation: float = 4.0  # ... no longer than this many widths ...
+    hidden_max_correlation: float = 0.6  # ... its inside not repeating the before pattern (a shadow or browned grass does)
+    hidden_min_step_dn: float = 20.0  # ... and its outline a sharp new step of at least this (DN)
     open_radius_m: float = 0.4
     close_radius_m: float = 0.6
     rectangular_enough: float = 0.8  # area / minimum rotated rectangle area above which outlines become rectangles

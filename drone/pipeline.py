@@ -17,7 +17,7 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from drone.change import candidate_mask, change_score, excess_green, halo_px, vegetation
+from drone.change import change_score, excess_green, halo_px, vegetation
 from drone.errors import CancelledError, DroneError, InvalidRasterError
 from drone.grid import Grid, common_grid, require_georeferenced
 from drone.ongrid import open_on_grid
@@ -25,7 +25,7 @@ from drone.params import ChangeParams
 from drone.radiometry import LinearRadiometry, fit_linear_radiometry
 from drone.register import RegistrationReport, register_pair
 from drone.settings import DroneSettings
-from drone.vectorize import Candidate, block_parts, finish, merge_seams
+from drone.vectorize import Candidate, block_objects, finish, merge_seams
 from gis.settings import settings_of
 
 GDAL_CACHE_MB = 256  # GDAL's default (5% of RAM) would count against the memory budget
@@ -282,16 +282,16 @@ def _process_block(views: _Views, core: Window, grid: Grid, radiometry: LinearRa
     height_gain = None
     if "before_dsm" in v:
         height_gain = v["after_dsm"].read(padded)[0] - v["before_dsm"].read(padded)[0] - bias.on(padded)
-    score, green = change_score(before, radiometry.apply(after), b_ok & a_ok, height_gain, threshold, params)
-    mask = candidate_mask(score, params)
+    after = radiometry.apply(after)
+    score, green, hidden = change_score(before, after, b_ok & a_ok, height_gain, threshold, params)
     inner = (slice(core.row_off - r0, core.row_off - r0 + core.height),
              slice(core.col_off - c0, core.col_off - c0 + core.width))
-    score[~(b_ok & a_ok)] = np.nan
     seams = (core.row_off > 0, core.row_off + core.height < grid.height,
              core.col_off > 0, core.col_off + core.width < grid.width)
+    parts = block_objects(score, green, hidden, height_gain, before, after, inner, core.col_off, core.row_off, seams,
+                          params)
+    score[~(b_ok & a_ok)] = np.nan
     gain_core = height_gain[inner] if height_gain is not None else None
-    parts = block_parts(mask[inner], np.nan_to_num(score[inner]), np.nan_to_num(gain_core) if gain_core is not None
-                        else None, green[inner], core.col_off, core.row_off, seams)
     return score[inner], gain_core, parts
 
 
