@@ -19,6 +19,7 @@ drone-scale content (parallax, vehicles, trees at 5 cm) behaves like this textur
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,10 @@ from scipy import ndimage
 from shapely import affinity
 from shapely.geometry import Polygon, box
 
+from drone.errors import DroneError
+from drone.pipeline import detect_changes
 from tests.support.drone_scenes import CRS_EPSG, SUQIAN_ORIGIN
+from tests.support.drone_scoring import object_scores, registration_error_px
 from tests.support.real_imagery import fetch
 
 BEFORE_WINDOW = Window(1250, 450, 800, 800)  # real pixels: East Bay street grids, port, hills; little water
@@ -62,6 +66,7 @@ class RealCase:
     overlap_shift: float = 0.0  # after footprint moved south by this fraction of the extent
     roofs: int = 8
     seed: int = 0
+    before_as_shipped: bool = False  # before = the whole real file as shipped (COG layout, overviews, nodata 0)
 
 
 _RADIOMETRY = dict(gain=1.15, offset=-8.0, white_balance=(1.06, 1.0, 0.9), noise_sigma=4.0)
@@ -73,6 +78,9 @@ CASES: dict[str, RealCase] = {
     "jpeg": RealCase(jpeg_quality=75, seed=15),
     "partial_overlap": RealCase(overlap_shift=0.4, seed=16),
     "all": RealCase(after_gsd_m=0.16, after_epsg=32650, jpeg_quality=75, overlap_shift=0.4, **_RADIOMETRY, seed=17),
+    # the real file's own bytes as the before epoch (only its georeference rewritten): its tiling, overviews
+    # and per-band nodata go through the reader as shipped
+    "as_shipped": RealCase(before_as_shipped=True, seed=18),
 }
 
 
@@ -107,17 +115,26 @@ def write_real_pair(out_dir: str | Path, case: RealCase, *, plant: bool) -> Real
         real = src.read()  # every band as stored: the real histogram, zeros included
     real_to_world = _real_to_world()
     extent = BEFORE_WINDOW.width * PRETEND_GSD_M
-    before_transform = real_to_world @ Affine.translation(BEFORE_WINDOW.col_off, BEFORE_WINDOW.row_off)
-    before_box = box(*rasterio.transform.array_bounds(BEFORE_WINDOW.height, BEFORE_WINDOW.width, before_transform))
     before_path = out / "real_before_rgb.tif"
-    rows, cols = BEFORE_WINDOW.toslices()
-    _write(before_path, real[:, rows, cols], before_transform, CRS_EPSG, None)
+    if case.before_as_shipped:
+        shutil.copyfile(fetch(), before_path)
+        with rasterio.open(before_path, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:  # a header edit only
+            dst.crs, dst.transform = f"EPSG:{CRS_EPSG}", real_to_world
+        before_box = box(*rasterio.transform.array_bounds(real.shape[1], real.shape[2], real_to_world))
+    else:
+        before_transform = real_to_world @ Affine.translation(BEFORE_WINDOW.col_off, BEFORE_WINDOW.row_off)
+        before_box = box(*rasterio.transform.array_bounds(BEFORE_WINDOW.height, BEFORE_WINDOW.width,
+                                                          before_transform))
+        rows, cols = BEFORE_WINDOW.toslices()
+        _write(before_path, real[:, rows, cols], before_transform, CRS_EPSG, None)
 
     to_after = (None if case.after_epsg == CRS_EPSG
                 else Transformer.from_crs(CRS_EPSG, case.after_epsg, always_xy=True))
     to_before = (None if to_after is None
                  else Transformer.from_crs(case.after_epsg, CRS_EPSG, always_xy=True))
-    after_box_b = affinity.translate(before_box, 0, -case.overlap_shift * extent)  # before CRS
+    window_box = box(*rasterio.transform.array_bounds(BEFORE_WINDOW.height, BEFORE_WINDOW.width, real_to_world
+                                                      @ Affine.translation(BEFORE_WINDOW.col_off, BEFORE_WINDOW.row_off)))
+    after_box_b = affinity.translate(window_box, 0, -case.overlap_shift * extent)  # before CRS
     left, top = (after_box_b.bounds[0], after_box_b.bounds[3])
     if to_after is not None:
         left, top = to_after.transform(left, top)
@@ -163,6 +180,26 @@ def write_real_pair(out_dir: str | Path, case: RealCase, *, plant: bool) -> Real
     _write(after_path, np.clip(np.round(after), 0, 255).astype(np.uint8), after_transform, case.after_epsg,
            case.jpeg_quality)
     return RealPair(before_path, after_path, truth, truth_map, overlap_b, overlap_a.bounds)
+
+
+def run_case(name: str, folder: Path, plant: bool) -> dict:
+    """Detection on one pair of CASES[name]: the true registration error (max over a 10 x 10 grid on the
+    overlap, and what it was before correction), the detector's own residual, candidates and object F1."""
+    pair = write_real_pair(folder, CASES[name], plant=plant)
+    try:
+        result = detect_changes(pair.before_rgb, pair.after_rgb, change_map_path=folder / "change.tif")
+    except DroneError as exc:
+        return {"refused": str(exc)}
+    report = result.registration
+    error = registration_error_px(report.correction, pair.true_correction, pair.overlap_after_bounds,
+                                  report.pixel_size_m)
+    uncorrected = registration_error_px(Affine.identity(), pair.true_correction, pair.overlap_after_bounds,
+                                        report.pixel_size_m)
+    scores = object_scores([c.geometry for c in result.candidates], pair.truth)
+    return {"refused": None, "true_error_px": float(error.max()),
+            "uncorrected_error_px": float(uncorrected.max()), "residual_px": report.residual_px,
+            "inliers": report.inliers, "tie_points": report.tie_points, "overlap_share": report.overlap_share,
+            "candidates": len(result.candidates), "scores": scores, "crs": result.crs.to_epsg()}
 
 
 def _place_roofs(rng: np.random.Generator, area: Polygon, n: int) -> list[Polygon]:
