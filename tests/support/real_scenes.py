@@ -66,6 +66,7 @@ class RealCase:
     overlap_shift: float = 0.0  # after footprint moved south by this fraction of the extent
     roofs: int = 8
     seed: int = 0
+    window: Window = BEFORE_WINDOW  # the real pixels of the before epoch (or of the after's place in the whole file)
     before_as_shipped: bool = False  # before = the whole real file as shipped (COG layout, overviews, nodata 0)
 
 
@@ -81,6 +82,10 @@ CASES: dict[str, RealCase] = {
     # the real file's own bytes as the before epoch (only its georeference rewritten): its tiling, overviews
     # and per-band nodata go through the reader as shipped
     "as_shipped": RealCase(before_as_shipped=True, seed=18),
+    # the misregistration README says detection handles (several metres, 2 deg, 1 %), at its limit
+    "readme_limits": RealCase(shift_m=(6.0, -4.5), rotation_deg=2.0, scale=1.01, seed=19),
+    # about half of it open bay water: featureless, near-black, tie windows there measure noise
+    "shoreline": RealCase(window=Window(1250, 1000, 800, 800), seed=20),
 }
 
 
@@ -114,7 +119,8 @@ def write_real_pair(out_dir: str | Path, case: RealCase, *, plant: bool) -> Real
     with rasterio.open(fetch()) as src:
         real = src.read()  # every band as stored: the real histogram, zeros included
     real_to_world = _real_to_world()
-    extent = BEFORE_WINDOW.width * PRETEND_GSD_M
+    window = case.window
+    extent = window.width * PRETEND_GSD_M
     before_path = out / "real_before_rgb.tif"
     if case.before_as_shipped:
         shutil.copyfile(fetch(), before_path)
@@ -122,18 +128,18 @@ def write_real_pair(out_dir: str | Path, case: RealCase, *, plant: bool) -> Real
             dst.crs, dst.transform = f"EPSG:{CRS_EPSG}", real_to_world
         before_box = box(*rasterio.transform.array_bounds(real.shape[1], real.shape[2], real_to_world))
     else:
-        before_transform = real_to_world @ Affine.translation(BEFORE_WINDOW.col_off, BEFORE_WINDOW.row_off)
-        before_box = box(*rasterio.transform.array_bounds(BEFORE_WINDOW.height, BEFORE_WINDOW.width,
+        before_transform = real_to_world @ Affine.translation(window.col_off, window.row_off)
+        before_box = box(*rasterio.transform.array_bounds(window.height, window.width,
                                                           before_transform))
-        rows, cols = BEFORE_WINDOW.toslices()
+        rows, cols = window.toslices()
         _write(before_path, real[:, rows, cols], before_transform, CRS_EPSG, None)
 
     to_after = (None if case.after_epsg == CRS_EPSG
                 else Transformer.from_crs(CRS_EPSG, case.after_epsg, always_xy=True))
     to_before = (None if to_after is None
                  else Transformer.from_crs(case.after_epsg, CRS_EPSG, always_xy=True))
-    window_box = box(*rasterio.transform.array_bounds(BEFORE_WINDOW.height, BEFORE_WINDOW.width, real_to_world
-                                                      @ Affine.translation(BEFORE_WINDOW.col_off, BEFORE_WINDOW.row_off)))
+    window_box = box(*rasterio.transform.array_bounds(window.height, window.width, real_to_world
+                                                      @ Affine.translation(window.col_off, window.row_off)))
     after_box_b = affinity.translate(window_box, 0, -case.overlap_shift * extent)  # before CRS
     left, top = (after_box_b.bounds[0], after_box_b.bounds[3])
     if to_after is not None:
