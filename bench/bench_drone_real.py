@@ -1,7 +1,7 @@
 """Drone detection on REAL imagery: figures per case of tests/support/real_scenes.py (test support).
 
 The before epoch is a real Landsat 7 crop (fetched once from the pinned `localtileserver==1.0.0`
-wheel into .cityops/cache/), the after epoch the same real image through known acquisition effects,
+wheel into .cache/testdata/), the after epoch the same real image through known acquisition effects,
 with a 0.1 m GSD pretended (see tests/support/real_scenes.py). Per case, a no-change pair and one
 with SYNTHETIC roofs: the true registration error (and before correction), the detector's residual,
 tie points, candidates and object F1.

@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import rasterio
 import shapely
@@ -38,7 +39,7 @@ from drone.errors import DroneError
 from drone.pipeline import detect_changes
 from tests.support.drone_scenes import CRS_EPSG, SUQIAN_ORIGIN
 from tests.support.drone_scoring import object_scores, registration_error_px
-from tests.support.real_imagery import fetch
+from tests.support.real_imagery import landsat7_sf_bay
 
 BEFORE_WINDOW = Window(1250, 450, 800, 800)  # real pixels: East Bay street grids, port, hills; little water
 PRETEND_GSD_M = 0.1
@@ -46,6 +47,9 @@ ROOF_COLOURS = [(190, 190, 185), (60, 105, 165), (230, 232, 228), (160, 62, 48)]
 ROOF_WIDTH_M = (5.0, 8.0)  # wider than a vehicle (params.vehicle_max_width_m 3.5) ...
 ROOF_LENGTH_M = (6.0, 12.0)  # ... and larger than params.min_area_m2 (10 m2): sheds to small houses
 ROOF_GAP_M = 3.0
+VEHICLE_COLOURS = [(235, 235, 235), (25, 25, 28), (170, 172, 175), (170, 30, 30), (40, 60, 140)]
+CAR_M = (1.8, 4.5)  # width, length of a car ...
+TRUCK_M = (2.5, 9.0)  # ... and of a truck: both within params.vehicle_max_width_m / vehicle_max_length_m
 SUPERSAMPLE = 4  # roof edges are rasterised at 4x and averaged: a partial pixel is a colour mix, as in a photo
 
 
@@ -67,6 +71,7 @@ class RealCase:
     roofs: int = 8
     seed: int = 0
     window: Window = BEFORE_WINDOW  # the real pixels of the before epoch (or of the after's place in the whole file)
+    vehicles: int = 0  # cars (every fourth a truck) parked in the after epoch only: never to be reported
     before_as_shipped: bool = False  # before = the whole real file as shipped (COG layout, overviews, nodata 0)
 
 
@@ -86,6 +91,7 @@ CASES: dict[str, RealCase] = {
     "readme_limits": RealCase(shift_m=(6.0, -4.5), rotation_deg=2.0, scale=1.01, seed=19),
     # about half of it open bay water: featureless, near-black, tie windows there measure noise
     "shoreline": RealCase(window=Window(1250, 1000, 800, 800), seed=20),
+    "vehicles": RealCase(vehicles=12, seed=21),
 }
 
 
@@ -116,14 +122,14 @@ def write_real_pair(out_dir: str | Path, case: RealCase, *, plant: bool) -> Real
     """Write the before crop and the after epoch (with SYNTHETIC roofs if `plant`); see the module docstring."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(fetch()) as src:
+    with rasterio.open(landsat7_sf_bay()) as src:
         real = src.read()  # every band as stored: the real histogram, zeros included
     real_to_world = _real_to_world()
     window = case.window
     extent = window.width * PRETEND_GSD_M
     before_path = out / "real_before_rgb.tif"
     if case.before_as_shipped:
-        shutil.copyfile(fetch(), before_path)
+        shutil.copyfile(landsat7_sf_bay(), before_path)
         with rasterio.open(before_path, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:  # a header edit only
             dst.crs, dst.transform = f"EPSG:{CRS_EPSG}", real_to_world
         before_box = box(*rasterio.transform.array_bounds(real.shape[1], real.shape[2], real_to_world))
@@ -157,10 +163,14 @@ def write_real_pair(out_dir: str | Path, case: RealCase, *, plant: bool) -> Real
     overlap_a = shapely.intersection(_transform_polygon(before_box, to_after), seen_a)
 
     rng = np.random.default_rng(case.seed)
-    truth = _place_roofs(rng, overlap_b.buffer(-ROOF_GAP_M), case.roofs) if plant else []
+    area = overlap_b.buffer(-ROOF_GAP_M)
+    truth = _place(rng, area, case.roofs, [], lambda: (rng.uniform(*ROOF_WIDTH_M), rng.uniform(*ROOF_LENGTH_M)))
+    truth = truth if plant else []
+    vehicles = _place(rng, area, case.vehicles, truth,
+                      lambda: TRUCK_M if rng.uniform() < 0.25 else CAR_M)
     scene = real.astype(np.float32)
-    if truth:
-        _paint_roofs(scene, truth, ~real_to_world, rng)
+    _paint(scene, truth, ROOF_COLOURS, ~real_to_world, rng, ridge=True)
+    _paint(scene, vehicles, VEHICLE_COLOURS, ~real_to_world, rng, ridge=False)
 
     # where every after pixel centre reads the (painted) real image: S, the CRS change, then real pixel indices
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
@@ -208,29 +218,30 @@ def run_case(name: str, folder: Path, plant: bool) -> dict:
             "candidates": len(result.candidates), "scores": scores, "crs": result.crs.to_epsg()}
 
 
-def _place_roofs(rng: np.random.Generator, area: Polygon, n: int) -> list[Polygon]:
-    roofs: list[Polygon] = []
+def _place(rng: np.random.Generator, area: Polygon, n: int, taken: list[Polygon], size) -> list[Polygon]:
+    """n rotated rectangles of size() = (width, length) m inside `area`, ROOF_GAP_M from each other and `taken`."""
+    placed: list[Polygon] = []
     x0, y0, x1, y1 = area.bounds
     for _ in range(5000):
-        if len(roofs) == n:
+        if len(placed) == n:
             break
-        w, length = rng.uniform(*ROOF_WIDTH_M), rng.uniform(*ROOF_LENGTH_M)
+        w, length = size()
         centre = (rng.uniform(x0, x1), rng.uniform(y0, y1))
-        roof = affinity.rotate(box(-length / 2, -w / 2, length / 2, w / 2), rng.uniform(0, 90))
-        roof = affinity.translate(roof, *centre)
-        if area.contains(roof) and all(roof.distance(r) >= ROOF_GAP_M for r in roofs):
-            roofs.append(roof)
-    if len(roofs) < n:
-        raise ValueError(f"only {len(roofs)} of {n} roofs fit the overlap")
-    return roofs
+        shape = affinity.rotate(box(-length / 2, -w / 2, length / 2, w / 2), rng.uniform(0, 90))
+        shape = affinity.translate(shape, *centre)
+        if area.contains(shape) and all(shape.distance(r) >= ROOF_GAP_M for r in taken + placed):
+            placed.append(shape)
+    if len(placed) < n:
+        raise ValueError(f"only {len(placed)} of {n} rectangles fit the overlap")
+    return placed
 
 
-def _paint_roofs(scene: np.ndarray, roofs: list[Polygon], world_to_real: Affine, rng: np.random.Generator) -> None:
-    """Gable roofs in place, on the real image: two slopes 12 DN apart, a little texture, anti-aliased edges."""
-    import cv2
-
-    for i, roof in enumerate(roofs):
-        colour = np.asarray(ROOF_COLOURS[i % len(ROOF_COLOURS)], np.float32)
+def _paint(scene: np.ndarray, shapes: list[Polygon], colours: list, world_to_real: Affine, rng: np.random.Generator,
+           ridge: bool) -> None:
+    """Rectangles in place, on the real image, with a little texture and anti-aliased edges; a gable roof
+    (`ridge`) has two slopes 12 DN apart."""
+    for i, roof in enumerate(shapes):
+        colour = np.asarray(colours[i % len(colours)], np.float32)
         corners = np.array([world_to_real @ xy for xy in roof.exterior.coords[:-1]])
         c0, r0 = np.floor(corners.min(axis=0)).astype(int) - 2
         c1, r1 = np.ceil(corners.max(axis=0)).astype(int) + 2
@@ -246,7 +257,7 @@ def _paint_roofs(scene: np.ndarray, roofs: list[Polygon], world_to_real: Affine,
         mid = corners.mean(axis=0)
         yy, xx = np.mgrid[r0:r1, c0:c1] + 0.5
         lit = ((xx - mid[0]) * ux + (yy - mid[1]) * uy) > 0
-        roof_rgb = colour[:, None, None] + np.where(lit, 6.0, -6.0) + rng.normal(0, 3, (3, h, w))
+        roof_rgb = colour[:, None, None] + np.where(lit, 6.0, -6.0) * ridge + rng.normal(0, 3, (3, h, w))
         patch = scene[:, r0:r1, c0:c1]
         scene[:, r0:r1, c0:c1] = patch * (1 - cover) + roof_rgb * cover
 
