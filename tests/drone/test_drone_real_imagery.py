@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(case, planted) -> figures; a refusal is kept as a figure so that each test reports it."""
-    return {(name, plant): run_case(name, tmp_path_factory.mktemp(f"{name}_{plant}"), plant)
+    return {(name, plant): run_case(CASES[name], tmp_path_factory.mktemp(f"{name}_{plant}"), plant)
             for name in CASES for plant in (False, True)}
 
 
