@@ -2,9 +2,10 @@
 
 The before epoch is real pixels; the after epoch is the same real image through known acquisition
 effects (tests/support/real_scenes.py: CASES), so the true registration is known. Every case moves
-the after georeference by (2.7, -1.9) m with 0.8 deg of rotation and 0.5 % of scale, then adds its own
-effect: another GSD, another CRS, gain/offset/white balance with noise, JPEG, a partial overlap, or
-all at once.
+the after georeference by (2.7, -1.9) m with 0.8 deg of rotation and 0.5 % of scale (readme_limits:
+6 m, 2 deg, 1 %), then adds its own effect: another GSD, another CRS, gain/offset/white balance with
+noise, JPEG, a partial overlap, all of these at once, the real file as shipped as the before epoch,
+a crop half open water, or parked vehicles in the after epoch only.
 
 PRETENDED GSD: the real pixels are 30 m; both epochs carry a 0.1 m geotransform so that the pair sits
 in the detector's drone range (ingest takes 0.01-10 m; detection's thresholds are metres for drone
