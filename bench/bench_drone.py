@@ -7,7 +7,7 @@ Two parts, each pair generated once into bench/out/ under a key of EVERY generat
   seeds, with DSMs and RGB-only: object F1 (IoU >= 0.5), false candidates on the no-change pair,
   registration residual (reported and true), refusals;
 - speed: at each --sizes, in a fresh child process, a plain block-wise read of the inputs, then
-  detection with DSMs; ratio detect/read and peak RSS. With --ingested the inputs are first
+  detection with DSMs (--rgb-only: without); ratio detect/read and peak RSS. With --ingested the inputs are first
   written as ingest writes its analysis COGs (RGB with an internal mask), what a real job reads.
 
     python -m bench.bench_drone --condition-size 1000 --seeds 2 --sizes 5000 [--held-out fresh]
@@ -87,13 +87,15 @@ def as_ingested(path: Path, kind: str) -> Path:
     return target
 
 
-def measure_speed(size: int, ingested: bool) -> dict:
+def measure_speed(size: int, ingested: bool, rgb_only: bool) -> dict:
     """Runs in a child process so peak RSS belongs to this size alone."""
     _, pair = cached_pair(scene_spec("all", size_px=size, gsd_m=0.05, seed=HELD_OUT_SEEDS[0], overlap_shift=0.0,
                                      after_gsd_m=0.05))
     inputs = [pair.before_rgb, pair.after_rgb, pair.before_dsm, pair.after_dsm]
     if ingested:
         inputs = [as_ingested(path, kind) for path, kind in zip(inputs, ("rgb", "rgb", "dsm", "dsm"))]
+    if rgb_only:
+        inputs = inputs[:2]
     read_s = plain_read_seconds(inputs)
     start = time.perf_counter()
     result = detect_changes(*inputs, change_map_path=pair.before_rgb.parent / "cm_speed.tif")
@@ -174,10 +176,12 @@ def main() -> None:
                              "BLIND_2026_11_30_SEEDS (run once, for the final figures); --seeds of them")
     parser.add_argument("--hard-condition", default="baseline", choices=tuple(CONDITIONS),
                         help="condition the hard cases are painted on")
+    parser.add_argument("--rgb-only", action="store_true",
+                        help="speed runs on the two orthophotos alone (no DSMs): the plain read is of those two")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure_speed(args.child, args.ingested)))
+        print(json.dumps(measure_speed(args.child, args.ingested, args.rgb_only)))
         return
     if args.hard_cases:
         hard_cases(HARD_CASE_SEEDS[args.hard_cases][:args.seeds], args.condition_size, args.hard_condition)
@@ -200,9 +204,11 @@ def main() -> None:
               f"{d.get('true_error_px', '-')} | {d.get('overlap', '-')} | {d.get('inliers', '-')} |", flush=True)
     for size in args.sizes:
         child = subprocess.run([sys.executable, "-m", "bench.bench_drone", "--child", str(size),
-                                *(["--ingested"] if args.ingested else [])], capture_output=True, text=True, check=True)
+                                *(["--ingested"] if args.ingested else []), *(["--rgb-only"] if args.rgb_only else [])],
+                               capture_output=True, text=True, check=True)
         row = json.loads(child.stdout.strip().splitlines()[-1])
-        print(f"speed {size}x{size} px (all conditions, DSM{', ingested COGs' if args.ingested else ''}): read {row['read_s']} s, detect {row['detect_s']} s, "
+        inputs = ("RGB only" if args.rgb_only else "DSM") + (", ingested COGs" if args.ingested else "")
+        print(f"speed {size}x{size} px (all conditions, {inputs}): read {row['read_s']} s, detect {row['detect_s']} s, "
               f"ratio {row['ratio']}, peak RSS {row['peak_rss_mb']} MB, F1 {row['f1']}, "
               f"residual {row['residual_px']} px", flush=True)
 
