@@ -43,3 +43,16 @@ def test_frost_sta_client_sends_a_data_array(live_server, device, city_db):
     assert latest["result"] == 13.5
     read = fsc.SensorThingsService(f"{live_server}/sta/v1.1")
     assert read.datastreams().find(device["stream"]).id == device["stream"]
+
+
+@pytest.mark.parametrize("path, options, refused", [
+    ("/sta/v1.1/Datastreams(1)/Observations", {"$filter": "result gt 5"}, "$filter"),
+    ("/sta/v1.1/Datastreams(1)/Observations", {"$orderby": "phenomenonTime asc", "$skip": "10"}, "$orderby, $skip"),
+    ("/sta/v1.1/Things", {"$filter": "name eq 'x'", "$top": "5"}, "$filter"),
+])
+def test_query_options_that_would_be_ignored_are_refused(client, path, options, refused):
+    # they used to be ignored: $filter=result gt 5 answered every reading, and the client could not tell
+    answer = client.get(path, params=options)
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["description"].startswith(f"{refused}: not implemented")
+    assert client.get(path, params={"$top": "2", "$count": "true"}).status_code == 200  # implemented or only shaping
