@@ -103,7 +103,11 @@ def _media_base(request: Request) -> str:
 
 
 # what `.json` and `.xml` answer, declared so that generated clients and validators expect both
-JSON_OR_XML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/xml": {}}}}
+OPEN311_ERRORS = {"type": "array", "items": {"type": "object", "required": ["code", "description"], "properties": {
+    "code": {"type": "integer", "description": "the HTTP status"}, "description": {"type": "string", "description": "the reason"}}}}
+_REFUSED = {"description": "GeoReport v2 errors: an array of {code, description} (XML for `.xml`)",
+            "content": {"application/json": {"schema": OPEN311_ERRORS}, "text/xml": {}}}
+JSON_OR_XML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/xml": {}}}, 400: _REFUSED, "default": _REFUSED}
 
 
 def _answer(fmt: Format, root: str, data: list | dict) -> Response:
