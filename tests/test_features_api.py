@@ -150,6 +150,7 @@ def test_conformance_and_openapi_document_what_is_served(client):
     ("/evaluation?days=1&f=csv", "/evaluation"), ("/open311/v2/services.xml", "/open311/v2/services.{fmt}"),
     ("/collections/stall_sites/items?limit=1&bbox=1,2,3", "/collections/stall_sites/items"),
     ("/evaluation?days=999", "/evaluation"), ("/collections/stall_sites/items/999999", "/collections/stall_sites/items/{featureId}"),
+    ("/open311/v2/media/nosuch.jpg", "/open311/v2/media/{name}.jpg"),
     ("/open311/v2/requests.xml?status=x", "/open311/v2/requests.{fmt}"), ("/open311/v2/requests.json?status=x", "/open311/v2/requests.{fmt}"),
 ])
 def test_the_openapi_declares_what_each_answer_is(client, url, path):

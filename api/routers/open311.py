@@ -107,7 +107,11 @@ OPEN311_ERRORS = {"type": "array", "items": {"type": "object", "required": ["cod
     "code": {"type": "integer", "description": "the HTTP status"}, "description": {"type": "string", "description": "the reason"}}}}
 _REFUSED = {"description": "GeoReport v2 errors: an array of {code, description} (XML for `.xml`)",
             "content": {"application/json": {"schema": OPEN311_ERRORS}, "text/xml": {}}}
-JSON_OR_XML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/xml": {}}}, 400: _REFUSED, "default": _REFUSED}
+# floods (429) and overload (503) are answered at the front door, before any route, as everywhere else
+_FRONT_DOOR = {"description": "Too many requests, or overloaded: the exception document, with Retry-After",
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Exception"}}}}
+_REFUSALS: dict[int | str, dict] = {400: _REFUSED, 429: _FRONT_DOOR, 503: _FRONT_DOOR, "default": _REFUSED}
+JSON_OR_XML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/xml": {}}}, **_REFUSALS}
 
 
 def _answer(fmt: Format, root: str, data: list | dict) -> Response:
@@ -247,7 +251,8 @@ def open311_extension() -> Extension:
         return _answer(fmt, "media", {"media_url": f"{_media_base(request)}/{name}.jpg",
                                       "width": photos[0].width, "height": photos[0].height})
 
-    @router.get("/media/{name}.jpg", summary="A stored photo (resized, without EXIF)")
+    @router.get("/media/{name}.jpg", summary="A stored photo (resized, without EXIF)",
+                responses={200: {"content": {"image/jpeg": {}}}, **_REFUSALS})
     async def get_media(name: str, conn: Connection):
         return Response(await reports.media_content(conn, name), media_type="image/jpeg",
                         headers={"Cache-Control": "public, max-age=86400"})

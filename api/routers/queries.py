@@ -60,7 +60,8 @@ def queries_extension() -> Extension:
     @router.post("/locate", summary="The same for up to 100,000 points (JSON, or CSV lon,lat with ?f=csv answers)",
                  openapi_extra={"requestBody": {"content": {
                      "application/json": {"schema": Points.model_json_schema()},
-                     "text/csv": {"schema": {"type": "string", "description": "lines of lon,lat (a header is skipped)"}}}}})
+                     "text/csv": {"schema": {"type": "string", "description": "lines of lon,lat (a header is skipped)"}}}}},
+                 responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
     async def locate_many(request: Request, conn: Connection,
                           f: Annotated[Literal["json", "csv"], Query(description="answer format")] = "json"):
         if request.headers.get("content-type", "").startswith("text/csv"):
