@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -61,3 +62,20 @@ def test_a_crashed_worker_is_replaced(city_db, settings):
             raise AssertionError("the server did not come back after its worker crashed")
         replaced = _children(supervisor)
         assert workers[0] not in replaced and replaced
+
+
+def test_an_idle_keep_alive_connection_outlives_the_clients_idle_time(city_db, settings):
+    # uvicorn closed idle connections after 5 s: a client (httpx keeps them 5 s, nginx's upstream pool
+    # 60 s) sending on one as it closed got a reset (red-team concurrency run: ReadError,
+    # RemoteProtocolError), behind nginx a lost POST is a 502
+    port = free_port()
+    command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
+    env = {"CITYOPS_DATABASE_URL": city_db, "CITYOPS_STATE_DIR": str(settings.state_dir), "CITYOPS_KEEP_ALIVE_S": "12"}
+    with running("keep_alive_server", command, env, port, log_dir=ARTIFACTS, timeout_s=90):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+            connection.sendall(request)
+            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(7)  # past uvicorn's default, within the setting
+            connection.sendall(request)
+            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
