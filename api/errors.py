@@ -117,11 +117,11 @@ def install(app: FastAPI) -> None:
                        "ConstraintViolation", f"rejected by {constraint}; nothing was written")
 
     @app.exception_handler(psycopg.errors.DataError)
-    async def invalid_value(_request: Request, exc: psycopg.errors.DataError):
+    async def invalid_value(request: Request, exc: psycopg.errors.DataError):
         # e.g. 'invalid input syntax for type date: "x"': the value's fault, and the message has no SQL;
         # psycopg's own refusals (a NUL byte in text) carry no diagnostics, only their message
         reason = exc.diag.message_primary or (str(exc) if exc.sqlstate is None else "") or "invalid value"
-        return problem(400, "InvalidValue", f"{reason}; nothing was written")
+        return problem(400, "InvalidValue", reason if request.method in ("GET", "HEAD") else f"{reason}; nothing was written")
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_operational(request: Request, exc: psycopg.OperationalError):

@@ -120,3 +120,8 @@ def test_a_nul_byte_in_text_is_a_400_that_says_so(client, url, params):
     answer = client.get(url, params=params)
     assert answer.status_code == 400, answer.text[:300]
     assert "NUL" in answer.json()["description"]
+
+
+def test_a_number_past_bigint_on_a_read_says_so_without_talk_of_writes(client):
+    answer = client.get("/collections/stall_sites/items", params={"offset": "99999999999999999999", "limit": 1})
+    assert answer.status_code == 400 and answer.json()["description"] == "bigint out of range"
