@@ -107,9 +107,11 @@ OPEN311_ERRORS = {"type": "array", "items": {"type": "object", "required": ["cod
     "code": {"type": "integer", "description": "the HTTP status"}, "description": {"type": "string", "description": "the reason"}}}}
 _REFUSED = {"description": "GeoReport v2 errors: an array of {code, description} (XML for `.xml`)",
             "content": {"application/json": {"schema": OPEN311_ERRORS}, "text/xml": {}}}
-# floods (429) and overload (503) are answered at the front door, before any route, as everywhere else
-_FRONT_DOOR = {"description": "Too many requests, or overloaded: the exception document, with Retry-After",
-               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Exception"}}}}
+# floods (429) and overload (503) come from the front door, before any route, as everywhere else (the
+# exception document), or from the route itself (the report limits: GeoReport's errors, XML for .xml)
+_FRONT_DOOR = {"description": "Too many requests, or overloaded, with Retry-After",
+               "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Exception"},
+                                                                     OPEN311_ERRORS]}}, "text/xml": {}}}
 _REFUSALS: dict[int | str, dict] = {400: _REFUSED, 429: _FRONT_DOOR, 503: _FRONT_DOOR, "default": _REFUSED}
 JSON_OR_XML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/xml": {}}}, **_REFUSALS}
 
