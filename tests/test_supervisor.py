@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+import http.client
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -72,10 +72,14 @@ def test_an_idle_keep_alive_connection_outlives_the_clients_idle_time(city_db, s
     command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
     env = {"CITYOPS_DATABASE_URL": city_db, "CITYOPS_STATE_DIR": str(settings.state_dir), "CITYOPS_KEEP_ALIVE_S": "12"}
     with running("keep_alive_server", command, env, port, log_dir=ARTIFACTS, timeout_s=90):
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-            connection.sendall(request)
-            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one socket, never reopened
+        try:
+            connection.request("GET", "/healthz")
+            first = connection.getresponse()
+            assert first.status == 200 and first.read()
             time.sleep(7)  # past uvicorn's default, within the setting
-            connection.sendall(request)
-            assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+            connection.request("GET", "/healthz")  # on the same socket: RemoteDisconnected if the server closed it
+            again = connection.getresponse()
+            assert again.status == 200 and again.read()
+        finally:
+            connection.close()
