@@ -125,3 +125,16 @@ def test_a_nul_byte_in_text_is_a_400_that_says_so(client, url, params):
 def test_a_number_past_bigint_on_a_read_says_so_without_talk_of_writes(client):
     answer = client.get("/collections/stall_sites/items", params={"offset": "99999999999999999999", "limit": 1})
     assert answer.status_code == 400 and answer.json()["description"] == "bigint out of range"
+
+
+@pytest.mark.parametrize("geometry, reason", [
+    # the whole world as a polygon: PostGIS's geography cast died on its 360° edge ("Antipodal edge", 500)
+    ({"type": "Polygon", "coordinates": [[[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]}, "180°"),
+    ({"type": "LineString", "coordinates": [[-170, 33], [170, 33]]}, "180°"),
+    # longitude 500 was wrapped to 140 by the geodesic distance and matched 5,517 covers
+    ({"type": "Polygon", "coordinates": [[[118, 33], [500, 33], [500, 34], [118, 34], [118, 33]]]}, "CRS84"),
+])
+def test_a_query_geometry_off_the_globe_or_across_half_of_it_is_a_400(client, geometry, reason):
+    answer = client.post("/queries/within/manhole_covers", json={"geometry": geometry, "distance_m": 0})
+    assert answer.status_code == 400, answer.text[:300]
+    assert reason in answer.json()["description"]
