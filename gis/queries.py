@@ -22,7 +22,7 @@ import shapely
 from psycopg import sql
 
 from gis.errors import InvalidInput
-from gis.crs import STORAGE_SRID
+from gis.crs import STORAGE_SRID, check_edges
 from gis.grid_index import GridIndex
 
 METRIC_SRID = 4548
@@ -116,25 +116,10 @@ def query_geometry(geojson: dict | None = None, *, lon: float | None = None, lat
         raise InvalidInput(f"the geometry is invalid: {shapely.is_valid_reason(geometry)}")
     coordinates = shapely.get_coordinates(geometry)
     check_points(coordinates[:, 0], coordinates[:, 1])  # the geodesic distance would wrap lon 500 to 140
-    if _spans_half_the_globe(geometry):
-        raise InvalidInput("an edge of the geometry spans 180° of longitude or more: on the sphere it has no one "
-                           "shortest path (PostGIS refuses it); split the edge")
+    check_edges(geometry)
     return shapely.to_wkb(geometry)
 
 
-LINEAR_TYPES = (1, 2)  # LineString, LinearRing (shapely type ids)
-
-
-def _spans_half_the_globe(geometry: shapely.Geometry) -> bool:
-    """Whether any edge of a line or ring goes 180° or more east or west."""
-    parts = shapely.get_parts(shapely.get_parts(geometry))  # multi-parts, and those of a collection
-    kinds = shapely.get_type_id(parts)
-    linear = np.concatenate([shapely.get_rings(parts[kinds == 3]), parts[np.isin(kinds, LINEAR_TYPES)]])
-    if not len(linear):
-        return False
-    coordinates, owner = shapely.get_coordinates(linear, return_index=True)
-    jumps = np.abs(np.diff(coordinates[:, 0])) >= 180
-    return bool(np.any(jumps & (owner[1:] == owner[:-1])))
 
 
 def within_query(relation: sql.Composable, key: str, where: sql.Composable) -> sql.Composable:

@@ -138,3 +138,12 @@ def test_a_query_geometry_off_the_globe_or_across_half_of_it_is_a_400(client, ge
     answer = client.post("/queries/within/manhole_covers", json={"geometry": geometry, "distance_m": 0})
     assert answer.status_code == 400, answer.text[:300]
     assert reason in answer.json()["description"]
+
+
+def test_a_feature_across_half_the_globe_is_a_400(client, keys):
+    # unit grids have no district trigger to refuse it first: the geodesic area column died on the
+    # 360° edge ("Antipodal edge detected", 500)
+    world = {"type": "MultiPolygon", "coordinates": [[[[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]]}
+    answer = client.post("/collections/unit_grids/items", json={"type": "Feature", "properties": {}, "geometry": world},
+                         headers=bearer(keys["admin"]))
+    assert answer.status_code == 400 and "180°" in answer.json()["description"], answer.text[:300]
