@@ -21,7 +21,7 @@ MAX_SEARCH_BYTES = 1 << 20
 def cql2_expression(body: bytes) -> dict | None:
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past Python's recursion limit is not a search either
         return None
     if isinstance(document, dict) and "op" in document and isinstance(document.get("args"), list) and "type" not in document:
         return document

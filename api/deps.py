@@ -14,6 +14,7 @@ No `from __future__ import annotations`: `require` builds dependencies whose par
 local objects that FastAPI must see as such.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,9 +22,10 @@ from typing import Annotated, Any
 import psycopg
 from fastapi import Depends, Header, Path, Request
 
-from gis.errors import NotFound
+from gis.errors import NotFound, ServiceUnavailable
 from gis.keys import Principal, Role, authenticate, parse_credentials, require_any
-from gis.settings import Settings
+from gis.limits import LimitSettings
+from gis.settings import Settings, settings_of
 from layers.catalogue import Layer
 from layers.live import LiveCatalogue
 
@@ -54,6 +56,24 @@ async def get_read_connection(request: Request) -> AsyncIterator[psycopg.AsyncCo
         yield conn
 
 
+async def analysis_turn(request: Request) -> AsyncIterator[None]:
+    """A turn among the few analyses a process runs at once, taken BEFORE the request's connection (a
+    route-level dependency): forty planners asking for coverage gaps held every pooled connection for
+    seconds each, and sensor readings and page reads got 503s meanwhile."""
+    turns: asyncio.Semaphore = request.app.state.analysis_turns
+    limits = settings_of(LimitSettings)
+    try:
+        await asyncio.wait_for(turns.acquire(), limits.pool_timeout_s)
+    except TimeoutError:
+        raise ServiceUnavailable(f"{limits.analysis_max_concurrent} analyses are running in this process "
+                                 f"(CITYOPS_ANALYSIS_MAX_CONCURRENT); try again shortly") from None
+    try:
+        yield
+    finally:
+        turns.release()
+
+
+AnalysisTurn = Depends(analysis_turn)
 Connection = Annotated[psycopg.AsyncConnection, Depends(get_connection)]
 ReadConnection = Annotated[psycopg.AsyncConnection, Depends(get_read_connection)]
 SyncConnection = Annotated[psycopg.Connection, Depends(get_sync_connection)]

@@ -109,14 +109,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def integrity_error(_request: Request, exc: psycopg.errors.IntegrityError):
+        if isinstance(exc, psycopg.errors.NotNullViolation) and exc.diag.column_name:
+            # a NOT NULL column has no constraint name: name the missing field instead
+            return problem(400, "ConstraintViolation", f"'{exc.diag.column_name}' is required; nothing was written")
         constraint = getattr(exc.diag, "constraint_name", None) or "a database constraint"
         return problem(409 if isinstance(exc, psycopg.errors.UniqueViolation) else 400,
                        "ConstraintViolation", f"rejected by {constraint}; nothing was written")
 
     @app.exception_handler(psycopg.errors.DataError)
-    async def invalid_value(_request: Request, exc: psycopg.errors.DataError):
-        # e.g. 'invalid input syntax for type date: "x"': the value's fault, and the message has no SQL
-        return problem(400, "InvalidValue", f"{exc.diag.message_primary or 'invalid value'}; nothing was written")
+    async def invalid_value(request: Request, exc: psycopg.errors.DataError):
+        # e.g. 'invalid input syntax for type date: "x"': the value's fault, and the message has no SQL;
+        # psycopg's own refusals (a NUL byte in text) carry no diagnostics, only their message
+        reason = exc.diag.message_primary or (str(exc) if exc.sqlstate is None else "") or "invalid value"
+        return problem(400, "InvalidValue", reason if request.method in ("GET", "HEAD") else f"{reason}; nothing was written")
 
     @app.exception_handler(psycopg.OperationalError)
     async def database_operational(request: Request, exc: psycopg.OperationalError):

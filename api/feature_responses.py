@@ -19,6 +19,8 @@ from layers.export import spreadsheet_safe
 from layers.live import Extent
 
 GEOJSON = "application/geo+json"
+# what a resource with an `f=html` alternative answers, declared in the OpenAPI
+JSON_OR_HTML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/html": {}}}}
 MEDIA_TYPES = {"json": GEOJSON, "html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8",
                "jsonseq": "application/geo+json-seq"}
 RECORD_SEPARATOR = "\x1e"  # RFC 8142: each GeoJSON text starts with RS and ends with LF

@@ -18,10 +18,38 @@ LIMIT_REF = "#/components/parameters/limit"
 
 
 def as_ogc_document(document: dict[str, Any]) -> dict[str, Any]:
-    shared = share_limit_parameter(document)
+    shared = share_limit_parameter(declare_error_answers(document))
     rewritten = _to_30(shared)
     rewritten["openapi"] = OPENAPI_VERSION
     return rewritten
+
+
+# what api.errors answers for every refused request: OGC API's exception document
+EXCEPTION_SCHEMA = {"type": "object", "required": ["code"], "properties": {
+    "code": {"type": "string", "description": "the kind of error, e.g. InvalidParameterValue"},
+    "description": {"type": "string", "description": "the reason, and what to change"}}}
+
+
+def declare_error_answers(document: dict[str, Any]) -> dict[str, Any]:
+    """A request FastAPI's validation refuses is answered 400 with the exception document (api.errors),
+    not the 422 + HTTPValidationError FastAPI declares, and so is every other refusal (the `default`
+    answer): a generated client must expect what comes."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Exception"] = EXCEPTION_SCHEMA
+    bad_request = {"description": "Bad request: the reason is in `description`",
+                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Exception"}}}}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses") if isinstance(operation, dict) else None
+            if responses is None:
+                continue
+            if responses.pop("422", None) is not None:
+                responses.setdefault("400", bad_request)
+            # 401, 403, 404, 409, 412, 413, 428, 429, 503: every refusal is the same exception document
+            responses.setdefault("default", {**bad_request, "description": "Refused or failed: the reason is in `description`"})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return document
 
 
 def limit_parameter() -> dict[str, Any]:

@@ -23,6 +23,7 @@ from gis.changes import ChangeFeed
 from gis.db import connection_options, create_pool, create_read_pool
 from gis.grid_index import GridIndexHolder
 from gis.jobs import WorkerPool
+from gis.limits import LimitSettings
 from gis.replication import PrimaryGate, ReadRouter
 from gis.settings import JobSettings, Settings, settings_of
 from layers.live import LiveCatalogue
@@ -56,6 +57,7 @@ class Services:
         self.tiles = VectorTiles(self.pool, self.catalogue, TileCache(tile_settings.tile_cache_mb * 2**20), reads=self.reads)
         self.raster_tiles = RasterTiles(self.pool, TileCache(tile_settings.raster_cache_mb * 2**20), tile_settings)
         self.live_hub = LiveHub(self.pool)
+        self.analysis_turns = asyncio.Semaphore(settings_of(LimitSettings).analysis_max_concurrent)
         jobs = settings_of(JobSettings)
         self.workers = WorkerPool(conninfo, settings, JOB_KINDS, workers=jobs.job_workers,
                                   stale_after_s=jobs.job_stale_s, sweep_every_s=jobs.job_sweep_s)
@@ -65,7 +67,7 @@ class Services:
         state.settings, state.pool, state.sync_pool, state.changes = self.settings, self.pool, self.sync_pool, self.changes
         state.catalogue, state.grid_index, state.tiles, state.live_hub = self.catalogue, self.grid_index, self.tiles, self.live_hub
         state.workers, state.reads, state.raster_tiles = self.workers, self.reads, self.raster_tiles
-        state.primary = self.primary
+        state.primary, state.analysis_turns = self.primary, self.analysis_turns
 
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:

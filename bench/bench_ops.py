@@ -105,7 +105,7 @@ def copy_baseline(info: str, all_streams, readings: int) -> float:
         with conn.cursor().copy("COPY city.sensor_reading (datastream_id, phenomenon_time, result) FROM STDIN") as copy:
             for i in range(readings):
                 sid, prop = all_streams[i % len(all_streams)]
-                copy.write_row((sid, at, NORMAL[prop]))
+                copy.write_row((sid, at + timedelta(microseconds=i), NORMAL[prop]))  # one reading per stream and time
         elapsed = time.perf_counter() - started
         conn.rollback()
     return readings / elapsed

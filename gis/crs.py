@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+import shapely
 from pyproj import CRS, Transformer
 
 from gis.errors import InvalidInput
@@ -119,3 +121,22 @@ def projected_domain(srid: int) -> tuple[float, float, float, float]:
     east, north = min(area.east + 3, 180), min(area.north + 3, 85.06)
     transformer = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_epsg(srid), always_xy=True)
     return transformer.transform_bounds(west, south, east, north, densify_pts=21)
+
+
+LINEAR_TYPES = (1, 2)  # LineString, LinearRing (shapely type ids)
+
+
+def check_edges(geometry: shapely.Geometry) -> None:
+    """A longitude, latitude geometry whose line or ring edge goes 180° or more east or west has no one
+    shortest path on the sphere: PostGIS's geography (geodesic distances, areas) refuses it with an
+    internal error."""
+    parts = shapely.get_parts(shapely.get_parts(geometry))  # multi-parts, and those of a collection
+    kinds = shapely.get_type_id(parts)
+    linear = np.concatenate([shapely.get_rings(parts[kinds == 3]), parts[np.isin(kinds, LINEAR_TYPES)]])
+    if not len(linear):
+        return
+    coordinates, owner = shapely.get_coordinates(linear, return_index=True)
+    jumps = np.abs(np.diff(coordinates[:, 0])) >= 180
+    if np.any(jumps & (owner[1:] == owner[:-1])):
+        raise InvalidInput("an edge of the geometry spans 180° of longitude or more: on the sphere it has no one "
+                           "shortest path; split the edge")

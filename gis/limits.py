@@ -40,6 +40,12 @@ class LimitSettings(CityopsSettings):
         default=5.0, gt=0,
         description="longest a request waits for a free pooled connection before a fast 503 with Retry-After",
     )
+    analysis_max_concurrent: int = Field(
+        default=4, ge=1,
+        description="most planners' analyses (density, coverage gaps, evaluation: seconds of database work each) one "
+                    "server process runs at once; more wait up to CITYOPS_POOL_TIMEOUT_S for a turn, then a fast 503, "
+                    "so the pool's other connections stay free for writes and pages",
+    )
     retry_after_s: int = Field(
         default=2, ge=1,
         description="Retry-After (seconds) sent with a 503 for overload or a cancelled statement",

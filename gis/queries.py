@@ -22,7 +22,7 @@ import shapely
 from psycopg import sql
 
 from gis.errors import InvalidInput
-from gis.crs import STORAGE_SRID
+from gis.crs import STORAGE_SRID, check_edges
 from gis.grid_index import GridIndex
 
 METRIC_SRID = 4548
@@ -114,7 +114,12 @@ def query_geometry(geojson: dict | None = None, *, lon: float | None = None, lat
         raise InvalidInput("give a point (lon, lat) or a GeoJSON geometry")
     if geometry.is_empty or not geometry.is_valid:
         raise InvalidInput(f"the geometry is invalid: {shapely.is_valid_reason(geometry)}")
+    coordinates = shapely.get_coordinates(geometry)
+    check_points(coordinates[:, 0], coordinates[:, 1])  # the geodesic distance would wrap lon 500 to 140
+    check_edges(geometry)
     return shapely.to_wkb(geometry)
+
+
 
 
 def within_query(relation: sql.Composable, key: str, where: sql.Composable) -> sql.Composable:

@@ -26,7 +26,7 @@ from shapely.geometry import shape
 
 from gis import codes
 from gis.cql import Queryable
-from gis.crs import STORAGE_SRID, parse_crs
+from gis.crs import STORAGE_SRID, check_edges, parse_crs
 from gis.errors import Forbidden, InvalidInput, NotFound, PreconditionFailed, PreconditionRequired
 from gis.keys import GRANTS, Principal, Role
 from gis.limits import LimitSettings
@@ -126,6 +126,8 @@ def _geometry(layer: Layer, value: Any, content_crs: str | None, params: dict[st
     if crs.geographic and not shapely.box(-180, -90, 180, 90).covers(geometry):
         order = "latitude, longitude" if crs.lat_first else "longitude, latitude"
         raise InvalidInput(f"the geometry lies outside -180…180, -90…90; {crs.uri} takes {order}")
+    if crs.geographic:
+        check_edges(geometry)  # the geodesic area column would fail on it (a 500)
     params.update(geom_wkb=shapely.to_wkb(geometry), geom_srid=crs.srid)
     expression = sql.SQL("ST_Transform(ST_SetSRID(ST_GeomFromWKB(%(geom_wkb)s), %(geom_srid)s), {})").format(
         sql.Literal(STORAGE_SRID))

@@ -32,10 +32,14 @@ WITH window_cases AS (
     FROM city.case_file c
     WHERE c.reported_at >= now() - make_interval(days => %(days)s) AND c.state <> 'voided' AND c.bgcode IS NOT NULL
 ), repeats AS (  -- Web Mercator metres are 1/cos(latitude) true metres: the index answers, the scale corrects
+    -- a probe of the spatial index per case (the OFFSET 0 fence keeps the time and class tests out of
+    -- it): as one EXISTS the planner hashed the cases on their class, or ANDed the time index, and
+    -- compared pairs by the ten thousand (16 s over 200 days, a hang over a year)
     SELECT a.id FROM window_cases a WHERE EXISTS (
-        SELECT 1 FROM city.case_file b
-        WHERE ST_DWithin(b.geom_3857, a.geom_3857, {repeat_m} / cos(radians(ST_Y(a.geom))))
-          AND b.id <> a.id AND b.reported_at < a.reported_at AND b.state <> 'voided'
+        SELECT 1 FROM (SELECT b.id, b.reported_at, b.state, b.event_class_code, b.component_class_code
+                       FROM city.case_file b
+                       WHERE ST_DWithin(b.geom_3857, a.geom_3857, {repeat_m} / cos(radians(ST_Y(a.geom)))) OFFSET 0) b
+        WHERE b.id <> a.id AND b.reported_at < a.reported_at AND b.state <> 'voided'
           AND b.reported_at >= now() - make_interval(days => %(days)s)
           AND coalesce(b.event_class_code, b.component_class_code) = coalesce(a.event_class_code, a.component_class_code))
 ), case_figures AS (
@@ -67,7 +71,7 @@ SELECT code, round(area_km2::numeric, 3) AS area_km2, cases, public_reports, rep
        round(100.0 * on_time / nullif(handled, 0), 1) AS on_time_percent,
        round(100.0 * repeat_cases / nullif(cases, 0), 1) AS repeat_percent,
        round(100.0 * alarms / nullif(covers, 0), 1) AS alarms_per_100_covers,
-       ntile({classes}) OVER (ORDER BY cases / nullif(area_km2, 0) NULLS FIRST) AS class,
+       ntile({classes}) OVER (ORDER BY cases / nullif(area_km2, 0) NULLS FIRST, code) AS class,  -- ties by code: the same class every time
        {geometry}
 FROM figures ORDER BY code
 """
@@ -76,16 +80,21 @@ COLUMNS = ("code", "area_km2", "cases", "public_reports", "repeat_cases", "alarm
            "public_reports_per_km2", "on_time_percent", "repeat_percent", "alarms_per_100_covers", "class")
 
 
-async def evaluate(conn: psycopg.AsyncConnection, level: str, days: int, *, with_geometry: bool) -> list[dict]:
+def evaluation_query(level: str, *, with_geometry: bool) -> sql.Composed:
+    """The evaluation of one level's areas; takes %(days)s."""
     if level not in LEVELS:
         raise InvalidInput(f"unknown level {level!r}; levels are {', '.join(LEVELS)}")
-    if not 1 <= days <= 366:
-        raise InvalidInput("days must be between 1 and 366")
     table, code, prefix = LEVELS[level]
-    query = sql.SQL(EVALUATION_SQL).format(
+    return sql.SQL(EVALUATION_SQL).format(
         prefix=sql.SQL(prefix), repeat_m=sql.Literal(REPEAT_DISTANCE_M), classes=sql.Literal(CLASSES),
         table=sql.Identifier(table), code=sql.Identifier(code),
         geometry=sql.SQL("ST_AsGeoJSON(geom, 6)::json AS geometry" if with_geometry else "NULL AS geometry"))
+
+
+async def evaluate(conn: psycopg.AsyncConnection, level: str, days: int, *, with_geometry: bool) -> list[dict]:
+    query = evaluation_query(level, with_geometry=with_geometry)
+    if not 1 <= days <= 366:
+        raise InvalidInput("days must be between 1 and 366")
     return await (await conn.execute(query, {"days": days})).fetchall()
 
 

@@ -5,7 +5,8 @@ good rows land, a bad row (unknown datastream, a time in the future or too old, 
 out-of-range result) is answered "error: <reason>" and nothing of it is written.
 
 Readings go to city.sensor_reading, partitioned by month of phenomenon time (a partition is made on
-first use, ops.partitions; retention drops whole months), the latest value per datastream to city.sensor_latest
+first use, ops.partitions; retention drops whole months), once per datastream and time (a batch sent
+again is stored once and answered the same), the latest value per datastream to city.sensor_latest
 and the cover's state in city.manhole_sensor when it changes; then the alarm rules run (ops.alarms), all in one
 transaction per batch."""
 
@@ -104,6 +105,13 @@ SELECT d.id, d.objcode, d.observed_property, left(d.objcode, 6) AS district_code
 FROM city.datastream d WHERE d.id = ANY(%s)
 """
 
+# A reading sent again (a gateway retrying a batch whose answer it lost) is stored once: the first kept.
+STORE_SQL = """
+INSERT INTO city.sensor_reading (datastream_id, phenomenon_time, result)
+SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[])
+ON CONFLICT ON CONSTRAINT sensor_reading_once DO NOTHING
+"""
+
 LATEST_SQL = """
 INSERT INTO city.sensor_latest AS l (datastream_id, phenomenon_time, result)
 SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::float8[])
@@ -152,9 +160,7 @@ async def ingest(conn: psycopg.AsyncConnection, principal: Principal, rows: list
         outcome = {"raised": [], "cleared": [], "cases": []}
         if good:
             await partitions.READINGS.ensure(conn, {partitions.month_of(r.time) for r in good})
-            async with conn.cursor().copy("COPY city.sensor_reading (datastream_id, phenomenon_time, result) FROM STDIN") as copy:
-                for r in good:
-                    await copy.write_row((r.datastream_id, r.time, r.result))
+            await conn.execute(STORE_SQL, [[r.datastream_id for r in good], [r.time for r in good], [r.result for r in good]])
             latest: dict[int, Row] = {}
             for r in good:
                 if r.datastream_id not in latest or r.time >= latest[r.datastream_id].time:

@@ -143,6 +143,32 @@ def test_conformance_and_openapi_document_what_is_served(client):
     assert len(operation_ids) == len(set(operation_ids))  # code generators and schemathesis key operations by id
 
 
+@pytest.mark.parametrize("url, path", [
+    ("/?f=html", "/"), ("/conformance?f=html", "/conformance"), ("/collections?f=html", "/collections"),
+    ("/collections/stall_sites?f=html", "/collections/stall_sites"),
+    ("/collections/stall_sites/queryables?f=html", "/collections/stall_sites/queryables"),
+    ("/evaluation?days=1&f=csv", "/evaluation"), ("/open311/v2/services.xml", "/open311/v2/services.{fmt}"),
+    ("/collections/stall_sites/items?limit=1&bbox=1,2,3", "/collections/stall_sites/items"),
+    ("/evaluation?days=999", "/evaluation"), ("/collections/stall_sites/items/999999", "/collections/stall_sites/items/{featureId}"),
+    ("/open311/v2/media/nosuch.jpg", "/open311/v2/media/{name}.jpg"),
+    ("/open311/v2/requests.xml?status=x", "/open311/v2/requests.{fmt}"), ("/open311/v2/requests.json?status=x", "/open311/v2/requests.{fmt}"),
+])
+def test_the_openapi_declares_what_each_answer_is(client, url, path):
+    # schemathesis (content_type / status_code conformance) found HTML, CSV and XML answers the OpenAPI
+    # did not declare, and a 422 + HTTPValidationError declared where every refusal is a 400 + exception
+    document = client.get("/api").json()
+    answer = client.get(url)
+    responses = document["paths"][path]["get"]["responses"]
+    declared = responses.get(str(answer.status_code), responses.get("default"))
+    assert answer.headers["content-type"].split(";")[0] in declared["content"]
+    schema = declared["content"].get("application/json", {}).get("schema", {})
+    if answer.status_code >= 400 and answer.headers["content-type"].startswith("application/json"):
+        shapes = [document["components"]["schemas"]["Exception"] if "$ref" in option else option
+                  for option in schema.get("oneOf", [schema])]
+        assert ("array" if isinstance(answer.json(), list) else "object") in {shape["type"] for shape in shapes}
+    assert "422" not in json.dumps(document["paths"]) and "HTTPValidationError" not in json.dumps(document)
+
+
 def test_next_links_ask_for_a_full_page_after_a_small_first_one(client):
     # GDAL 3.6 always asks for limit=10 and then follows next links
     page = client.get("/collections/unit_grids/items?limit=10").json()

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.conftest import bearer
+
 NESTED_NOT = "NOT (" * 1200 + "objname = 'x'" + ")" * 1200  # ~6 KB: segfaulted the cql2 extension
 NESTED_PARENS = "(" * 3000 + "objname = 'x'" + ")" * 3000
 NESTED_JSON = '{"op":"and","args":' + "[" * 3000 + "]" * 3000 + "}"
@@ -88,3 +90,60 @@ def test_a_thousand_property_names_is_not_an_outage(client):
     assert set(answer.json()["features"][0]["properties"]) == {"name"}
     unknown = _get(client, "/collections/stall_sites/items", properties=",".join(f"p{i}" for i in range(1000)))
     assert unknown.status_code == 400
+
+
+# found by the red-team pass (bench/RESULTS.md, "Red team"): each answered 500 or a 400 with no reason
+DEEP_FEATURE = '{"type":"Feature","properties":' + '{"a":' * 10_000 + "1" + "}" * 10_000 + ',"geometry":null}'
+
+
+@pytest.mark.parametrize("layer", ["stall_sites", "components"])
+def test_json_nested_past_the_recursion_limit_is_a_400_on_items(client, keys, layer):
+    # the CQL2-JSON search sniffer read this body first and died of RecursionError (500)
+    answer = client.post(f"/collections/{layer}/items", content=DEEP_FEATURE,
+                         headers={**bearer(keys["admin"]), "Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text[:300]
+
+
+def test_a_missing_required_property_is_named(client, keys):
+    feature = {"type": "Feature", "properties": {"name": "no code", "capacity": 3},
+               "geometry": {"type": "Point", "coordinates": [118.28, 33.96]}}
+    answer = client.post("/collections/stall_sites/items", json=feature, headers=bearer(keys["admin"]))
+    assert answer.status_code == 400, answer.text[:300]
+    assert "'code' is required" in answer.json()["description"]
+
+
+@pytest.mark.parametrize("url, params", [
+    ("/collections/stall_sites/items", {"filter": "name = 'a\x00b'"}),
+    ("/search", {"q": "a\x00b"}),
+])
+def test_a_nul_byte_in_text_is_a_400_that_says_so(client, url, params):
+    answer = client.get(url, params=params)
+    assert answer.status_code == 400, answer.text[:300]
+    assert "NUL" in answer.json()["description"]
+
+
+def test_a_number_past_bigint_on_a_read_says_so_without_talk_of_writes(client):
+    answer = client.get("/collections/stall_sites/items", params={"offset": "99999999999999999999", "limit": 1})
+    assert answer.status_code == 400 and answer.json()["description"] == "bigint out of range"
+
+
+@pytest.mark.parametrize("geometry, reason", [
+    # the whole world as a polygon: PostGIS's geography cast died on its 360° edge ("Antipodal edge", 500)
+    ({"type": "Polygon", "coordinates": [[[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]}, "180°"),
+    ({"type": "LineString", "coordinates": [[-170, 33], [170, 33]]}, "180°"),
+    # longitude 500 was wrapped to 140 by the geodesic distance and matched 5,517 covers
+    ({"type": "Polygon", "coordinates": [[[118, 33], [500, 33], [500, 34], [118, 34], [118, 33]]]}, "CRS84"),
+])
+def test_a_query_geometry_off_the_globe_or_across_half_of_it_is_a_400(client, geometry, reason):
+    answer = client.post("/queries/within/manhole_covers", json={"geometry": geometry, "distance_m": 0})
+    assert answer.status_code == 400, answer.text[:300]
+    assert reason in answer.json()["description"]
+
+
+def test_a_feature_across_half_the_globe_is_a_400(client, keys):
+    # unit grids have no district trigger to refuse it first: the geodesic area column died on the
+    # 360° edge ("Antipodal edge detected", 500)
+    world = {"type": "MultiPolygon", "coordinates": [[[[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]]}
+    answer = client.post("/collections/unit_grids/items", json={"type": "Feature", "properties": {}, "geometry": world},
+                         headers=bearer(keys["admin"]))
+    assert answer.status_code == 400 and "180°" in answer.json()["description"], answer.text[:300]

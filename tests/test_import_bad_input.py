@@ -85,6 +85,19 @@ def test_mixed_geometry_types_reject_the_wrong_rows(conn, tmp_path):
         (5, "wrong geometry type LINESTRING; layer streetlights takes POINT")]
 
 
+def test_a_row_across_half_the_globe_is_rejected_not_the_whole_import(conn, tmp_path):
+    # with --district the whole-world polygon reached the geodesic area column, and the import
+    # failed as an "internal error" (PostGIS: Antipodal edge detected)
+    path = tmp_path / "world.geojson"
+    world = {"type": "Polygon", "coordinates": [[[-180, -90], [180, -90], [180, 90], [-180, 90], [-180, -90]]]}
+    house = {"type": "Polygon", "coordinates": [[[118.21, 33.91], [118.2101, 33.91], [118.2101, 33.9101], [118.21, 33.9101],
+                                                 [118.21, 33.91]]]}
+    _geojson(path, [_feature(world), _feature(house)])
+    report = import_file(conn, path, ImportOptions(layer="buildings", district="321302"))
+    assert report.inserted == {"buildings": 1}
+    assert [(r["row"], r["reason"][:29]) for r in report.rejects] == [(1, "an edge spans 180° of longitu")]
+
+
 def test_ten_thousand_invalid_polygons_are_repaired_and_counted(conn, tmp_path):
     path = tmp_path / "bowties.geojsonl"
     with open(path, "w") as out:

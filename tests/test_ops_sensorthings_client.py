@@ -43,3 +43,35 @@ def test_frost_sta_client_sends_a_data_array(live_server, device, city_db):
     assert latest["result"] == 13.5
     read = fsc.SensorThingsService(f"{live_server}/sta/v1.1")
     assert read.datastreams().find(device["stream"]).id == device["stream"]
+
+
+@pytest.mark.parametrize("path, options, refused", [
+    ("/sta/v1.1/Datastreams(1)/Observations", {"$filter": "result gt 5"}, "$filter"),
+    ("/sta/v1.1/Datastreams(1)/Observations", {"$orderby": "phenomenonTime asc", "$skip": "10"}, "$orderby, $skip"),
+    ("/sta/v1.1/Things", {"$filter": "name eq 'x'", "$top": "5"}, "$filter"),
+])
+def test_query_options_that_would_be_ignored_are_refused(client, path, options, refused):
+    # they used to be ignored: $filter=result gt 5 answered every reading, and the client could not tell
+    answer = client.get(path, params=options)
+    assert answer.status_code == 400, answer.text[:300]
+    assert answer.json()["description"].startswith(f"{refused}: not implemented")
+    assert client.get(path, params={"$top": "2", "$count": "true"}).status_code == 200  # implemented or only shaping
+
+
+def test_a_batch_sent_again_is_stored_once(client, device, city_db):
+    # a gateway that lost the answer sends its batch again: each reading was stored twice, under one
+    # Observation id; a repeat inside the batch too
+    stream = device["stream"]
+    start = datetime.now(timezone.utc) - timedelta(minutes=30)
+    times = [(start + timedelta(minutes=i)).isoformat() for i in range(3)]
+    batch = [{"Datastream": {"@iot.id": stream}, "components": ["phenomenonTime", "result"],
+              "dataArray": [[times[0], 11.0], [times[1], 11.5], [times[2], 12.0], [times[1], 11.5]]}]
+    headers = {"Authorization": f"Bearer {device['key']}"}
+    first = client.post("/sta/v1.1/CreateObservations", json=batch, headers=headers)
+    again = client.post("/sta/v1.1/CreateObservations", json=batch, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert first.json() == again.json() and not any(link.startswith("error") for link in again.json())
+    with open_connection(city_db) as conn:
+        stored = conn.execute("SELECT count(*) AS n FROM city.sensor_reading WHERE datastream_id = %s "
+                              "AND phenomenon_time = ANY(%s::timestamptz[])", [stream, times]).fetchone()["n"]
+    assert stored == 3

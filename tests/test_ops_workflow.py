@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from gis.db import open_connection
@@ -315,3 +316,32 @@ def test_evaluation_figures_per_area_agree_with_the_case_log(client, city_db, le
     table = client.get("/evaluation", params={"level": level, "f": "csv"})
     assert table.headers["content-type"].startswith("text/csv") and len(table.text.strip().splitlines()) == len(features) + 1
     assert client.get("/evaluation", params={"level": "galaxy"}).status_code == 400
+
+
+def _rows_touched(node: dict) -> float:
+    """Rows a plan node and everything under it produced or filtered away, over all its loops."""
+    loops = node.get("Actual Loops", 1)
+    own = loops * sum(node.get(key, 0) for key in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Join Filter",
+                                                     "Rows Removed by Index Recheck"))
+    return own + sum(_rows_touched(child) for child in node.get("Plans", []))
+
+
+def test_a_year_of_evaluation_probes_the_spatial_index_not_every_pair(city_db):
+    # repeat cases (same class within 50 m) were found by comparing every pair of a class, or every
+    # earlier case, per case: 50 million rows over 200 days, GET /evaluation?days=366 hung past 20 s
+    from ops.evaluation import REPEAT_DISTANCE_M, evaluation_query
+    with open_connection(city_db) as conn:
+        plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + evaluation_query("street", with_geometry=False),
+                            {"days": 366}).fetchone()["QUERY PLAN"][0]["Plan"]
+        cases = conn.execute("SELECT count(*) AS n FROM city.case_file").fetchone()["n"]
+        repeats = conn.execute(f"""
+            SELECT count(*) AS n FROM city.case_file a WHERE a.state <> 'voided' AND a.bgcode IS NOT NULL
+              AND a.reported_at >= now() - interval '30 days' AND EXISTS (
+                SELECT 1 FROM city.case_file b WHERE b.id <> a.id AND b.state <> 'voided'
+                  AND b.reported_at < a.reported_at AND b.reported_at >= now() - interval '30 days'
+                  AND coalesce(b.event_class_code, b.component_class_code) = coalesce(a.event_class_code, a.component_class_code)
+                  AND ST_Distance(b.geom::geography, a.geom::geography) <= {REPEAT_DISTANCE_M} * 1.01)""").fetchone()["n"]
+        rows = conn.execute(evaluation_query("district", with_geometry=False), {"days": 30}).fetchall()
+    assert cases > 10_000
+    assert _rows_touched(plan) < 50 * cases, f"{_rows_touched(plan):,.0f} rows touched for {cases:,} cases"
+    assert repeats > 0 and abs(sum(r["repeat_cases"] for r in rows) - repeats) <= max(1, repeats * 0.02)  # Mercator vs geodesic at 50 m

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import http.client
 import signal
 import sys
 import time
@@ -61,3 +62,24 @@ def test_a_crashed_worker_is_replaced(city_db, settings):
             raise AssertionError("the server did not come back after its worker crashed")
         replaced = _children(supervisor)
         assert workers[0] not in replaced and replaced
+
+
+def test_an_idle_keep_alive_connection_outlives_the_clients_idle_time(city_db, settings):
+    # uvicorn closed idle connections after 5 s: a client (httpx keeps them 5 s, nginx's upstream pool
+    # 60 s) sending on one as it closed got a reset (red-team concurrency run: ReadError,
+    # RemoteProtocolError), behind nginx a lost POST is a 502
+    port = free_port()
+    command = [sys.executable, "-m", "api.cli", "serve", "--port", str(port)]
+    env = {"CITYOPS_DATABASE_URL": city_db, "CITYOPS_STATE_DIR": str(settings.state_dir), "CITYOPS_KEEP_ALIVE_S": "12"}
+    with running("keep_alive_server", command, env, port, log_dir=ARTIFACTS, timeout_s=90):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # one socket, never reopened
+        try:
+            connection.request("GET", "/healthz")
+            first = connection.getresponse()
+            assert first.status == 200 and first.read()
+            time.sleep(7)  # past uvicorn's default, within the setting
+            connection.request("GET", "/healthz")  # on the same socket: RemoteDisconnected if the server closed it
+            again = connection.getresponse()
+            assert again.status == 200 and again.read()
+        finally:
+            connection.close()

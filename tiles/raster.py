@@ -18,6 +18,7 @@ change like the cached tiles): a cold mosaic tile asks the database nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -107,6 +108,17 @@ def tile_format(extension: str | None, accept: str | None = None) -> str:
 
 def media_type(fmt: str) -> str:
     return FORMATS[fmt][1]
+
+
+@functools.cache
+def empty_tile(fmt: str) -> bytes:
+    """What a tile with no imagery in it is sent as: fully transparent in PNG and WebP. An empty
+    answer (204) is what OGC API Tiles also allows, but GDAL 3.6's OGCAPI reader looks every non-200
+    tile up in its disk cache first and logs an ERROR per tile; JPEG cannot be transparent: b"" (204)."""
+    if fmt == "jpg":
+        return b""
+    nothing = np.ma.MaskedArray(np.zeros((3, TILE_PX, TILE_PX), "uint8"), mask=True)
+    return ImageData(nothing).render(add_mask=True, img_format=FORMATS[fmt][0])
 
 
 class RasterTiles:

@@ -25,14 +25,14 @@ def _check_port_free(host: str, port: int) -> None:
             fail(f"port {port} on {host} is in use: stop the other server or pick another with --port or CITYOPS_PORT")
 
 
-def _serve(host: str, port: int, workers: int) -> None:
+def _serve(host: str, port: int, workers: int, keep_alive_s: int) -> None:
     """Workers always run under uvicorn's process supervisor, even a single one: a worker that
     dies (a segfault in a C extension, the OOM killer) is replaced within a second, instead of
     taking the platform down with it."""
     _check_port_free(host, port)
     console.print(f"cityops serving at http://{host}:{port}/  (map: /map, API: /api, docs: /docs)")
     config = uvicorn.Config("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                            log_level="info", proxy_headers=True)
+                            log_level="info", proxy_headers=True, timeout_keep_alive=keep_alive_s)
     Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
@@ -43,7 +43,7 @@ def serve(
 ) -> None:
     """Serve the API and the web map (the database must be up: see `cityops up`)."""
     server = settings_of(ServerSettings)
-    run_guarded(lambda: _serve(host or server.host, port or server.port, workers or server.workers))
+    run_guarded(lambda: _serve(host or server.host, port or server.port, workers or server.workers, server.keep_alive_s))
 
 
 def up(
@@ -67,6 +67,6 @@ def up(
                 with table_progress(f"Empty database: loading the demo city (scale {scale}) …") as report:
                     load_demo(conn, scale=scale, progress=report)
                 conn.commit()
-        _serve(host_, port_, workers or server.workers)
+        _serve(host_, port_, workers or server.workers, server.keep_alive_s)
 
     run_guarded(action)

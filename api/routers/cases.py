@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from api.deps import Connection, require
+from api.deps import AnalysisTurn, Connection, require
 from api.extension import Extension
 from api.key_gate import KeyFirstRoute
 from gis.keys import Principal
@@ -72,7 +72,8 @@ def cases_extension() -> Extension:
                                       evaluation=body.evaluation, photos=body.photos)
 
     @router.get("/evaluation", tags=["Evaluation"], summary="综合评价 per district, street, community or unit grid",
-                description="GeoJSON with a class 1 (best) … 5 (worst) by quintile of cases per km² for a choropleth, or `f=csv` for the table.")
+                description="GeoJSON with a class 1 (best) … 5 (worst) by quintile of cases per km² for a choropleth, or `f=csv` for the table.",
+                responses={200: {"content": {"application/json": {}, "text/csv": {}}}}, dependencies=[AnalysisTurn])
     async def evaluation_figures(conn: Connection, level: Annotated[str, Query(max_length=12)] = "street",
                                  days: Annotated[int, Query(ge=1, le=366)] = 30,
                                  f: Annotated[Literal["json", "csv"], Query()] = "json"):

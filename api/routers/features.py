@@ -81,7 +81,7 @@ EditableCollection = Annotated[Layer, Depends(editable)]
 def features_extension() -> Extension:
     router = APIRouter(tags=[TAG], route_class=KeyFirstRoute)
 
-    @router.get("/collections", summary="The collections (one per catalogue layer)")
+    @router.get("/collections", summary="The collections (one per catalogue layer)", responses=out.JSON_OR_HTML)
     async def collections(request: Request, conn: Connection, catalogue: Catalogue, f: Format = None):
         documents = [out.collection_document(request, layer, await catalogue.extent(conn, layer),
                                              request.app.state.collection_link_providers) for layer in catalogue.layers]
@@ -91,7 +91,8 @@ def features_extension() -> Extension:
             return out.html(request, "collections.html", collections=documents)
         return {"links": out.self_links(request, "json", "Collections"), "collections": documents}
 
-    @router.get(COLLECTION_PATH, summary="collection", name="collection", operation_id="collection")
+    @router.get(COLLECTION_PATH, summary="collection", name="collection", operation_id="collection",
+                responses=out.JSON_OR_HTML)
     async def collection(request: Request, found: AnyCollection, conn: Connection, catalogue: Catalogue, f: Format = None):
         if not isinstance(found, Layer):
             return found  # a raster collection's document (api.routers.orthophotos)
@@ -102,7 +103,7 @@ def features_extension() -> Extension:
         return document
 
     @router.get(f"{COLLECTION_PATH}/queryables", summary="queryable properties", name="queryables", operation_id="queryables",
-                responses={200: {"content": {"application/schema+json": {}}}})
+                responses={200: {"content": {"application/schema+json": {}, "text/html": {}}}})
     async def queryables(request: Request, layer: Collection, catalogue: Catalogue, f: Format = None):
         schema = features.queryables_schema(layer, catalogue.queryables(layer.id), str(request.url))
         if out.output_format(request, f) == "html":

@@ -22,7 +22,7 @@ CORE = (
 def landing_extension() -> Extension:
     router = APIRouter(tags=["OGC API Common"])
 
-    @router.get("/", summary="Landing page")
+    @router.get("/", summary="Landing page", responses=out.JSON_OR_HTML)
     async def landing(request: Request, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
         base = str(request.base_url).rstrip("/")
         links = [
@@ -43,7 +43,7 @@ def landing_extension() -> Extension:
             return out.html(request, "landing.html", landing=document)
         return document
 
-    @router.get("/conformance", summary="Conformance classes")
+    @router.get("/conformance", summary="Conformance classes", responses=out.JSON_OR_HTML)
     async def conformance(request: Request, f: Annotated[str, Query(pattern="^(json|html)$")] = None):
         classes = sorted(request.app.state.conformance)
         if out.output_format(request, f) == "html":

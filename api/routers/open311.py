@@ -102,6 +102,20 @@ def _media_base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX + "/media"
 
 
+# what `.json` and `.xml` answer, declared so that generated clients and validators expect both
+OPEN311_ERRORS = {"type": "array", "items": {"type": "object", "required": ["code", "description"], "properties": {
+    "code": {"type": "integer", "description": "the HTTP status"}, "description": {"type": "string", "description": "the reason"}}}}
+_REFUSED = {"description": "GeoReport v2 errors: an array of {code, description} (XML for `.xml`)",
+            "content": {"application/json": {"schema": OPEN311_ERRORS}, "text/xml": {}}}
+# floods (429) and overload (503) come from the front door, before any route, as everywhere else (the
+# exception document), or from the route itself (the report limits: GeoReport's errors, XML for .xml)
+_FRONT_DOOR = {"description": "Too many requests, or overloaded, with Retry-After",
+               "content": {"application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/Exception"},
+                                                                     OPEN311_ERRORS]}}, "text/xml": {}}}
+_REFUSALS: dict[int | str, dict] = {400: _REFUSED, 429: _FRONT_DOOR, 503: _FRONT_DOOR, "default": _REFUSED}
+JSON_OR_XML: dict[int | str, dict] = {200: {"content": {"application/json": {}, "text/xml": {}}}, **_REFUSALS}
+
+
 def _answer(fmt: Format, root: str, data: list | dict) -> Response:
     if fmt == "xml":
         return Response(to_xml(root, data), media_type="text/xml; charset=utf-8")
@@ -186,12 +200,12 @@ class Closing(BaseModel):
 def open311_extension() -> Extension:
     router = APIRouter(prefix=PREFIX, tags=["Open311 GeoReport v2"], route_class=Open311Route)
 
-    @router.get("/services.{fmt}", summary="The categories and items citizens report")
+    @router.get("/services.{fmt}", responses=JSON_OR_XML, summary="The categories and items citizens report")
     async def get_services(fmt: Format, settings: Settings, jurisdiction_id: str | None = None):
         _check_jurisdiction(jurisdiction_id, settings)
         return _answer(fmt, "services", [service_json(s) for s in SERVICES])
 
-    @router.get("/services/{service_code}.{fmt}", summary="The attributes of one item")
+    @router.get("/services/{service_code}.{fmt}", responses=JSON_OR_XML, summary="The attributes of one item")
     async def get_service_definition(service_code: str, fmt: Format, settings: Settings, jurisdiction_id: str | None = None):
         _check_jurisdiction(jurisdiction_id, settings)
         try:
@@ -200,7 +214,7 @@ def open311_extension() -> Extension:
             raise Open311Error(404, str(exc)) from exc
         return _answer(fmt, "service_definition", definition_json(service))
 
-    @router.post("/requests.{fmt}", summary="Submit a report (form-encoded, or multipart with `media` photos)")
+    @router.post("/requests.{fmt}", responses=JSON_OR_XML, summary="Submit a report (form-encoded, or multipart with `media` photos)")
     async def post_request(fmt: Format, request: Request, conn: Connection, settings: Settings):
         async with request.form(max_files=MAX_PHOTOS + 1) as form:
             _check_jurisdiction(_text(form, "jurisdiction_id"), settings)
@@ -226,7 +240,7 @@ def open311_extension() -> Extension:
         answer = await reports.submit_report(conn, submission, photos, settings)
         return _answer(fmt, "service_requests", [answer])
 
-    @router.post("/media.{fmt}", summary="Store a photo before its report; answers the media_url to send")
+    @router.post("/media.{fmt}", responses=JSON_OR_XML, summary="Store a photo before its report; answers the media_url to send")
     async def post_media(fmt: Format, request: Request, conn: Connection, settings: Settings):
         async with request.form(max_files=1) as form:
             client_ip = _client_ip(request)
@@ -239,12 +253,13 @@ def open311_extension() -> Extension:
         return _answer(fmt, "media", {"media_url": f"{_media_base(request)}/{name}.jpg",
                                       "width": photos[0].width, "height": photos[0].height})
 
-    @router.get("/media/{name}.jpg", summary="A stored photo (resized, without EXIF)")
+    @router.get("/media/{name}.jpg", summary="A stored photo (resized, without EXIF)",
+                responses={200: {"content": {"image/jpeg": {}}}, **_REFUSALS})
     async def get_media(name: str, conn: Connection):
         return Response(await reports.media_content(conn, name), media_type="image/jpeg",
                         headers={"Cache-Control": "public, max-age=86400"})
 
-    @router.get("/requests.{fmt}", summary="Reports: by id, item, status and requested date (last 90 days by default)")
+    @router.get("/requests.{fmt}", responses=JSON_OR_XML, summary="Reports: by id, item, status and requested date (last 90 days by default)")
     async def get_requests(fmt: Format, request: Request, conn: Connection, settings: Settings,
                            service_request_id: str | None = None, service_code: str | None = None,
                            start_date: str | None = None, end_date: str | None = None, status: str | None = None,
@@ -258,7 +273,7 @@ def open311_extension() -> Extension:
                                        statuses=[s.lower() for s in _csv(status)])
         return _answer(fmt, "service_requests", await reports.list_requests(conn, wanted, settings, _media_base(request)))
 
-    @router.get("/requests/nearby.{fmt}", summary="Open reports of this item within 50 m: suggest them before submitting")
+    @router.get("/requests/nearby.{fmt}", responses=JSON_OR_XML, summary="Open reports of this item within 50 m: suggest them before submitting")
     async def get_nearby(fmt: Format, request: Request, conn: Connection, settings: Settings, service_code: str,
                          lat: float, long: float, crs: str | None = None):
         service = service_of(service_code)
@@ -266,24 +281,24 @@ def open311_extension() -> Extension:
         return _answer(fmt, "service_requests",
                        await reports.nearby_open(conn, service.code, lon, lat_, settings, _media_base(request)))
 
-    @router.get("/requests/{service_request_id}.{fmt}", summary="One report")
+    @router.get("/requests/{service_request_id}.{fmt}", responses=JSON_OR_XML, summary="One report")
     async def get_request(service_request_id: int, fmt: Format, request: Request, conn: Connection, settings: Settings,
                           jurisdiction_id: str | None = None):
         _check_jurisdiction(jurisdiction_id, settings)
         return _answer(fmt, "service_requests", [await reports.get_request(conn, service_request_id, _media_base(request))])
 
-    @router.get("/requests/{service_request_id}/updates.{fmt}", summary="Every step of a report")
+    @router.get("/requests/{service_request_id}/updates.{fmt}", responses=JSON_OR_XML, summary="Every step of a report")
     async def get_updates(service_request_id: int, fmt: Format, conn: Connection):
         return _answer(fmt, "updates", await reports.request_updates(conn, service_request_id))
 
-    @router.post("/requests/{service_request_id}/reopen.{fmt}", summary="The reporter reopens a report closed as fixed")
+    @router.post("/requests/{service_request_id}/reopen.{fmt}", responses=JSON_OR_XML, summary="The reporter reopens a report closed as fixed")
     async def post_reopen(service_request_id: int, fmt: Format, request: Request, conn: Connection, settings: Settings):
         async with request.form(max_files=0) as form:
             token, reason = _text(form, "token") or "", _text(form, "reason") or ""
         return _answer(fmt, "service_requests",
                        [await reports.reopen_report(conn, service_request_id, token, reason, settings)])
 
-    @router.post("/requests/{service_request_id}/feedback.{fmt}", summary="Was this fixed? (once per case)")
+    @router.post("/requests/{service_request_id}/feedback.{fmt}", responses=JSON_OR_XML, summary="Was this fixed? (once per case)")
     async def post_feedback(service_request_id: int, fmt: Format, request: Request, conn: Connection, settings: Settings):
         async with request.form(max_files=0) as form:
             token, fixed, rating = _text(form, "token") or "", (_text(form, "fixed") or "").lower(), _text(form, "rating")
@@ -295,7 +310,7 @@ def open311_extension() -> Extension:
                                             int(rating) if rating else None, settings)
         return _answer(fmt, "service_requests", [answer])
 
-    @router.get("/tokens/{token}.{fmt}", summary="The request a submission token became")
+    @router.get("/tokens/{token}.{fmt}", responses=JSON_OR_XML, summary="The request a submission token became")
     async def get_token(token: str, fmt: Format, conn: Connection):
         return _answer(fmt, "service_requests", [await reports.request_of_token(conn, token)])
 

@@ -34,7 +34,7 @@ from gis.db import open_connection
 from gis.errors import InvalidInput, NotFound
 from gis.keys import Principal
 from tiles.cache import CachedTile
-from tiles.raster import RASTER_MATRIX_SETS, RasterTiles, media_type, raster_tms, tile_format
+from tiles.raster import RASTER_MATRIX_SETS, RasterTiles, empty_tile, media_type, raster_tms, tile_format
 from tiles.raster_metadata import (COG_MEDIA_TYPE, map_tiles_path, map_tileset, map_tileset_summary,
                                    raster_collection, raster_tilejson, tile_matrix_set_both_versions)
 
@@ -63,9 +63,10 @@ def _tile_response(request_headers: Headers, tile: CachedTile, fmt: str) -> Resp
     headers = {"ETag": tile.etag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept"}
     if _matches(request_headers.get("if-none-match"), tile.etag):
         return Response(status_code=304, headers=headers)
-    if not tile.data:
+    data = tile.data or empty_tile(fmt)
+    if not data:
         return Response(status_code=204, headers=headers)
-    return Response(tile.data, media_type=media_type(fmt), headers=headers)
+    return Response(data, media_type=media_type(fmt), headers=headers)
 
 
 def _whole(path_params: dict, name: str) -> int:
@@ -333,7 +334,8 @@ def orthophotos_extension() -> Extension:
                                                datetime="a day (YYYY-MM-DD): the imagery mosaic as it was then",
                                                f="png, jpg or webp"),
                 responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-                           204: {"description": "no imagery in this tile"}, 304: {"description": "not modified"},
+                           204: {"description": "no imagery in this JPEG tile (an empty PNG or WebP tile comes transparent)"},
+                           304: {"description": "not modified"},
                            404: {"description": "no such collection or tile"}})
     async def map_tile(request: Request):
         path, query = request.path_params, request.query_params

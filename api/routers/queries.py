@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api.deps import Connection, LiveCatalogue, ReadConnection, get_catalogue
+from api.deps import AnalysisTurn, Connection, LiveCatalogue, ReadConnection, get_catalogue
 from api.extension import Extension
 from gis import queries
 from gis.errors import InvalidInput
@@ -60,7 +60,8 @@ def queries_extension() -> Extension:
     @router.post("/locate", summary="The same for up to 100,000 points (JSON, or CSV lon,lat with ?f=csv answers)",
                  openapi_extra={"requestBody": {"content": {
                      "application/json": {"schema": Points.model_json_schema()},
-                     "text/csv": {"schema": {"type": "string", "description": "lines of lon,lat (a header is skipped)"}}}}})
+                     "text/csv": {"schema": {"type": "string", "description": "lines of lon,lat (a header is skipped)"}}}}},
+                 responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
     async def locate_many(request: Request, conn: Connection,
                           f: Annotated[Literal["json", "csv"], Query(description="answer format")] = "json"):
         if request.headers.get("content-type", "").startswith("text/csv"):
@@ -93,7 +94,7 @@ def queries_extension() -> Extension:
         return {"layer": target[0].id, "features": rows}
 
     @router.get("/density/{layer}", summary="Count and density (per km²) of a layer's features per zone; "
-                                            "GeoJSON choropleth with class breaks, or a CSV table")
+                                            "GeoJSON choropleth with class breaks, or a CSV table", dependencies=[AnalysisTurn])
     async def density(target: QueryLayer, conn: ReadConnection, zone: Literal["grid", "community", "street", "district"] = "community",
                       district: Annotated[str, Query(pattern=r"^\d{6}$")] = None, filter: Filter = None,
                       filter_lang: FilterLang = None, f: Literal["geojson", "csv"] = "geojson"):
@@ -103,7 +104,7 @@ def queries_extension() -> Extension:
         return result
 
     @router.get("/coverage-gaps/{layer}", summary="Parts of the gridded urban area farther than a distance from every "
-                                                  "feature of a layer, per unit grid")
+                                                  "feature of a layer, per unit grid", dependencies=[AnalysisTurn])
     async def coverage_gaps(target: QueryLayer, conn: ReadConnection,
                             distance_m: Annotated[float, Query(gt=0, le=queries.MAX_DISTANCE_M)],
                             district: Annotated[str, Query(pattern=r"^\d{6}$")] = None,

@@ -29,8 +29,27 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + PREFIX
 
 
+# Options that only shape an answer (add a count, select or expand fields): one left unimplemented still
+# answers the client's question, so it is tolerated; frost-sta-client's `.count()` sends $count.
+SHAPING_OPTIONS = frozenset({"$count", "$select", "$expand"})
+
+
+async def only_implemented_options(request: Request) -> None:
+    """A SensorThings query option that chooses or orders the answer ($filter, $orderby, $skip,
+    $resultFormat, …) and that a route does not implement is refused: ignored, it would answer another
+    question than the one asked (every reading, not those over a threshold) and the client could not tell."""
+    route = request.scope.get("route")
+    implemented = {param.alias for param in route.dependant.query_params if param.alias.startswith("$")} if route else set()
+    refused = sorted(name for name in request.query_params
+                     if name.startswith("$") and name not in implemented and name not in SHAPING_OPTIONS)
+    if refused:
+        raise InvalidInput(f"{', '.join(refused)}: not implemented on {request.url.path} "
+                           f"(it takes {', '.join(sorted(implemented)) or 'no query options'})")
+
+
 def sensors_extension() -> Extension:
-    router = APIRouter(prefix=PREFIX, tags=["Sensors (SensorThings API)"], route_class=KeyFirstRoute)
+    router = APIRouter(prefix=PREFIX, tags=["Sensors (SensorThings API)"], route_class=KeyFirstRoute,
+                       dependencies=[Depends(only_implemented_options)])
 
     @router.get("", summary="SensorThings service root")
     async def root(request: Request):

@@ -57,6 +57,11 @@ def check_geometry(conn: psycopg.Connection, targets: dict[str, Target]) -> int:
     vertices = settings_of(LimitSettings).feature_max_vertices
     _reject(conn, sql.SQL("ST_NPoints(geom) > %s"),
             f"more than {vertices:,} vertices (CITYOPS_FEATURE_MAX_VERTICES)", [vertices])
+    # geography (the geodesic area_m2 column) refuses such an edge, which failed the whole import;
+    # only a geometry 180° wide can have one, so the segments of the others are never read
+    _reject(conn, sql.SQL("ST_XMax(geom) - ST_XMin(geom) >= 180 AND EXISTS (SELECT 1 FROM ST_DumpSegments(geom) e "
+                          "WHERE abs(ST_X(ST_EndPoint(e.geom)) - ST_X(ST_StartPoint(e.geom))) >= 180)"),
+            "an edge spans 180° of longitude or more: on the sphere it has no one shortest path; split the edge")
     # A single-part multi geometry is the same feature; promote polygons to the multi type we store.
     conn.execute("""
         UPDATE import_stage SET geom = CASE
