@@ -58,6 +58,11 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """scipy.ndimage.binary_fill_holes(mask): background not 4-connected to the border is a hole. One
     labelling pass instead of scipy's dilation from the border, ~8x faster on a block."""
     labels, count = ndimage.label(~mask)
-    outside = np.zeros(count + 1, bool)
-    outside[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
-    return ~outside[labels] | mask  # label 0 is the mask itself
+    return ~on_border(labels, count)[labels] | mask  # label 0 is the mask itself
+
+
+def on_border(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count + 1,) flags of the labels that touch the array's edge (label 0 included if it does)."""
+    touching = np.zeros(count + 1, bool)
+    touching[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    return touching

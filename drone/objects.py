@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from drone.imageops import on_border
 from drone.params import ChangeParams
 
 # additive per-object sums (columns of `object_stats`)
@@ -52,10 +53,8 @@ def drop_vehicle_pieces(mask: np.ndarray, params: ChangeParams) -> np.ndarray:
     # a run of k pixels has variance (k^2 - 1) / 12
     length = np.sqrt(12 * ((vr + vc) / 2 + spread) + 1) * px
     width = np.sqrt(np.maximum(12 * ((vr + vc) / 2 - spread) + 1, 0)) * px
-    on_edge = np.zeros(n + 1, bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        on_edge[edge] = True
-    vehicle = (width <= params.vehicle_piece_max_width_m) & (length <= params.vehicle_max_length_m) & ~on_edge
+    vehicle = ((width <= params.vehicle_piece_max_width_m) & (length <= params.vehicle_max_length_m)
+               & ~on_border(labels, n))
     vehicle[0] = False
     return mask & ~vehicle[labels]
 
